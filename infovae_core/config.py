@@ -1,0 +1,348 @@
+"""Typed, frozen configuration of one training run (one trial).
+
+Everything a trial needs is here, as plain data: the sweep builds a :class:`TrialConfig` from a
+study's settings plus the sampled hyperparameters and hands it to :func:`infovae_core.trainer.fit`.
+Nested dicts with dotted keys (``objective.lambda``, ``model.decoder.width``) map one-to-one onto
+these fields; :func:`TrialConfig.from_dict` refuses unknown keys and checks every invariant.
+
+The objective weights follow DESIGN.md (maximised, per data point)::
+
+    L = E_q(z|x)[log p(x|z)] - (1 - alpha) KL(q(z|x) || p(z)) - (alpha + lambda - 1) D(q(z) || p(z))
+
+so ``alpha <= 1`` keeps the KL weight non-negative and ``alpha + lambda - 1 >= 0`` keeps the
+divergence weight non-negative; a negative weight would make the optimiser *increase* that term,
+so both are refused at construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+DatasetName = Literal["digits", "mnist"]
+Binarization = Literal["dynamic", "static", "none"]
+EncoderKind = Literal["mlp", "conv"]
+DecoderKind = Literal["mlp", "conv", "pixelcnn"]
+LikelihoodKind = Literal["bernoulli", "gaussian"]
+VarianceKind = Literal["fixed", "learned"]
+DivergenceKind = Literal["mmd", "adversarial", "stein"]
+KernelKind = Literal["rbf", "imq"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or out of range; the message names the dotted key."""
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where its files are, and how images are binarised.
+
+    ``binarize``: ``dynamic`` resamples Bernoulli pixels every epoch, ``static`` samples once
+    (seeded by ``seed``), ``none`` keeps grey levels in [0, 1] (for Gaussian likelihoods).
+    ``data_dir`` of None means ``$INFOVAE_DATA_DIR``, else the per-user cache (MNIST only).
+    ``seed`` fixes the train/validation/test split and static binarisation.
+    """
+
+    dataset: DatasetName = "digits"
+    data_dir: str | None = None
+    binarize: Binarization = "dynamic"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Gaussian encoder q(z|x): ``kind`` network with ``depth`` hidden layers of ``width`` units
+    (for ``conv``: ``depth`` stride-2 conv layers, channels starting at ``width // 4``)."""
+
+    kind: EncoderKind = "mlp"
+    width: int = 256
+    depth: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.width >= 4, "model.encoder.width", f"must be >= 4, got {self.width}")
+        _check(self.depth >= 1, "model.encoder.depth", f"must be >= 1, got {self.depth}")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Decoder p(x|z) and its likelihood.
+
+    ``likelihood``: ``bernoulli`` (binarised pixels) or ``gaussian`` with ``variance`` ``fixed``
+    (standard deviation ``std``) or ``learned`` (one log-variance per pixel).
+    ``pixelcnn_*`` knobs only apply to ``kind='pixelcnn'``.
+    """
+
+    kind: DecoderKind = "mlp"
+    width: int = 256
+    depth: int = 2
+    likelihood: LikelihoodKind = "bernoulli"
+    variance: VarianceKind = "fixed"
+    std: float = 0.1
+    pixelcnn_layers: int = 4
+    pixelcnn_channels: int = 32
+    pixelcnn_kernel: int = 5
+
+    def __post_init__(self) -> None:
+        _check(self.width >= 4, "model.decoder.width", f"must be >= 4, got {self.width}")
+        _check(self.depth >= 1, "model.decoder.depth", f"must be >= 1, got {self.depth}")
+        _check(self.std > 0, "model.decoder.std", f"must be > 0, got {self.std}")
+        _check(self.pixelcnn_layers >= 1, "model.decoder.pixelcnn_layers", "must be >= 1")
+        _check(self.pixelcnn_channels >= 2, "model.decoder.pixelcnn_channels", "must be >= 2")
+        _check(
+            self.pixelcnn_kernel >= 3 and self.pixelcnn_kernel % 2 == 1,
+            "model.decoder.pixelcnn_kernel",
+            f"must be an odd number >= 3, got {self.pixelcnn_kernel}",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    latent_dim: int = 8
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.latent_dim >= 1, "model.latent_dim", f"must be >= 1, got {self.latent_dim}")
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Weights and divergence of the InfoVAE objective (see the module docstring).
+
+    ELBO: ``alpha=0, lambda_=1``.  beta-VAE: ``alpha=1-beta, lambda_=beta``.
+    InfoVAE-MMD: ``divergence='mmd'`` with ``lambda_ > 1 - alpha``.
+    ``kernel``/``scales`` set the training MMD kernel (DESIGN.md convention, scales summed);
+    ``mmd_unbiased`` picks the unbiased U-statistic instead of the biased V-statistic.
+    ``discriminator_*`` configure the adversarial divergence.
+    The dotted key for ``lambda_`` is ``objective.lambda``.
+    """
+
+    alpha: float = 0.0
+    lambda_: float = 1.0
+    divergence: DivergenceKind = "mmd"
+    kernel: KernelKind = "rbf"
+    scales: tuple[float, ...] = (1.0,)
+    mmd_unbiased: bool = False
+    discriminator_lr: float = 1e-3
+    discriminator_width: int = 256
+
+    def __post_init__(self) -> None:
+        _check(math.isfinite(self.alpha), "objective.alpha", "must be finite")
+        _check(
+            math.isfinite(self.lambda_) and self.lambda_ > 0,
+            "objective.lambda",
+            f"must be > 0, got {self.lambda_}",
+        )
+        _check(
+            self.alpha <= 1,
+            "objective.alpha",
+            f"must be <= 1 (the KL weight 1 - alpha would be negative), got {self.alpha}",
+        )
+        _check(
+            self.alpha + self.lambda_ - 1 >= -1e-12,
+            "objective",
+            f"alpha + lambda - 1 = {self.alpha + self.lambda_ - 1:g} is negative: the optimiser "
+            "would increase D(q(z) || p(z)); use lambda >= 1 - alpha",
+        )
+        _check(len(self.scales) >= 1, "objective.scales", "needs at least one scale")
+        _check(all(s > 0 for s in self.scales), "objective.scales", "every scale must be > 0")
+        _check(self.discriminator_lr > 0, "objective.discriminator_lr", "must be > 0")
+
+    @property
+    def kl_weight(self) -> float:
+        """Weight of the per-sample KL term: 1 - alpha."""
+        return 1.0 - self.alpha
+
+    @property
+    def divergence_weight(self) -> float:
+        """Weight of the aggregate divergence D(q(z) || p(z)): alpha + lambda - 1 (>= 0)."""
+        return max(self.alpha + self.lambda_ - 1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Sizes of the post-training evaluation (DESIGN.md metric table).
+
+    ``max_points``: evaluation points used for MMD / log-det / MI (None = the whole split).
+    ``iwae_samples`` k and ``iwae_points`` (test subset) for ``metric.nll_iwae``.
+    ``probe_labels``: one ``metric.probe_acc_<n>`` per n. ``seed`` makes it reproducible.
+    ``latents_to_keep``: latents returned for reports (0 = none).
+    """
+
+    max_points: int | None = None
+    iwae_samples: int = 100
+    iwae_points: int = 1000
+    probe_labels: tuple[int, ...] = (100, 1000)
+    seed: int = 1234
+    latents_to_keep: int = 500
+
+    def __post_init__(self) -> None:
+        _check(self.iwae_samples >= 1, "eval.iwae_samples", "must be >= 1")
+        _check(self.iwae_points >= 1, "eval.iwae_points", "must be >= 1")
+        _check(all(n >= 2 for n in self.probe_labels), "eval.probe_labels", "each must be >= 2")
+        _check(
+            self.max_points is None or self.max_points >= 2, "eval.max_points", "must be >= 2"
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. ``device='auto'`` is cuda when present, else cpu."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 2, "train.batch_size", f"must be >= 2, got {self.batch_size}")
+        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One trial: data, model, objective, training and evaluation settings."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
+        """Build from nested dicts and/or dotted keys (``{"objective.lambda": 10}``).
+
+        Unknown keys and wrongly typed values raise :class:`ConfigError` naming the key.
+        """
+        return _build(cls, _nest(values), prefix="")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (``lambda_`` written as ``lambda``; tuples as lists)."""
+        return _to_plain(self)
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Dotted keys to scalar/list values, e.g. ``{"objective.lambda": 1.0, ...}``."""
+        return _flatten(self.to_dict())
+
+    def replace(self, overrides: dict[str, Any]) -> TrialConfig:
+        """A copy with dotted-key overrides applied (validated like ``from_dict``)."""
+        merged = self.to_flat_dict()
+        for key in overrides:
+            if key not in merged:
+                raise ConfigError(f"{key}: unknown key")
+        merged.update(overrides)
+        return TrialConfig.from_dict(merged)
+
+
+def _field_name(key: str) -> str:
+    return "lambda_" if key == "lambda" else key
+
+
+def _key_name(name: str) -> str:
+    return "lambda" if name == "lambda_" else name
+
+
+def _nest(values: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        parts = str(key).split(".")
+        node = nested
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: conflicts with a non-mapping value for {part}")
+            node = child
+        if isinstance(value, dict):
+            existing = node.setdefault(parts[-1], {})
+            if not isinstance(existing, dict):
+                raise ConfigError(f"{key}: conflicts with a non-mapping value")
+            existing.update(_nest(value))
+        else:
+            node[parts[-1]] = value
+    return nested
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is Literal:
+        _check(value in args, key, f"must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        _check(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], key) for v in value)
+    if args and type(None) in args:  # X | None
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, key)
+    if annotation is bool:
+        _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok and isinstance(value, float) and value.is_integer():
+            return int(value)
+        _check(ok, key, f"must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        _check(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            key,
+            f"must be a number, got {value!r}",
+        )
+        return float(value)
+    if annotation is str:
+        _check(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: must be a mapping, got {values!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        name = _field_name(key)
+        if name not in names:
+            allowed = ", ".join(sorted(_key_name(n) for n in names))
+            raise ConfigError(f"{prefix}{key}: unknown key (allowed: {allowed})")
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[name] = _build(annotation, value, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[name] = _coerce(value, annotation, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {_key_name(f.name): _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
