@@ -24,10 +24,10 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 DatasetName = Literal["digits", "mnist"]
 Binarization = Literal["dynamic", "static", "none"]
 EncoderKind = Literal["mlp", "conv"]
-DecoderKind = Literal["mlp", "conv", "pixelcnn"]
+DecoderKind = Literal["mlp", "conv"]
 LikelihoodKind = Literal["bernoulli", "gaussian"]
 VarianceKind = Literal["fixed", "learned"]
-DivergenceKind = Literal["mmd", "adversarial", "stein"]
+DivergenceKind = Literal["mmd"]
 KernelKind = Literal["rbf", "imq"]
 
 
@@ -76,7 +76,6 @@ class DecoderConfig:
 
     ``likelihood``: ``bernoulli`` (binarised pixels) or ``gaussian`` with ``variance`` ``fixed``
     (standard deviation ``std``) or ``learned`` (one log-variance per pixel).
-    ``pixelcnn_*`` knobs only apply to ``kind='pixelcnn'``.
     """
 
     kind: DecoderKind = "mlp"
@@ -85,21 +84,11 @@ class DecoderConfig:
     likelihood: LikelihoodKind = "bernoulli"
     variance: VarianceKind = "fixed"
     std: float = 0.1
-    pixelcnn_layers: int = 4
-    pixelcnn_channels: int = 32
-    pixelcnn_kernel: int = 5
 
     def __post_init__(self) -> None:
         _check(self.width >= 4, "model.decoder.width", f"must be >= 4, got {self.width}")
         _check(self.depth >= 1, "model.decoder.depth", f"must be >= 1, got {self.depth}")
         _check(self.std > 0, "model.decoder.std", f"must be > 0, got {self.std}")
-        _check(self.pixelcnn_layers >= 1, "model.decoder.pixelcnn_layers", "must be >= 1")
-        _check(self.pixelcnn_channels >= 2, "model.decoder.pixelcnn_channels", "must be >= 2")
-        _check(
-            self.pixelcnn_kernel >= 3 and self.pixelcnn_kernel % 2 == 1,
-            "model.decoder.pixelcnn_kernel",
-            f"must be an odd number >= 3, got {self.pixelcnn_kernel}",
-        )
 
 
 @dataclass(frozen=True)
@@ -120,7 +109,6 @@ class ObjectiveConfig:
     InfoVAE-MMD: ``divergence='mmd'`` with ``lambda_ > 1 - alpha``.
     ``kernel``/``scales`` set the training MMD kernel (DESIGN.md convention, scales summed);
     ``mmd_unbiased`` picks the unbiased U-statistic instead of the biased V-statistic.
-    ``discriminator_*`` configure the adversarial divergence.
     The dotted key for ``lambda_`` is ``objective.lambda``.
     """
 
@@ -130,8 +118,6 @@ class ObjectiveConfig:
     kernel: KernelKind = "rbf"
     scales: tuple[float, ...] = (1.0,)
     mmd_unbiased: bool = False
-    discriminator_lr: float = 1e-3
-    discriminator_width: int = 256
 
     def __post_init__(self) -> None:
         _check(math.isfinite(self.alpha), "objective.alpha", "must be finite")
@@ -153,7 +139,6 @@ class ObjectiveConfig:
         )
         _check(len(self.scales) >= 1, "objective.scales", "needs at least one scale")
         _check(all(s > 0 for s in self.scales), "objective.scales", "every scale must be > 0")
-        _check(self.discriminator_lr > 0, "objective.discriminator_lr", "must be > 0")
 
     @property
     def kl_weight(self) -> float:

@@ -25,6 +25,9 @@ from infovae_core.divergences import gaussian_kl_to_standard_normal, mmd_squared
 from infovae_core.models import VAEOutput
 
 
+TERM_NAMES: tuple[str, ...] = ("loss", "recon", "kl", "divergence", "elbo")
+
+
 @dataclass(frozen=True)
 class LossTerms:
     """Batch means, 0-dim tensors, nats per image: ``total`` (minimised), ``recon``
@@ -39,20 +42,11 @@ class LossTerms:
 
     def as_floats(self) -> dict[str, float]:
         """Names ``loss``, ``recon``, ``kl``, ``divergence``, ``elbo`` to Python floats."""
-        return {
-            "loss": float(self.total),
-            "recon": float(self.recon),
-            "kl": float(self.kl),
-            "divergence": float(self.divergence),
-            "elbo": float(self.elbo),
-        }
+        return dict(zip(TERM_NAMES, self.stacked().tolist()))
 
     def stacked(self) -> Tensor:
         """[5] detached tensor in the order of :meth:`as_floats` (accumulate without a sync)."""
         return torch.stack([self.total, self.recon, self.kl, self.divergence, self.elbo]).detach()
-
-
-TERM_NAMES: tuple[str, ...] = ("loss", "recon", "kl", "divergence", "elbo")
 
 
 class DivergenceEstimator(Protocol):
@@ -89,14 +83,6 @@ def build_divergence(config: ObjectiveConfig, latent_dim: int, device: torch.dev
     """The estimator of D(q(z) || p(z)) named by ``config.divergence``."""
     if config.divergence == "mmd":
         return MMDDivergence(config.kernel, config.scales, config.mmd_unbiased)
-    if config.divergence == "adversarial":
-        from infovae_core.divergences import AdversarialDivergence
-
-        return AdversarialDivergence(latent_dim, config, device=device)
-    if config.divergence == "stein":
-        from infovae_core.divergences import SteinDivergence
-
-        return SteinDivergence(config)
     raise ValueError(f"objective.divergence: unknown divergence {config.divergence!r}")
 
 
