@@ -18,9 +18,11 @@ import functools
 import gzip
 import hashlib
 import os
+import socket
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Sequence
@@ -382,6 +384,15 @@ def _download_one(url: str, folder: Path, name: str, timeout: float) -> Path:
         tmp.unlink(missing_ok=True)
 
 
+def _unreachable(err: OSError) -> bool:
+    """Whether ``err`` means the mirror cannot be reached at all (so skip it for other files),
+    as opposed to a reachable mirror lacking one file (HTTP 404, a missing ``file://`` path)."""
+    reason: object = err
+    if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
+        reason = err.reason
+    return isinstance(reason, (TimeoutError, ConnectionError, socket.gaierror))
+
+
 def ensure_mnist(
     data_dir: Path,
     mirrors: Sequence[str] = MNIST_MIRRORS,
@@ -428,7 +439,8 @@ def ensure_mnist(
             except DataError as err:  # reached the mirror but got a bad file
                 failures.append(f"{url}: {err}")
             except OSError as err:  # URLError, timeouts, refused connections are OSErrors
-                unreachable.add(mirror)
+                if _unreachable(err):
+                    unreachable.add(mirror)
                 failures.append(f"{url}: {err}")
     still_missing = [n for n in names if _find(folder, n) is None]
     if still_missing:
