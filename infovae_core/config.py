@@ -182,7 +182,7 @@ class TrainConfig:
     """Optimisation settings. ``device='auto'`` is cuda when present, else cpu."""
 
     epochs: int = 20
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"

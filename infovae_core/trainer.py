@@ -1,0 +1,195 @@
+"""Train and evaluate one configuration: :func:`fit`.
+
+Seeded and reproducible on a given device: ``train.seed`` seeds parameter initialisation, the
+reparameterisation noise, batch order and dynamic binarisation. Each split is one tensor on the
+trial's device and batches are index slices of it (no per-sample DataLoader). Loss terms are
+accumulated on the device and read once per epoch, so the GPU is never synchronised per step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from infovae_core.config import TrialConfig
+from infovae_core.data import DatasetSplits, Split, binarize, load_dataset, static_binarize
+from infovae_core.evaluation import evaluate
+from infovae_core.models import VAE, build_model
+from infovae_core.objective import TERM_NAMES, build_divergence, infovae_loss
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss term; ``epoch`` (1-based) and ``terms`` say where."""
+
+    def __init__(self, epoch: int, terms: dict[str, float]):
+        self.epoch = epoch
+        self.terms = dict(terms)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+        super().__init__(f"non-finite loss at epoch {epoch}: {shown}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch: mean training terms and validation terms (names in ``TERM_NAMES``, nats per
+    image) and the epoch's wall-clock seconds."""
+
+    epoch: int
+    train: dict[str, float]
+    val: dict[str, float]
+    seconds: float
+
+
+EpochCallback = Callable[[EpochRecord], None]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What one trial produced: evaluation ``metrics`` (DESIGN.md names without the ``metric.``
+    prefix), the per-epoch ``history``, timings, the device used, and small artefacts for reports:
+    ``latents`` [n, d] (z ~ q(z|x) on test points), ``samples`` [n, C, H, W] (decoder means of
+    prior draws) and ``reconstructions`` [2, n, C, H, W] (test inputs, then their reconstructions).
+    """
+
+    metrics: dict[str, float]
+    history: list[EpochRecord]
+    train_seconds: float
+    eval_seconds: float
+    device: str
+    latents: np.ndarray
+    samples: np.ndarray
+    reconstructions: np.ndarray
+    model: nn.Module = field(repr=False, compare=False)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _prepare(split: Split, mode: str, generator: torch.Generator) -> Split:
+    """Images as the likelihood sees them outside training: binarised once (seeded) unless
+    ``mode`` is ``none``."""
+    if mode == "none":
+        return split
+    return Split(images=binarize(split.images, generator), labels=split.labels)
+
+
+def _mean_terms(model: VAE, divergence, images: Tensor, config: TrialConfig) -> dict[str, float]:
+    batch_size = config.train.batch_size
+    sums = torch.zeros(len(TERM_NAMES), device=images.device)
+    count = 0
+    with torch.no_grad():
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start : start + batch_size]
+            if x.shape[0] < 2:
+                continue
+            output = model(x)
+            terms = infovae_loss(output, divergence(output.z), config.objective)
+            sums += terms.stacked() * x.shape[0]
+            count += x.shape[0]
+    values = (sums / max(count, 1)).tolist()
+    return dict(zip(TERM_NAMES, values))
+
+
+def fit(
+    config: TrialConfig,
+    data: DatasetSplits | None = None,
+    callback: EpochCallback | None = None,
+) -> FitResult:
+    """Train ``config`` and evaluate it on the test split.
+
+    Args:
+        config: the whole trial (data, model, objective, training, evaluation).
+        data: already-loaded splits (grey levels, any device); loaded from ``config.data`` when
+            None. The sweep passes them so that a dataset is loaded once per worker.
+        callback: called after every epoch with its :class:`EpochRecord` (for logging,
+            reporting to a scheduler, or stopping by raising).
+
+    Returns:
+        :class:`FitResult` with DESIGN.md's evaluation metrics.
+
+    Raises:
+        NonFiniteLossError: a training or validation term became NaN or infinite.
+    """
+    device = resolve_device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    generator = torch.Generator(device=device).manual_seed(config.train.seed)
+    splits = (data if data is not None else load_dataset(config.data)).to(device)
+    mode = config.data.binarize
+    if mode == "static":
+        splits = static_binarize(splits, config.data.seed)
+        mode = "none"  # already binary: nothing more to sample
+
+    model = build_model(config.model, splits.image_shape).to(device)
+    divergence = build_divergence(config.objective, config.model.latent_dim, device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    eval_generator = torch.Generator(device=device).manual_seed(config.eval.seed)
+    val_split = _prepare(splits.val, mode, eval_generator)
+
+    train_images = splits.train.images
+    n_train = train_images.shape[0]
+    batch_size = min(config.train.batch_size, n_train)
+    history: list[EpochRecord] = []
+    started = time.perf_counter()
+    for epoch in range(1, config.train.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        epoch_images = binarize(train_images, generator) if mode == "dynamic" else train_images
+        order = torch.randperm(n_train, generator=generator, device=device)
+        sums = torch.zeros(len(TERM_NAMES), device=device)
+        seen = 0
+        for start in range(0, n_train, batch_size):
+            index = order[start : start + batch_size]
+            if index.shape[0] < 2:  # a batch-level divergence needs at least two codes
+                continue
+            x = epoch_images[index]
+            output = model(x)
+            terms = infovae_loss(output, divergence(output.z), config.objective)
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            optimizer.step()
+            divergence.update(output.z.detach())
+            sums += terms.stacked() * x.shape[0]
+            seen += x.shape[0]
+        train_terms = dict(zip(TERM_NAMES, (sums / max(seen, 1)).tolist()))
+        if not all(np.isfinite(list(train_terms.values()))):
+            raise NonFiniteLossError(epoch, train_terms)
+        model.eval()
+        val_terms = _mean_terms(model, divergence, val_split.images, config)
+        if not all(np.isfinite(list(val_terms.values()))):
+            raise NonFiniteLossError(epoch, {f"val.{k}": v for k, v in val_terms.items()})
+        record = EpochRecord(epoch, train_terms, val_terms, time.perf_counter() - epoch_start)
+        history.append(record)
+        if callback is not None:
+            callback(record)
+    train_seconds = time.perf_counter() - started
+
+    eval_start = time.perf_counter()
+    model.eval()
+    test_split = _prepare(splits.test, mode, eval_generator)
+    probe_split = _prepare(splits.train, mode, eval_generator)
+    evaluation = evaluate(model, probe_split, test_split, config.eval, device)
+    n_images = 64
+    samples = model.sample(n_images, generator=eval_generator)
+    originals = test_split.images[: min(n_images, len(test_split.images))]
+    reconstructions = torch.stack([originals, model.reconstruct(originals)])
+    eval_seconds = time.perf_counter() - eval_start
+
+    return FitResult(
+        metrics=dict(evaluation.metrics),
+        history=history,
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        device=str(device),
+        latents=evaluation.latents,
+        samples=samples.float().cpu().numpy(),
+        reconstructions=reconstructions.float().cpu().numpy(),
+        model=model,
+    )
