@@ -1,0 +1,462 @@
+"""Build the study report: read the folder, compute, draw, write one self-contained HTML file.
+
+The public entry point is :func:`build_report`. Each section is computed by its own function
+which turns anything missing (no trials yet, an arm that only failed, no Optuna database, no
+artifacts) into a note that says why, so a running, empty or partly failed study still gets a
+report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import platform
+import tempfile
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sweep.report import figures
+from sweep.report.aggregate import (
+    Verdict,
+    best_trial,
+    build_verdict,
+    capacity_levels,
+    compute_seconds,
+    config_signature_columns,
+    covariance_spectrum,
+    latent_projection,
+    learning_curve_bands,
+    status_counts,
+)
+from sweep.report.claims import ArmClassification, check_claims, classify_arm, reference_arm
+from sweep.report.content import (
+    Block,
+    FigureBlock,
+    Header,
+    ImageBlock,
+    NoteBlock,
+    ReportContent,
+    Section,
+)
+from sweep.report.data import (
+    NotAStudyFolderError,
+    StudyData,
+    flatten_mapping,
+    hashable_param,
+    load_study_data,
+)
+from sweep.report.html import render_report
+
+log = logging.getLogger(__name__)
+
+#: Latent points drawn per arm (a random subset when the artifact holds more).
+MAX_LATENT_POINTS = 1000
+#: Largest PNG embedded; bigger files are skipped with a note (keeps the page small).
+MAX_PNG_BYTES = 2_000_000
+#: fANOVA settings: fewer, shallower trees than Optuna's default keep thousands of trials fast.
+FANOVA_TREES = 16
+FANOVA_DEPTH = 8
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_LIBRARIES = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "optuna", "ray",
+              "plotly")
+_HEADLINE_METRICS = ("mmd", "mutual_info", "nll_iwae")
+
+__all__ = ["NotAStudyFolderError", "build_report", "build_content"]
+
+
+def build_report(study_dir: Path, out: Path | None = None, partial: bool = False) -> Path:
+    """Write the study's HTML report and return its path.
+
+    ``study_dir`` is a study folder (with ``study.yaml``); ``out`` defaults to
+    ``study_dir / "report.html"``. ``partial=True`` marks the report as built from a study that
+    is still running. The file is written to a temporary file beside ``out`` and renamed over
+    it, so a reader never sees half a report. Raises :class:`NotAStudyFolderError` for a folder
+    without ``study.yaml``.
+    """
+    study_dir = Path(study_dir)
+    out = Path(out) if out is not None else study_dir / "report.html"
+    content = build_content(load_study_data(study_dir), partial=partial)
+    page = render_report(content)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(page)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
+    """Compute every section of the report from the study's data."""
+    arms = data.arms
+    trials = data.trials
+    roles = tuple(classify_arm(arm, data.arm_specs.get(arm, {}), trials) for arm in arms)
+    reference = reference_arm(roles, arms)
+    objective = data.primary_objective
+    has_confirm = bool(
+        len(trials) and ((trials["phase"] == "confirm") & (trials["status"] == "completed")).any()
+    )
+    verdict = build_verdict(trials, arms, objective, reference) if has_confirm else None
+    if verdict is None:
+        verdict_note = (
+            "No completed confirm-phase trials yet: the verdict needs the confirm runs "
+            "(the best configurations re-run with several seeds)."
+        )
+    else:
+        verdict_note = _verdict_note(verdict, reference)
+    claims = check_claims(verdict, roles, trials)
+    failures = trials[trials["status"] == "failed"]
+    sections = (
+        _hyperparameter_section(data),
+        _training_section(data),
+        _latent_section(data),
+    )
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return ReportContent(
+        title=f"{data.name}: ELBO vs InfoVAE",
+        generated_at=now,
+        partial=partial,
+        header=_header(data, roles),
+        verdict=verdict,
+        verdict_note=verdict_note,
+        claims=claims,
+        sections=sections,
+        failures=failures[
+            ["arm", "phase", "trial_id", "seed", "ended_at", "host", "error"]
+        ].reset_index(drop=True),
+        warnings=data.warnings,
+    )
+
+
+def _verdict_note(verdict: Verdict, reference: str | None) -> str:
+    parts = []
+    for selection in verdict.selections:
+        n = len(selection.trials)
+        if selection.n_configs > 1:
+            parts.append(
+                f"{selection.arm}: {n} seed(s) of the best of {selection.n_configs} confirmed "
+                "configurations"
+            )
+        else:
+            parts.append(f"{selection.arm}: {n} seed(s)")
+    ref = f" Differences are against {reference}." if reference else ""
+    return "Confirm phase, completed runs. " + "; ".join(parts) + "." + ref
+
+
+# --------------------------------------------------------------------------- header
+
+
+def _header(data: StudyData, roles: Sequence[ArmClassification]) -> Header:
+    trials = data.trials
+    settings: dict[str, str] = {}
+    for arm in data.arms:
+        spec = data.arm_specs.get(arm, {})
+        fixed = spec.get("fixed") if hasattr(spec, "get") else None
+        search = spec.get("search") if hasattr(spec, "get") else None
+        text = []
+        if isinstance(fixed, dict) and fixed:
+            text.append(
+                "fixed: " + ", ".join(f"{k} = {v}" for k, v in flatten_mapping(fixed).items())
+            )
+        if isinstance(search, dict) and search:
+            text.append("searched: " + ", ".join(str(k) for k in search))
+        settings[arm] = "; ".join(text) if text else "(not in study.yaml)"
+    totals = (
+        {str(k): int(v) for k, v in trials["status"].fillna("(unknown)").value_counts().items()}
+        if len(trials)
+        else {}
+    )
+    if len(trials):
+        hardware = (
+            trials.assign(host=trials["host"].fillna("?").astype(str),
+                          device=trials["device"].fillna("?").astype(str))
+            .groupby(["host", "device"]).size().rename("trials").reset_index()
+        )
+    else:
+        hardware = pd.DataFrame(columns=["host", "device", "trials"])
+    versions = {"python": platform.python_version()}
+    for name in ("infovae-sweep", *_LIBRARIES):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    objectives = ", ".join(f"{o.metric} ({o.direction})" for o in data.objectives)
+    return Header(
+        study=data.name,
+        description=data.description,
+        dataset=data.dataset,
+        roles=tuple(roles),
+        arm_settings=settings,
+        counts=status_counts(trials),
+        status_totals=totals,
+        compute_seconds=compute_seconds(trials),
+        hardware=hardware,
+        versions=versions,
+        objectives=objectives,
+    )
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+def _metric_columns(data: StudyData) -> list[tuple[str, str]]:
+    """(column, label) of the metrics drawn against hyperparameters: the primary objective
+    first, then the headline metrics present."""
+    keys = [o.metric for o in data.objectives[:1]] + list(_HEADLINE_METRICS)
+    out: list[tuple[str, str]] = []
+    for key in dict.fromkeys(keys):
+        column = f"metric.{key}"
+        if column in data.trials.columns and data.trials[column].notna().any():
+            out.append((column, key))
+    return out
+
+
+def _searched_params(data: StudyData, frame: pd.DataFrame) -> list[str]:
+    """Columns of the searched hyperparameters: the spec's search keys when given, else every
+    non-seed ``param.*`` column that varies."""
+    keys: list[str] = []
+    for spec in data.arm_specs.values():
+        search = spec.get("search") if hasattr(spec, "get") else None
+        if isinstance(search, dict):
+            keys.extend(f"param.{k}" for k in search)
+    keys = [k for k in dict.fromkeys(keys) if k in frame.columns]
+    if keys:
+        return keys
+    return [
+        c for c in config_signature_columns(frame)
+        if frame[c].map(hashable_param).nunique(dropna=True) > 1
+    ]
+
+
+def _hyperparameter_section(data: StudyData) -> Section:
+    trials = data.trials
+    arms = data.arms
+    done = trials[trials["status"] == "completed"] if len(trials) else trials
+    blocks: list[Block] = []
+    metrics = _metric_columns(data)
+    if done.empty or not metrics:
+        blocks.append(NoteBlock("No completed trials with metrics yet."))
+        return Section("Against the hyperparameters", "hyperparameters", tuple(blocks))
+    lam = "param.objective.lambda"
+    if lam in done.columns and done[lam].nunique(dropna=True) > 1:
+        for column, label in metrics:
+            blocks.append(
+                FigureBlock(
+                    figures.metric_vs_lambda(done, column, label, arms),
+                    "Every completed trial (search and confirm); log x axis.",
+                )
+            )
+    else:
+        blocks.append(NoteBlock("lambda was not varied in this study: no metric-vs-lambda plot."))
+    levels = capacity_levels(done)
+    if levels.nunique() > 1:
+        for column, label in metrics[:2]:
+            blocks.append(FigureBlock(figures.metric_vs_capacity(done, column, label, arms)))
+    else:
+        blocks.append(NoteBlock("Decoder capacity was not varied: no metric-vs-capacity plot."))
+    search = done[done["phase"] == "search"]
+    objective = data.primary_objective
+    if objective.column not in search.columns or search[objective.column].notna().sum() < 2:
+        blocks.append(NoteBlock("Fewer than two completed search trials with "
+                                f"{objective.metric}: no parallel-coordinates plot."))
+    else:
+        for arm in arms:
+            part = search[(search["arm"] == arm) & search[objective.column].notna()]
+            params = _searched_params(data, part)
+            if len(part) < 2 or not params:
+                blocks.append(NoteBlock(f"{arm}: nothing searched or fewer than two completed "
+                                        "search trials; no parallel-coordinates plot."))
+                continue
+            fig = figures.parallel_coordinates(part, params, objective)
+            fig.update_layout(title=f"Search of {figures.plot_text(arm)}: parallel coordinates")
+            blocks.append(FigureBlock(fig))
+    blocks.extend(_importance_blocks(data))
+    if len(data.objectives) >= 2:
+        ox, oy = data.objectives[0], data.objectives[1]
+        if {ox.column, oy.column} <= set(done.columns):
+            pool = search if not search.empty else done
+            blocks.append(FigureBlock(figures.pareto_figure(pool, data.objectives, arms),
+                                      "Completed search trials; lines join each arm's "
+                                      "non-dominated trials."))
+        else:
+            blocks.append(NoteBlock("Pareto front: an objective column is missing from "
+                                    "trials.parquet."))
+    return Section("Against the hyperparameters", "hyperparameters", tuple(blocks))
+
+
+def _importance_blocks(data: StudyData) -> list[Block]:
+    """fANOVA importances from the Optuna storage, one bar group per arm."""
+    path = data.study_dir / "optuna.db"
+    if not path.is_file():
+        return [NoteBlock("Hyperparameter importance not available: no optuna.db in the "
+                          "study folder.")]
+    try:
+        import optuna
+    except ImportError as exc:  # pragma: no cover - optuna is a dependency
+        return [NoteBlock(f"Hyperparameter importance not available: {exc}")]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    notes: list[Block] = []
+    rows: list[dict[str, object]] = []
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    except Exception as exc:
+        return [NoteBlock(f"Hyperparameter importance not available: optuna.db could not be "
+                          f"opened ({type(exc).__name__}: {exc}).")]
+    try:
+        for arm in data.arms:
+            try:
+                study = optuna.load_study(study_name=arm, storage=storage)
+                importances = optuna.importance.get_param_importances(
+                    study,
+                    evaluator=optuna.importance.FanovaImportanceEvaluator(
+                        n_trees=FANOVA_TREES, max_depth=FANOVA_DEPTH, seed=0
+                    ),
+                    target=lambda t: t.values[0],
+                )
+            except Exception as exc:  # Optuna raises several types for "cannot evaluate"
+                notes.append(NoteBlock(f"{arm}: importance not available "
+                                       f"({type(exc).__name__}: {exc})."))
+                continue
+            if not importances:
+                notes.append(NoteBlock(f"{arm}: importance not available (no searched "
+                                       "parameter varies)."))
+            for param, value in importances.items():
+                rows.append({"arm": arm, "param": param, "importance": float(value)})
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+    blocks: list[Block] = []
+    if rows:
+        frame = pd.DataFrame(rows)
+        blocks.append(FigureBlock(
+            figures.importance_figure(frame, data.arms),
+            f"fANOVA ({FANOVA_TREES} trees, depth {FANOVA_DEPTH}) on the Optuna study of each "
+            "arm, first objective; importances of an arm sum to 1.",
+        ))
+    return blocks + notes
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _training_section(data: StudyData) -> Section:
+    trials, epochs = data.trials, data.epochs
+    if epochs.empty or trials.empty:
+        return Section("Training", "training", (NoteBlock("No per-epoch records yet."),))
+    confirm = trials[(trials["phase"] == "confirm") & (trials["status"] == "completed")]
+    intro = "Confirm runs (completed)."
+    ids = set(confirm["trial_id"].dropna())
+    if not ids:
+        ids = set(trials["trial_id"].dropna())
+        intro = "No completed confirm runs yet: all runs so far, search phase included."
+    frame = epochs[epochs["trial_id"].isin(ids)]
+    if frame.empty:
+        return Section("Training", "training", (NoteBlock("No per-epoch records for these runs."),))
+    blocks: list[Block] = []
+    for split, name in (("val", "Validation"), ("train", "Training")):
+        terms = [c for c in frame.columns if c.startswith(f"{split}.")]
+        bands = learning_curve_bands(frame, terms)
+        if bands.empty:
+            blocks.append(NoteBlock(f"{name}: no {split}.* terms recorded."))
+            continue
+        fig = figures.learning_curves_figure(bands, data.arms)
+        fig.update_layout(title=f"{name} terms per epoch (median and 10-90% band over runs)")
+        blocks.append(FigureBlock(fig))
+    return Section("Training", "training", tuple(blocks), intro=intro)
+
+
+# --------------------------------------------------------------------------- latent space
+
+
+def _artifact_dir(data: StudyData, trial_id: str) -> Path | None:
+    """``artifacts/<trial_id>`` if ``trial_id`` is a plain name (no path tricks) and exists."""
+    root = data.study_dir / "artifacts"
+    if not trial_id or trial_id in {".", ".."} or "/" in trial_id or "\\" in trial_id:
+        return None
+    folder = root / trial_id
+    return folder if folder.is_dir() else None
+
+
+def _load_latents(path: Path) -> tuple[np.ndarray | None, str]:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as exc:  # corrupt or not an .npy file
+        return None, f"latents.npy could not be read ({type(exc).__name__}: {exc})"
+    if z.ndim != 2 or z.shape[0] < 2 or z.shape[1] < 1 or not np.issubdtype(z.dtype, np.number):
+        return None, f"latents.npy has shape {z.shape} (expected [n >= 2, d >= 1] numbers)"
+    z = z.astype(np.float64)
+    z = z[np.isfinite(z).all(axis=1)]
+    if z.shape[0] < 2:
+        return None, "latents.npy has fewer than two finite rows"
+    if z.shape[0] > MAX_LATENT_POINTS:
+        keep = np.random.default_rng(0).choice(z.shape[0], MAX_LATENT_POINTS, replace=False)
+        z = z[np.sort(keep)]
+    return z, ""
+
+
+def _latent_section(data: StudyData) -> Section:
+    objective = data.primary_objective
+    blocks: list[Block] = []
+    spectra: list[pd.DataFrame] = []
+    for arm in data.arms:
+        best = best_trial(data.trials, arm, objective) if len(data.trials) else None
+        if best is None:
+            blocks.append(NoteBlock(f"{arm}: no completed trial with {objective.metric}."))
+            continue
+        trial_id = str(best["trial_id"])
+        value = float(best[objective.column])
+        label = f"{arm}: best trial {trial_id} ({best['phase']}, {objective.metric} = {value:.4g})"
+        folder = _artifact_dir(data, trial_id)
+        if folder is None:
+            blocks.append(NoteBlock(f"{label}: no artifacts folder."))
+            continue
+        latents_path = folder / "latents.npy"
+        if latents_path.is_file():
+            z, problem = _load_latents(latents_path)
+            if z is None:
+                blocks.append(NoteBlock(f"{label}: {problem}."))
+            else:
+                fig = figures.latent_scatter(latent_projection(z, seed=0), arm)
+                blocks.append(FigureBlock(fig, f"{label}; {len(z)} points, latent dim "
+                                               f"{z.shape[1]}."))
+                eig = covariance_spectrum(z)
+                spectra.append(pd.DataFrame(
+                    {"arm": arm, "index": np.arange(1, len(eig) + 1), "eigenvalue": eig}
+                ))
+        else:
+            blocks.append(NoteBlock(f"{label}: no latents.npy."))
+        for name, title in (("samples.png", "samples"), ("reconstructions.png",
+                                                         "reconstructions")):
+            path = folder / name
+            if not path.is_file():
+                blocks.append(NoteBlock(f"{label}: no {name}."))
+                continue
+            size = path.stat().st_size
+            if size > MAX_PNG_BYTES:
+                blocks.append(NoteBlock(f"{label}: {name} is {size} bytes, over the "
+                                        f"{MAX_PNG_BYTES}-byte limit; not embedded."))
+                continue
+            png = path.read_bytes()
+            if not png.startswith(_PNG_MAGIC):
+                blocks.append(NoteBlock(f"{label}: {name} is not a PNG file."))
+                continue
+            blocks.append(ImageBlock(f"{arm}: {title} (trial {trial_id})", png))
+    if spectra:
+        frame = pd.concat(spectra, ignore_index=True)
+        blocks.append(FigureBlock(figures.spectrum_figure(frame, data.arms),
+                                  "Eigenvalues of the sample covariance of z ~ q(z|x) for "
+                                  "each arm's best trial; N(0, I) has all eigenvalues 1."))
+    if not blocks:
+        blocks.append(NoteBlock("No arms."))
+    return Section("Latent space", "latent", tuple(blocks),
+                   intro=f"Best trial of each arm by {objective.metric} "
+                         f"({objective.direction}), confirm phase preferred.")
+

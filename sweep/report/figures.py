@@ -1,0 +1,356 @@
+"""Plotly figures of the report: each function takes a DataFrame and returns a ``go.Figure``.
+
+No HTML is written here (that is :mod:`sweep.report.html`). Text that comes from the study
+(arm names, parameter values) is passed through :func:`plot_text`, because Plotly renders a
+subset of HTML tags in labels; escaping keeps a hostile arm name inert. Figures hold only what
+they draw, aggregated where the store is large (learning curves are median and band per arm,
+not one line per trial), so the report stays small.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from sweep.report.aggregate import capacity_label, capacity_levels, pareto_mask
+from sweep.report.data import Objective, hashable_param
+
+TEMPLATE = "plotly_white"
+PALETTE: tuple[str, ...] = tuple(qualitative.D3)
+MAX_PARCOORDS_DIMENSIONS = 12
+
+
+def plot_text(value: object) -> str:
+    """Study-provided text made safe for Plotly labels (HTML-escaped)."""
+    return html.escape(str(value), quote=True)
+
+
+def arm_colors(arms: Sequence[str]) -> dict[str, str]:
+    """One stable colour per arm, in arm order."""
+    return {arm: PALETTE[i % len(PALETTE)] for i, arm in enumerate(arms)}
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    cols = max(1, min(n, max_cols))
+    return math.ceil(n / cols), cols
+
+
+def _varies(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame.columns and frame[column].map(hashable_param).nunique(dropna=True) > 1
+
+
+def metric_vs_lambda(
+    trials: pd.DataFrame, column: str, label: str, arms: Sequence[str]
+) -> go.Figure:
+    """Metric against lambda (log x axis), one panel per arm, coloured by kernel when the
+    kernel varies, else by alpha when alpha varies. Input: completed trials with
+    ``arm``, ``param.objective.lambda`` and ``column``."""
+    frame = trials[np.isfinite(trials[column].to_numpy(dtype=np.float64))]
+    frame = frame[frame["param.objective.lambda"].to_numpy(dtype=np.float64) > 0]
+    rows, cols = _grid(len(arms))
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=[plot_text(a) for a in arms], shared_yaxes=True,
+        horizontal_spacing=0.06, vertical_spacing=0.14,
+    )
+    by_kernel = _varies(frame, "param.objective.kernel")
+    by_alpha = not by_kernel and _varies(frame, "param.objective.alpha")
+    kernels = (
+        sorted(frame["param.objective.kernel"].dropna().astype(str).unique()) if by_kernel else []
+    )
+    kernel_color = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(kernels)}
+    if by_alpha:
+        alpha = frame["param.objective.alpha"].astype(float)
+        cmin, cmax = float(alpha.min()), float(alpha.max())
+    shown: set[str] = set()
+    for i, arm in enumerate(arms):
+        r, c = i // cols + 1, i % cols + 1
+        part = frame[frame["arm"] == arm]
+        if by_kernel:
+            for kernel in kernels:
+                sub = part[part["param.objective.kernel"].astype(str) == kernel]
+                if sub.empty:
+                    continue
+                fig.add_trace(
+                    go.Scatter(
+                        x=sub["param.objective.lambda"], y=sub[column], mode="markers",
+                        name=f"kernel {plot_text(kernel)}", legendgroup=kernel,
+                        showlegend=kernel not in shown,
+                        marker={"color": kernel_color[kernel], "size": 6, "opacity": 0.7},
+                    ),
+                    row=r, col=c,
+                )
+                shown.add(kernel)
+        else:
+            marker: dict[str, object] = {"size": 6, "opacity": 0.7, "color": PALETTE[0]}
+            if by_alpha:
+                marker = {
+                    "size": 6, "opacity": 0.8, "color": part["param.objective.alpha"].astype(float),
+                    "colorscale": "Viridis", "cmin": cmin, "cmax": cmax,
+                    "colorbar": {"title": {"text": "alpha"}} if i == 0 else None,
+                    "showscale": i == 0,
+                }
+            fig.add_trace(
+                go.Scatter(
+                    x=part["param.objective.lambda"], y=part[column], mode="markers",
+                    name=plot_text(arm), showlegend=False, marker=marker,
+                ),
+                row=r, col=c,
+            )
+    fig.update_xaxes(type="log", title_text="lambda")
+    fig.update_yaxes(title_text=plot_text(label), col=1)
+    fig.update_layout(
+        template=TEMPLATE, height=320 * rows + 60, title=f"{plot_text(label)} vs lambda",
+        margin={"t": 70},
+    )
+    return fig
+
+
+def metric_vs_capacity(
+    trials: pd.DataFrame, column: str, label: str, arms: Sequence[str]
+) -> go.Figure:
+    """Metric against decoder capacity (kind / width / depth levels ordered from least to most
+    expressive): one box per arm and level. Input: completed trials with ``column``."""
+    frame = trials[np.isfinite(trials[column].to_numpy(dtype=np.float64))]
+    frame = frame.assign(level=capacity_levels(frame))
+    levels = sorted(frame["level"].unique())
+    labels = [capacity_label(level) for level in levels]
+    colors = arm_colors(arms)
+    fig = go.Figure()
+    for arm in arms:
+        part = frame[frame["arm"] == arm]
+        if part.empty:
+            continue
+        fig.add_trace(
+            go.Box(
+                x=[capacity_label(level) for level in part["level"]], y=part[column],
+                name=plot_text(arm), marker_color=colors[arm], boxpoints=False,
+            )
+        )
+    fig.update_layout(
+        template=TEMPLATE, height=380, boxmode="group",
+        title=f"{plot_text(label)} vs decoder capacity",
+        xaxis={"title": {"text": "decoder (kind, width, depth)"}, "categoryorder": "array",
+               "categoryarray": labels},
+        yaxis={"title": {"text": plot_text(label)}},
+    )
+    return fig
+
+
+def parallel_coordinates(
+    trials: pd.DataFrame, params: Sequence[str], objective: Objective
+) -> go.Figure:
+    """Parallel coordinates of the search: one axis per searched parameter (log10 for lambda,
+    codes for categorical values), the arm when there are several, and the objective, which
+    also colours the lines. Input: completed search trials."""
+    frame = trials[np.isfinite(trials[objective.column].to_numpy(dtype=np.float64))]
+    dims: list[dict[str, object]] = []
+    if frame["arm"].nunique() > 1:
+        dims.append(_categorical_dimension(frame["arm"], "arm"))
+    for param in list(params)[: MAX_PARCOORDS_DIMENSIONS - 2]:
+        if param not in frame.columns:
+            continue
+        values = frame[param]
+        name = param.removeprefix("param.")
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().all() and len(values):
+            numeric = numeric.astype(float)
+            if param.endswith("lambda") and (numeric > 0).all():
+                dims.append({"label": plot_text(f"log10 {name}"), "values": np.log10(numeric)})
+            else:
+                dims.append({"label": plot_text(name), "values": numeric})
+        else:
+            dims.append(_categorical_dimension(values.map(hashable_param), name))
+    dims.append({"label": plot_text(objective.metric), "values": frame[objective.column]})
+    reverse = objective.direction == "minimize"  # better trials drawn in the bright colour
+    fig = go.Figure(
+        go.Parcoords(
+            dimensions=dims,
+            line={
+                "color": frame[objective.column], "colorscale": "Viridis",
+                "reversescale": reverse, "showscale": True,
+                "colorbar": {"title": {"text": plot_text(objective.metric)}},
+            },
+        )
+    )
+    fig.update_layout(template=TEMPLATE, height=420, title="Search: parallel coordinates",
+                      margin={"l": 80, "r": 80, "t": 90})
+    return fig
+
+
+def _categorical_dimension(values: pd.Series, label: str) -> dict[str, object]:
+    text = values.map(lambda v: "(none)" if v is None else str(v))
+    categories = sorted(text.unique())
+    code = {c: i for i, c in enumerate(categories)}
+    return {
+        "label": plot_text(label),
+        "values": text.map(code).to_numpy(dtype=float),
+        "tickvals": list(range(len(categories))),
+        "ticktext": [plot_text(c) for c in categories],
+    }
+
+
+def importance_figure(importances: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
+    """Horizontal bars of hyperparameter importance per arm. Input columns: ``arm, param,
+    importance`` (importances of one arm sum to 1)."""
+    colors = arm_colors(arms)
+    fig = go.Figure()
+    for arm in arms:
+        part = importances[importances["arm"] == arm]
+        if part.empty:
+            continue
+        fig.add_trace(
+            go.Bar(
+                x=part["importance"], y=[plot_text(p) for p in part["param"]], orientation="h",
+                name=plot_text(arm), marker_color=colors[arm],
+            )
+        )
+    n_params = max(1, importances["param"].nunique())
+    fig.update_layout(
+        template=TEMPLATE, barmode="group", height=160 + 28 * n_params * max(1, len(arms)) // 2,
+        title="Hyperparameter importance", xaxis={"title": {"text": "importance"}},
+    )
+    return fig
+
+
+def pareto_figure(
+    trials: pd.DataFrame, objectives: Sequence[Objective], arms: Sequence[str]
+) -> go.Figure:
+    """The first two objectives against each other for completed trials, per arm, with each
+    arm's Pareto front drawn as a line through its non-dominated trials."""
+    ox, oy = objectives[0], objectives[1]
+    colors = arm_colors(arms)
+    fig = go.Figure()
+    for arm in arms:
+        part = trials[trials["arm"] == arm]
+        values = part[[ox.column, oy.column]].to_numpy(dtype=np.float64)
+        keep = np.isfinite(values).all(axis=1)
+        part, values = part[keep], values[keep]
+        if part.empty:
+            continue
+        mask = pareto_mask(values, [ox.direction, oy.direction])
+        fig.add_trace(
+            go.Scatter(
+                x=values[~mask, 0], y=values[~mask, 1], mode="markers", name=plot_text(arm),
+                legendgroup=plot_text(arm),
+                marker={"color": _rgba(colors[arm], 0.35), "size": 5},
+            )
+        )
+        front = values[mask]
+        front = front[np.argsort(front[:, 0])]
+        fig.add_trace(
+            go.Scatter(
+                x=front[:, 0], y=front[:, 1], mode="lines+markers",
+                name=f"{plot_text(arm)} Pareto front", legendgroup=plot_text(arm),
+                line={"color": colors[arm], "shape": "hv"},
+                marker={"color": colors[arm], "size": 8},
+            )
+        )
+    fig.update_layout(
+        template=TEMPLATE, height=420, title="Pareto front",
+        xaxis={"title": {"text": f"{plot_text(ox.metric)} ({ox.direction})"}},
+        yaxis={"title": {"text": f"{plot_text(oy.metric)} ({oy.direction})"}},
+    )
+    return fig
+
+
+def learning_curves_figure(bands: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
+    """Learning curves: one panel per loss term, per arm the median over runs as a line and
+    the quantile band as a shaded area. Input: :func:`aggregate.learning_curve_bands`."""
+    terms = list(dict.fromkeys(bands["term"]))
+    rows, cols = _grid(len(terms))
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=[plot_text(t) for t in terms],
+        horizontal_spacing=0.07, vertical_spacing=0.14,
+    )
+    colors = arm_colors(arms)
+    for i, term in enumerate(terms):
+        r, c = i // cols + 1, i % cols + 1
+        for arm in arms:
+            part = bands[(bands["term"] == term) & (bands["arm"] == arm)].sort_values("epoch")
+            if part.empty:
+                continue
+            epochs = part["epoch"].to_numpy(dtype=float)
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([epochs, epochs[::-1]]),
+                    y=np.concatenate(
+                        [part["high"].to_numpy(float), part["low"].to_numpy(float)[::-1]]
+                    ),
+                    fill="toself", fillcolor=_rgba(colors[arm], 0.18),
+                    line={"width": 0}, hoverinfo="skip", showlegend=False,
+                    legendgroup=plot_text(arm), name=f"{plot_text(arm)} band",
+                ),
+                row=r, col=c,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=epochs, y=part["median"], mode="lines", name=plot_text(arm),
+                    legendgroup=plot_text(arm), showlegend=i == 0,
+                    line={"color": colors[arm], "width": 2},
+                ),
+                row=r, col=c,
+            )
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(template=TEMPLATE, height=300 * rows + 60,
+                      title="Learning curves (median and 10-90% band over runs)")
+    return fig
+
+
+def latent_scatter(points: pd.DataFrame, arm: str) -> go.Figure:
+    """z ~ q(z|x) against prior draws in the latents' first two principal axes.
+    Input: :func:`aggregate.latent_projection` (columns ``x, y, source``)."""
+    fig = go.Figure()
+    styles = {"prior": ("#9e9e9e", 0.35), "q(z|x)": ("#1f77b4", 0.6)}
+    for source in ("prior", "q(z|x)"):
+        part = points[points["source"] == source]
+        color, alpha = styles[source]
+        fig.add_trace(
+            go.Scatter(
+                x=part["x"], y=part["y"], mode="markers", name=source,
+                marker={"size": 4, "color": _rgba(color, alpha)},
+            )
+        )
+    fig.update_layout(
+        template=TEMPLATE, height=380, title=f"{plot_text(arm)}: q(z|x) vs prior (PCA of z)",
+        xaxis={"title": {"text": "PC 1"}}, yaxis={"title": {"text": "PC 2"}, "scaleanchor": "x"},
+    )
+    return fig
+
+
+def spectrum_figure(spectra: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
+    """Eigenvalues of the latent covariance, largest first, per arm (log y), against the
+    prior's all-ones spectrum. Input columns: ``arm, index, eigenvalue``."""
+    colors = arm_colors(arms)
+    fig = go.Figure()
+    for arm in arms:
+        part = spectra[spectra["arm"] == arm]
+        if part.empty:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=part["index"], y=part["eigenvalue"].clip(lower=1e-8), mode="lines+markers",
+                name=plot_text(arm), line={"color": colors[arm]},
+            )
+        )
+    if not spectra.empty:
+        fig.add_hline(y=1.0, line_dash="dash", line_color="#777",
+                      annotation_text="prior N(0, I)")
+    fig.update_layout(
+        template=TEMPLATE, height=360, title="Covariance spectrum of z ~ q(z|x)",
+        xaxis={"title": {"text": "eigenvalue rank"}},
+        yaxis={"title": {"text": "eigenvalue"}, "type": "log"},
+    )
+    return fig
