@@ -25,10 +25,11 @@ Typical use by a runner::
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
@@ -47,11 +48,13 @@ if TYPE_CHECKING:
     from sweep.spec import SearchSpec
 
 __all__ = [
+    "AskTellGridSampler",
     "Bounds",
     "Distribution",
     "DistributionKind",
     "IntBounds",
     "LogBounds",
+    "cmaes_available",
     "decode_params",
     "decode_value",
     "encode_value",
@@ -340,6 +343,29 @@ def sampler_seed(study_seed: int, arm_index: int) -> int:
     return int(np.random.SeedSequence([study_seed, arm_index]).generate_state(1)[0])
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """``GridSampler`` for ask/tell use, as Ray Tune's ``OptunaSearch`` drives it.
+
+    Optuna's grid sampler calls ``Study.stop()`` once the grid is exhausted, which raises
+    ``RuntimeError`` outside ``Study.optimize`` (the trial is still recorded, but ``tell``
+    fails). Here the runner's trial count (the grid size) ends the search instead.
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
+
+
+def cmaes_available() -> bool:
+    """Whether the ``cmaes`` package that Optuna's ``CmaEsSampler`` imports is installed."""
+    return importlib.util.find_spec("cmaes") is not None
+
+
 def make_sampler(
     search_spec: SearchSpec,
     arm_index: int,
@@ -356,7 +382,8 @@ def make_sampler(
     - ``random``: ``RandomSampler``.
     - ``cmaes``: ``CmaEsSampler``; choice keys are sampled by a seeded ``RandomSampler``
       (CMA-ES is continuous), without a warning per trial.
-    - ``grid``: ``GridSampler`` over :func:`grid_space` (visit order shuffled by the seed).
+    - ``grid``: :class:`AskTellGridSampler` (a ``GridSampler``) over :func:`grid_space`, visit
+      order shuffled by the seed.
     - ``nsga2``: ``NSGAIISampler(population_size=clip(trials // 4, 4, 50))``.
     """
     seed = sampler_seed(search_spec.seed, arm_index)
@@ -364,7 +391,7 @@ def make_sampler(
     if search_spec.sampler == "grid":
         if space is None:
             raise ValueError("the grid sampler needs the arm's search space (space=...)")
-        return optuna.samplers.GridSampler(grid_space(space), seed=seed)
+        return AskTellGridSampler(grid_space(space), seed=seed)
     if trials is None:  # only the grid sampler may leave trials_per_arm unset
         raise ValueError(f"sampler {search_spec.sampler} needs search.trials_per_arm")
     if search_spec.sampler == "tpe":
@@ -372,6 +399,8 @@ def make_sampler(
     if search_spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if search_spec.sampler == "cmaes":
+        if not cmaes_available():
+            raise ValueError("sampler cmaes needs the cmaes package: pip install cmaes")
         return optuna.samplers.CmaEsSampler(
             seed=seed,
             independent_sampler=optuna.samplers.RandomSampler(seed=seed),

@@ -100,7 +100,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infovae_core.config import Binarization, DatasetName, TrialConfig
-from sweep.space import Distribution, grid_size, make_sampler, to_optuna_distributions
+from sweep.space import (
+    Distribution,
+    cmaes_available,
+    grid_size,
+    make_sampler,
+    to_optuna_distributions,
+)
 
 __all__ = [
     "EPOCH_TERMS",
@@ -296,13 +302,24 @@ class SearchSpec(_Frozen):
     max_concurrent: Annotated[int, Field(strict=True, ge=1)] = 1
     seed: Annotated[int, Field(strict=True, ge=0)] = 0
     seed_policy: Literal["fixed", "per_trial"] = "fixed"
-    objectives: Annotated[tuple[ObjectiveSpec, ...], Field(min_length=1)]
+    objectives: tuple[ObjectiveSpec, ...]
     early_stopping: EarlyStoppingSpec | None = None
+
+    @field_validator("objectives")
+    @classmethod
+    def _at_least_one(cls, objectives: tuple[ObjectiveSpec, ...]) -> tuple[ObjectiveSpec, ...]:
+        # Checked here, not with min_length: pydantic would also report an empty tuple when
+        # an item fails, a confusing second error for the same mistake.
+        if not objectives:
+            raise ValueError("needs at least one objective ({metric: ..., direction: ...})")
+        return objectives
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchSpec:
         issues: list[tuple[str, str]] = []
         n = len(self.objectives)
+        if self.sampler == "cmaes" and not cmaes_available():
+            issues.append(("sampler", "cmaes needs the cmaes package: pip install cmaes"))
         if self.trials_per_arm is None and self.sampler != "grid":
             issues.append(("trials_per_arm", f"required for sampler {self.sampler}"))
         if self.sampler == "nsga2" and n < 2:
@@ -443,13 +460,15 @@ class StudySpec(_Frozen):
         """
         data, lines, issues = _parse_yaml(text)
         if data is None:
-            raise StudySpecError([StudyIssue(source, *issue) for issue in issues])
+            raise StudySpecError([StudyIssue(source, ln, path, msg) for path, ln, msg in issues])
         try:
             return cls.model_validate(data)
         except ValidationError as err:
             found = [(path, lines.line_for(path), msg) for path, msg in _translate(err)]
             found.sort(key=lambda issue: (issue[1] or 0, issue[0]))
-            raise StudySpecError([StudyIssue(source, *issue) for issue in found]) from None
+            raise StudySpecError(
+                [StudyIssue(source, ln, path, msg) for path, ln, msg in found]
+            ) from None
 
     def to_yaml(self) -> str:
         """The spec as YAML text; :func:`load_study` reads it back to an equal spec."""
@@ -641,6 +660,9 @@ def _parse_yaml(text: str) -> tuple[dict[str, Any] | None, _LineIndex, list[_Raw
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
         what = " ".join(part for part in (err.context, err.problem) if part)
+        if err.context_mark is not None and err.problem_mark is not None:
+            if err.context_mark.line != err.problem_mark.line:
+                what += f" (the construct began at line {err.context_mark.line + 1})"
         return None, index, [("", line, f"invalid YAML: {what}")]
     except yaml.YAMLError as err:
         return None, index, [("", None, f"invalid YAML: {err}")]
