@@ -239,10 +239,10 @@ def test_orphan_epochs_are_hidden_then_replaced_on_re_record(
     store.record_trial(trial_row("t1"), epoch_rows(2))
     real_write = store_module._write_table
 
-    def crash_on_trials(path: Path, table: pa.Table) -> None:
+    def crash_on_trials(path: Path, table: pa.Table, **kwargs: Any) -> None:
         if path.name == "trials.parquet":
             raise OSError("crash between the two writes")
-        real_write(path, table)
+        real_write(path, table, **kwargs)
 
     monkeypatch.setattr(store_module, "_write_table", crash_on_trials)
     with pytest.raises(OSError):
