@@ -24,10 +24,10 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 DatasetName = Literal["digits", "mnist"]
 Binarization = Literal["dynamic", "static", "none"]
 EncoderKind = Literal["mlp", "conv"]
-DecoderKind = Literal["mlp", "conv"]
+DecoderKind = Literal["mlp", "conv", "pixelcnn"]
 LikelihoodKind = Literal["bernoulli", "gaussian"]
 VarianceKind = Literal["fixed", "learned"]
-DivergenceKind = Literal["mmd"]
+DivergenceKind = Literal["mmd", "adversarial", "stein"]
 KernelKind = Literal["rbf", "imq"]
 
 
@@ -48,10 +48,12 @@ class DataConfig:
     (seeded by ``seed``), ``none`` keeps grey levels in [0, 1] (for Gaussian likelihoods).
     ``data_dir`` of None means ``$INFOVAE_DATA_DIR``, else the per-user cache (MNIST only).
     ``seed`` fixes the train/validation/test split and static binarisation.
+    ``download``: fetch missing MNIST files from the public mirrors (else a clear error).
     """
 
     dataset: DatasetName = "digits"
     data_dir: str | None = None
+    download: bool = True
     binarize: Binarization = "dynamic"
     seed: int = 0
 
@@ -76,6 +78,12 @@ class DecoderConfig:
 
     ``likelihood``: ``bernoulli`` (binarised pixels) or ``gaussian`` with ``variance`` ``fixed``
     (standard deviation ``std``) or ``learned`` (one log-variance per pixel).
+
+    ``kind='pixelcnn'`` is an autoregressive decoder (:mod:`infovae_core.pixelcnn`) whose
+    capacity is set by ``pixelcnn_layers`` gated layers of ``pixelcnn_channels`` channels with
+    ``pixelcnn_kernel`` x ``pixelcnn_kernel`` (odd) masked kernels; ``width``/``depth`` then size
+    its conditioning MLP z -> per-pixel features. It needs the ``bernoulli`` likelihood. The
+    ``pixelcnn_*`` fields are ignored by the other kinds.
     """
 
     kind: DecoderKind = "mlp"
@@ -84,11 +92,35 @@ class DecoderConfig:
     likelihood: LikelihoodKind = "bernoulli"
     variance: VarianceKind = "fixed"
     std: float = 0.1
+    pixelcnn_layers: int = 4
+    pixelcnn_channels: int = 32
+    pixelcnn_kernel: int = 5
 
     def __post_init__(self) -> None:
         _check(self.width >= 4, "model.decoder.width", f"must be >= 4, got {self.width}")
         _check(self.depth >= 1, "model.decoder.depth", f"must be >= 1, got {self.depth}")
         _check(self.std > 0, "model.decoder.std", f"must be > 0, got {self.std}")
+        _check(
+            self.pixelcnn_layers >= 1,
+            "model.decoder.pixelcnn_layers",
+            f"must be >= 1, got {self.pixelcnn_layers}",
+        )
+        _check(
+            self.pixelcnn_channels >= 2,
+            "model.decoder.pixelcnn_channels",
+            f"must be >= 2, got {self.pixelcnn_channels}",
+        )
+        _check(
+            self.pixelcnn_kernel >= 3 and self.pixelcnn_kernel % 2 == 1,
+            "model.decoder.pixelcnn_kernel",
+            f"must be odd and >= 3, got {self.pixelcnn_kernel}",
+        )
+        _check(
+            self.kind != "pixelcnn" or self.likelihood == "bernoulli",
+            "model.decoder.likelihood",
+            f"the pixelcnn decoder models binary pixels and needs 'bernoulli', got "
+            f"{self.likelihood!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -109,6 +141,11 @@ class ObjectiveConfig:
     InfoVAE-MMD: ``divergence='mmd'`` with ``lambda_ > 1 - alpha``.
     ``kernel``/``scales`` set the training MMD kernel (DESIGN.md convention, scales summed);
     ``mmd_unbiased`` picks the unbiased U-statistic instead of the biased V-statistic.
+    ``divergence='adversarial'``: D is the Jensen-Shannon estimate of an MLP discriminator on z
+    (two hidden layers of ``discriminator_width`` units) trained by its own Adam optimiser
+    (``discriminator_lr``, ``discriminator_steps`` steps after every VAE step).
+    ``divergence='stein'``: D is descended by Stein variational gradient (SVGD) on the batch of
+    codes. The ``discriminator_*`` fields are ignored by the other divergences.
     The dotted key for ``lambda_`` is ``objective.lambda``.
     """
 
@@ -118,6 +155,9 @@ class ObjectiveConfig:
     kernel: KernelKind = "rbf"
     scales: tuple[float, ...] = (1.0,)
     mmd_unbiased: bool = False
+    discriminator_lr: float = 1e-3
+    discriminator_width: int = 256
+    discriminator_steps: int = 1
 
     def __post_init__(self) -> None:
         _check(math.isfinite(self.alpha), "objective.alpha", "must be finite")
@@ -139,6 +179,21 @@ class ObjectiveConfig:
         )
         _check(len(self.scales) >= 1, "objective.scales", "needs at least one scale")
         _check(all(s > 0 for s in self.scales), "objective.scales", "every scale must be > 0")
+        _check(
+            math.isfinite(self.discriminator_lr) and self.discriminator_lr > 0,
+            "objective.discriminator_lr",
+            f"must be > 0, got {self.discriminator_lr}",
+        )
+        _check(
+            self.discriminator_width >= 2,
+            "objective.discriminator_width",
+            f"must be >= 2, got {self.discriminator_width}",
+        )
+        _check(
+            self.discriminator_steps >= 1,
+            "objective.discriminator_steps",
+            f"must be >= 1, got {self.discriminator_steps}",
+        )
 
     @property
     def kl_weight(self) -> float:

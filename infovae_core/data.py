@@ -521,12 +521,13 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
     """The splits named by ``config.dataset`` as grey levels in [0, 1] (not binarised).
 
     ``digits``: :func:`load_digits_splits`; ``mnist``: :func:`load_mnist` from
-    ``resolve_data_dir(config.data_dir)``. ``config.seed`` fixes the split.
+    ``resolve_data_dir(config.data_dir)``, downloading missing files only when
+    ``config.download``. ``config.seed`` fixes the split.
     """
     if config.dataset == "digits":
         return load_digits_splits(config.seed)
     if config.dataset == "mnist":
-        return load_mnist(resolve_data_dir(config.data_dir), config.seed)
+        return load_mnist(resolve_data_dir(config.data_dir), config.seed, download=config.download)
     raise ConfigError(f"data.dataset: must be one of ['digits', 'mnist'], got {config.dataset!r}")
 
 

@@ -76,6 +76,9 @@ def train(
     data_dir: Annotated[
         Optional[Path], typer.Option(help="Folder holding mnist/ (default $INFOVAE_DATA_DIR, else a per-user cache).")
     ] = None,
+    download: Annotated[
+        bool, typer.Option(help="Download missing MNIST files from the public mirrors.")
+    ] = True,
     device: Annotated[str, typer.Option(help="auto (cuda when present), cpu or cuda.")] = "auto",
     iwae_samples: Annotated[int, typer.Option(help="Importance samples k for metric.nll_iwae.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
@@ -91,6 +94,7 @@ def train(
                 "data.dataset": dataset,
                 "data.data_dir": str(data_dir) if data_dir is not None else None,
                 "data.binarize": binarize,
+                "data.download": download,
                 "model.latent_dim": latent_dim,
                 "model.encoder": {"kind": encoder, "width": width, "depth": depth},
                 "model.decoder": {
