@@ -709,6 +709,8 @@ def _message(error: Any, loc: tuple[Any, ...]) -> str:
     if kind in ("value_error", "assertion_error"):
         return message
     message = message.replace("Input should be", "must be").replace("Input ", "")
+    if kind == "literal_error" and isinstance(error.get("input"), bool):
+        message += " (YAML reads yes/no/on/off as true/false: quote the word)"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         message = "must be a mapping"
     given = repr(error.get("input"))
@@ -784,22 +786,28 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _key_problem(key: str, *, data_allowed: bool = False) -> str | None:
-    """Why a dotted key cannot be set here, or None when it is a settable TrialConfig leaf."""
+def _key_problem(key: str) -> tuple[str, str] | None:
+    """Why a dotted key cannot be set in defaults/fixed/search, as (the key to report, what is
+    wrong), or None when it is a settable TrialConfig leaf. A mapping under a leaf (for example
+    a distribution written in ``defaults``) is reported once, at the leaf."""
     if key in _CONFIG_FIELDS:
-        if key.startswith("data.") and not data_allowed:
-            return "data settings belong in the top-level data: section"
+        if key.startswith("data."):
+            return key, "data settings belong in the top-level data: section"
         return None
     parts = key.split(".")
     for i in range(1, len(parts)):
-        if ".".join(parts[:i]) in _CONFIG_FIELDS:
-            return f"{'.'.join(parts[:i])} takes a single value, not a mapping"
+        leaf = ".".join(parts[:i])
+        if leaf in _CONFIG_FIELDS:
+            return (
+                leaf,
+                f"{leaf} takes a single value, not a mapping (searches go in an arm's search:)",
+            )
     if key in _CONFIG_SECTIONS:
         example = next(k for k in _CONFIG_FIELDS if k.startswith(key + "."))
-        return f"{key} is a section; set its keys (e.g. {example})"
+        return key, f"{key} is a section; set its keys (e.g. {example})"
     close = difflib.get_close_matches(key, list(_CONFIG_FIELDS), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return f"unknown config key {key!r}{hint}; see infovae_core/config.py"
+    return key, f"unknown config key {key!r}{hint}; see infovae_core/config.py"
 
 
 def _number_kind(annotation: Any) -> str | None:
@@ -873,10 +881,10 @@ def _study_issues(spec: StudySpec) -> list[tuple[str, str]]:
     for key in defaults:
         problem = _key_problem(key)
         if problem:
-            issues.append((f"defaults.{key}", problem))
+            issues.append((f"defaults.{problem[0]}", problem[1]))
         sources[key] = f"defaults.{key}"
     if issues:
-        return issues
+        return list(dict.fromkeys(issues))
     base.update(defaults)
     try:
         TrialConfig.from_dict(base)
@@ -956,9 +964,10 @@ def _arm_issues(
     for key in fixed:
         problem = _key_problem(key)
         if problem:
-            issues.append((f"{arm_path}.fixed.{key}", problem))
+            issues.append((f"{arm_path}.fixed.{problem[0]}", problem[1]))
     for key, dist in arm.search.items():
-        problem = _key_problem(key) or (
+        key_problem = _key_problem(key)
+        problem = (key_problem and key_problem[1]) or (
             f"{key} is also fixed in this arm; fix it or search it, not both"
             if key in fixed
             else _distribution_problem(key, dist, sampler)
@@ -981,7 +990,7 @@ def _arm_issues(
             )
         )
     if issues:
-        return issues
+        return list(dict.fromkeys(issues))
 
     settings = {**base, **fixed}
     sources = {**base_sources, **{key: f"{arm_path}.fixed.{key}" for key in fixed}}

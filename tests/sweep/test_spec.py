@@ -318,3 +318,30 @@ def test_a_python_tag_is_refused_not_constructed() -> None:
     text = MINIMAL + "storage: !!python/object/apply:os.getcwd []\n"
     with pytest.raises(StudySpecError, match=r"<string>:11: invalid YAML"):
         StudySpec.from_yaml_text(text)
+
+
+def test_a_space_too_large_for_all_corners_is_checked_one_key_at_a_time() -> None:
+    # 13 searched keys x 2 extremes = 8192 combinations (> 4096): each key's extremes are still
+    # built, so lambda = 0.1 with alpha = 0 is caught.
+    ints = [
+        "model.latent_dim",
+        "model.encoder.width",
+        "model.encoder.depth",
+        "model.decoder.width",
+        "model.decoder.depth",
+        "train.epochs",
+        "train.batch_size",
+        "eval.iwae_samples",
+        "eval.iwae_points",
+        "eval.seed",
+        "eval.latents_to_keep",
+    ]
+    lines = [f"      {key}: {{int: {{low: 4, high: 8}}}}" for key in ints]
+    lines += ["      train.lr: {log_uniform: {low: 1.0e-4, high: 1.0e-2}}"]
+    text = MINIMAL.replace("{objective.alpha: 0.5}", "{objective.alpha: 0.0}").replace(
+        "{log_uniform: {low: 1.0, high: 100.0}}",
+        "{log_uniform: {low: 0.1, high: 10.0}}\n" + "\n".join(lines),
+    )
+    with pytest.raises(StudySpecError, match=r"search\.objective\.lambda: alpha \+ lambda"):
+        StudySpec.from_yaml_text(text)
+    assert StudySpec.from_yaml_text(text.replace("low: 0.1", "low: 1.0")).trials_for("infovae") == 4
