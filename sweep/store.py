@@ -35,7 +35,9 @@ integers); any other type change (e.g. a bool where an int was, a list where a s
 refused with :class:`SchemaConflictError` naming the column.
 
 Writes are atomic: each file is written to a temporary file in the same folder, flushed,
-``fsync``-ed and moved over the old one with ``os.replace``; the folder is then ``fsync``-ed.
+``fsync``-ed and moved over the old one with ``os.replace``; the folder is ``fsync``-ed once
+per record (so the renames are durable too). Leftover temp files of a killed writer are
+removed by :meth:`ResultsStore.lock`.
 :meth:`ResultsStore.record_trial` writes the epochs first, then the trial row, so a crash
 between the two leaves orphan epoch rows that the next record of that trial replaces, and
 that :meth:`ResultsStore.epochs` hides by default. A trial is recorded at most once.

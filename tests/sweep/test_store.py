@@ -525,12 +525,14 @@ def test_list_studies_of_missing_root_is_empty(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_recording_2000_trials_of_50_epochs_takes_under_three_minutes(tmp_path: Path) -> None:
+def test_recording_2000_trials_of_50_epochs_is_not_minutes_of_cpu(tmp_path: Path) -> None:
+    # CPU time, not wall time: on a shared machine the wall time is dominated by other
+    # processes and by fsync latency (measured: ~28 s CPU, 1.5-2 min wall on a loaded 2-core box).
     big = ResultsStore.create(tmp_path / "big", STUDY_YAML)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     with big.lock():
         for i in range(2000):
             big.record_trial(trial_row(f"t{i}", seed=i), epoch_rows(50, loss=float(i)))
-    elapsed = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert len(pd.read_parquet(big.epochs_path)) == 100_000
-    assert elapsed < 180, f"{elapsed:.0f} s"
+    assert cpu < 120, f"{cpu:.0f} s CPU ({wall:.0f} s wall)"
