@@ -22,9 +22,33 @@ from plotly.subplots import make_subplots
 from sweep.report.aggregate import capacity_label, capacity_levels, pareto_mask
 from sweep.report.data import Objective, hashable_param
 
-TEMPLATE = "plotly_white"
 PALETTE: tuple[str, ...] = tuple(qualitative.D3)
 MAX_PARCOORDS_DIMENSIONS = 12
+_AXIS = {"gridcolor": "#e6e8ee", "linecolor": "#b8bfcc", "zerolinecolor": "#d0d5de",
+         "automargin": True}
+#: A small white template. Plotly deep-copies the template into every figure, and its stock
+#: templates are large enough that the copies dominate the build time of a big report.
+TEMPLATE = go.layout.Template(
+    layout={
+        "paper_bgcolor": "white", "plot_bgcolor": "white", "colorway": list(PALETTE),
+        "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif",
+                 "color": "#1d2330"},
+        "xaxis": _AXIS, "yaxis": _AXIS, "hovermode": "closest",
+        "legend": {"bgcolor": "rgba(255,255,255,0.6)"},
+        "margin": {"l": 60, "r": 30, "t": 60, "b": 50},
+    }
+)
+
+
+def new_figure(data: object = None) -> go.Figure:
+    """A figure on the report's template (set at construction, so Plotly never copies its
+    large default template)."""
+    return go.Figure(data=data, layout={"template": TEMPLATE})
+
+
+def subplots(**kwargs: object) -> go.Figure:
+    """``make_subplots`` on the report's template."""
+    return make_subplots(figure=new_figure(), **kwargs)
 
 
 def plot_text(value: object) -> str:
@@ -61,7 +85,7 @@ def metric_vs_lambda(
     frame = trials[np.isfinite(trials[column].to_numpy(dtype=np.float64))]
     frame = frame[frame["param.objective.lambda"].to_numpy(dtype=np.float64) > 0]
     rows, cols = _grid(len(arms))
-    fig = make_subplots(
+    fig = subplots(
         rows=rows, cols=cols, subplot_titles=[plot_text(a) for a in arms], shared_yaxes=True,
         horizontal_spacing=0.06, vertical_spacing=0.14,
     )
@@ -112,7 +136,7 @@ def metric_vs_lambda(
     fig.update_xaxes(type="log", title_text="lambda")
     fig.update_yaxes(title_text=plot_text(label), col=1)
     fig.update_layout(
-        template=TEMPLATE, height=320 * rows + 60, title=f"{plot_text(label)} vs lambda",
+        height=320 * rows + 60, title=f"{plot_text(label)} vs lambda",
         margin={"t": 70},
     )
     return fig
@@ -128,7 +152,7 @@ def metric_vs_capacity(
     levels = sorted(frame["level"].unique())
     labels = [capacity_label(level) for level in levels]
     colors = arm_colors(arms)
-    fig = go.Figure()
+    fig = new_figure()
     for arm in arms:
         part = frame[frame["arm"] == arm]
         if part.empty:
@@ -140,7 +164,7 @@ def metric_vs_capacity(
             )
         )
     fig.update_layout(
-        template=TEMPLATE, height=380, boxmode="group",
+        height=380, boxmode="group",
         title=f"{plot_text(label)} vs decoder capacity",
         xaxis={"title": {"text": "decoder (kind, width, depth)"}, "categoryorder": "array",
                "categoryarray": labels},
@@ -175,7 +199,7 @@ def parallel_coordinates(
             dims.append(_categorical_dimension(values.map(hashable_param), name))
     dims.append({"label": plot_text(objective.metric), "values": frame[objective.column]})
     reverse = objective.direction == "minimize"  # better trials drawn in the bright colour
-    fig = go.Figure(
+    fig = new_figure(
         go.Parcoords(
             dimensions=dims,
             line={
@@ -185,7 +209,7 @@ def parallel_coordinates(
             },
         )
     )
-    fig.update_layout(template=TEMPLATE, height=420, title="Search: parallel coordinates",
+    fig.update_layout(height=420, title="Search: parallel coordinates",
                       margin={"l": 80, "r": 80, "t": 90})
     return fig
 
@@ -206,7 +230,7 @@ def importance_figure(importances: pd.DataFrame, arms: Sequence[str]) -> go.Figu
     """Horizontal bars of hyperparameter importance per arm. Input columns: ``arm, param,
     importance`` (importances of one arm sum to 1)."""
     colors = arm_colors(arms)
-    fig = go.Figure()
+    fig = new_figure()
     for arm in arms:
         part = importances[importances["arm"] == arm]
         if part.empty:
@@ -219,7 +243,7 @@ def importance_figure(importances: pd.DataFrame, arms: Sequence[str]) -> go.Figu
         )
     n_params = max(1, importances["param"].nunique())
     fig.update_layout(
-        template=TEMPLATE, barmode="group", height=160 + 28 * n_params * max(1, len(arms)) // 2,
+        barmode="group", height=160 + 28 * n_params * max(1, len(arms)) // 2,
         title="Hyperparameter importance", xaxis={"title": {"text": "importance"}},
     )
     return fig
@@ -232,7 +256,7 @@ def pareto_figure(
     arm's Pareto front drawn as a line through its non-dominated trials."""
     ox, oy = objectives[0], objectives[1]
     colors = arm_colors(arms)
-    fig = go.Figure()
+    fig = new_figure()
     for arm in arms:
         part = trials[trials["arm"] == arm]
         values = part[[ox.column, oy.column]].to_numpy(dtype=np.float64)
@@ -259,7 +283,7 @@ def pareto_figure(
             )
         )
     fig.update_layout(
-        template=TEMPLATE, height=420, title="Pareto front",
+        height=420, title="Pareto front",
         xaxis={"title": {"text": f"{plot_text(ox.metric)} ({ox.direction})"}},
         yaxis={"title": {"text": f"{plot_text(oy.metric)} ({oy.direction})"}},
     )
@@ -271,7 +295,7 @@ def learning_curves_figure(bands: pd.DataFrame, arms: Sequence[str]) -> go.Figur
     the quantile band as a shaded area. Input: :func:`aggregate.learning_curve_bands`."""
     terms = list(dict.fromkeys(bands["term"]))
     rows, cols = _grid(len(terms))
-    fig = make_subplots(
+    fig = subplots(
         rows=rows, cols=cols, subplot_titles=[plot_text(t) for t in terms],
         horizontal_spacing=0.07, vertical_spacing=0.14,
     )
@@ -304,7 +328,7 @@ def learning_curves_figure(bands: pd.DataFrame, arms: Sequence[str]) -> go.Figur
                 row=r, col=c,
             )
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(template=TEMPLATE, height=300 * rows + 60,
+    fig.update_layout(height=300 * rows + 60,
                       title="Learning curves (median and 10-90% band over runs)")
     return fig
 
@@ -312,7 +336,7 @@ def learning_curves_figure(bands: pd.DataFrame, arms: Sequence[str]) -> go.Figur
 def latent_scatter(points: pd.DataFrame, arm: str) -> go.Figure:
     """z ~ q(z|x) against prior draws in the latents' first two principal axes.
     Input: :func:`aggregate.latent_projection` (columns ``x, y, source``)."""
-    fig = go.Figure()
+    fig = new_figure()
     styles = {"prior": ("#9e9e9e", 0.35), "q(z|x)": ("#1f77b4", 0.6)}
     for source in ("prior", "q(z|x)"):
         part = points[points["source"] == source]
@@ -324,7 +348,7 @@ def latent_scatter(points: pd.DataFrame, arm: str) -> go.Figure:
             )
         )
     fig.update_layout(
-        template=TEMPLATE, height=380, title=f"{plot_text(arm)}: q(z|x) vs prior (PCA of z)",
+        height=380, title=f"{plot_text(arm)}: q(z|x) vs prior (PCA of z)",
         xaxis={"title": {"text": "PC 1"}}, yaxis={"title": {"text": "PC 2"}, "scaleanchor": "x"},
     )
     return fig
@@ -334,7 +358,7 @@ def spectrum_figure(spectra: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
     """Eigenvalues of the latent covariance, largest first, per arm (log y), against the
     prior's all-ones spectrum. Input columns: ``arm, index, eigenvalue``."""
     colors = arm_colors(arms)
-    fig = go.Figure()
+    fig = new_figure()
     for arm in arms:
         part = spectra[spectra["arm"] == arm]
         if part.empty:
@@ -349,7 +373,7 @@ def spectrum_figure(spectra: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
         fig.add_hline(y=1.0, line_dash="dash", line_color="#777",
                       annotation_text="prior N(0, I)")
     fig.update_layout(
-        template=TEMPLATE, height=360, title="Covariance spectrum of z ~ q(z|x)",
+        height=360, title="Covariance spectrum of z ~ q(z|x)",
         xaxis={"title": {"text": "eigenvalue rank"}},
         yaxis={"title": {"text": "eigenvalue"}, "type": "log"},
     )

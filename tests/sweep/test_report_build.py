@@ -1,0 +1,243 @@
+"""build_report on synthetic study folders: one file, offline, escaped, and never a traceback
+for an empty, running, one-arm or failed-arm study."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from sweep.report import NotAStudyFolderError, build_report
+from sweep.report.synthetic import write_synthetic_study
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def _small(folder: Path, **kwargs: object) -> Path:
+    """A small synthetic study (fast to build) for the edge cases."""
+    options: dict[str, object] = {"n_search": 5, "n_seeds": 3, "n_epochs": 3}
+    options.update(kwargs)
+    return write_synthetic_study(folder, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def full_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_study(tmp_path_factory.mktemp("full") / "study", optuna_db=True)
+
+
+@pytest.fixture(scope="module")
+def full_report(full_study: Path) -> str:
+    return build_report(full_study).read_text(encoding="utf-8")
+
+
+def _plot_count(page: str) -> int:
+    return len(re.findall(r'class="plotly-graph-div"', page))
+
+
+def test_report_is_written_to_report_html_in_the_study_folder(full_study: Path) -> None:
+    out = build_report(full_study)
+    assert out == full_study / "report.html"
+    assert out.stat().st_size > 0
+    assert not list(full_study.glob(".report.html.*"))  # no temporary file left behind
+
+
+def test_report_goes_to_the_requested_path(full_study: Path, tmp_path: Path) -> None:
+    out = build_report(full_study, out=tmp_path / "sub" / "r.html")
+    assert out == tmp_path / "sub" / "r.html" and out.is_file()
+
+
+def test_plotly_js_is_inlined_once_and_nothing_is_fetched(full_report: str) -> None:
+    import plotly.offline
+
+    library = plotly.offline.get_plotlyjs()
+    assert full_report.count(library) == 1
+    rest = full_report.replace(library, "")  # the library names a CDN only for geo maps
+    assert "cdn.plot.ly" not in rest and "cdn.jsdelivr" not in rest
+    assert not re.search(r"<script[^>]+src=", rest)
+    assert not re.search(r"<link[^>]+href=", rest)
+
+
+def test_report_has_every_section_in_order(full_report: str) -> None:
+    ids = ["study", "verdict", "hyperparameters", "training", "latent", "failures"]
+    positions = [full_report.index(f'<section id="{i}"') for i in ids]
+    assert positions == sorted(positions)
+
+
+def test_full_report_draws_the_expected_plots(full_report: str) -> None:
+    assert "q(z|x) vs prior" in full_report
+    assert "Covariance spectrum" in full_report
+    assert "Hyperparameter importance" in full_report
+    assert "Pareto front" in full_report
+    assert "parallel coordinates" in full_report
+    assert "vs lambda" in full_report
+    import plotly.offline
+
+    rest = full_report.replace(plotly.offline.get_plotlyjs(), "")
+    assert rest.count("data:image/png;base64,") == 4  # 2 arms x (samples, reconstructions)
+    assert _plot_count(full_report) >= 10
+
+
+def test_verdict_table_and_claims_show_numbers(full_report: str) -> None:
+    assert 'id="verdict-table"' in full_report
+    assert full_report.count('data-status="holds"') >= 4
+    claim_numbers = re.findall(r'<div class="numbers">(.*?)</div>', full_report)
+    assert claim_numbers and all(text.strip() for text in claim_numbers)
+
+
+def test_failures_section_lists_the_errors(full_report: str) -> None:
+    assert 'id="failures-table"' in full_report
+    assert "synthetic failure in elbo-s00012" in full_report
+
+
+def test_partial_report_is_marked_and_a_final_one_is_not(full_study: Path,
+                                                         tmp_path: Path) -> None:
+    partial = build_report(full_study, out=tmp_path / "p.html", partial=True).read_text()
+    final = build_report(full_study, out=tmp_path / "f.html").read_text()
+    assert 'id="partial-banner"' in partial
+    assert 'id="partial-banner"' not in final
+
+
+def test_folder_without_study_yaml_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(NotAStudyFolderError, match="study.yaml"):
+        build_report(tmp_path)
+
+
+def test_missing_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(NotAStudyFolderError, match="not a folder"):
+        build_report(tmp_path / "absent")
+
+
+def test_empty_study_gets_a_report(tmp_path: Path) -> None:
+    (tmp_path / "study.yaml").write_text("name: empty\narms: {a: {}, b: {}}\n")
+    page = build_report(tmp_path).read_text()
+    assert "No trials yet." in page
+    assert "No completed confirm-phase trials yet" in page
+    assert "No failed trials." in page
+
+
+def test_study_yaml_that_is_not_a_mapping_gets_a_report_with_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "study.yaml").write_text("- just\n- a list\n")
+    page = build_report(tmp_path).read_text()
+    assert "study.yaml: not a mapping" in page
+
+
+def test_broken_yaml_and_damaged_parquet_become_warnings(tmp_path: Path) -> None:
+    (tmp_path / "study.yaml").write_text("name: [unclosed\n")
+    (tmp_path / "trials.parquet").write_bytes(b"not parquet at all")
+    page = build_report(tmp_path).read_text()
+    assert "study.yaml: could not be parsed" in page
+    assert "trials.parquet: could not be read" in page
+
+
+def test_one_arm_study_gets_a_report(tmp_path: Path) -> None:
+    from sweep.report.synthetic import INFO_MEANS, SyntheticArm
+
+    folder = _small(
+        tmp_path / "s", arms={"infovae": SyntheticArm(lambda_=10.0, search_lambda=True,
+                                                      means=INFO_MEANS)}
+    )
+    page = build_report(folder).read_text()
+    assert 'id="verdict-table"' in page
+    assert "no ELBO-like arm" in page
+
+
+def test_arm_that_only_failed_gets_a_report(tmp_path: Path) -> None:
+    folder = _small(tmp_path / "s")
+    trials = pd.read_parquet(folder / "trials.parquet")
+    info = trials["arm"] == "infovae"
+    trials.loc[info, "status"] = "failed"
+    trials.loc[info, "error"] = "CUDA out of memory"
+    for column in [c for c in trials.columns if c.startswith("metric.")]:
+        trials.loc[info, column] = np.nan
+    trials.to_parquet(folder / "trials.parquet")
+    page = build_report(folder).read_text()
+    assert "CUDA out of memory" in page
+    assert "infovae: no completed trial" in page
+    assert 'data-status="not measured"' in page
+
+
+def test_running_study_with_search_trials_only_gets_a_partial_report(tmp_path: Path) -> None:
+    folder = _small(tmp_path / "s", n_search=2, n_seeds=0, failed_per_arm=0,
+                                   artifacts=False)
+    (folder / "epochs.parquet").unlink()
+    page = build_report(folder, partial=True).read_text()
+    assert "Partial results" in page
+    assert "No completed confirm-phase trials yet" in page
+    assert "No per-epoch records yet." in page
+
+
+def test_strings_from_the_study_and_errors_are_escaped(tmp_path: Path) -> None:
+    from sweep.report.synthetic import ELBO_MEANS, SyntheticArm
+
+    folder = _small(tmp_path / "s", arms={
+        HOSTILE: SyntheticArm(means=ELBO_MEANS),
+        "elbo": SyntheticArm(means=ELBO_MEANS),
+    })
+    spec = yaml.safe_load((folder / "study.yaml").read_text())
+    spec["name"] = HOSTILE
+    spec["description"] = HOSTILE
+    (folder / "study.yaml").write_text(yaml.safe_dump(spec))
+    trials = pd.read_parquet(folder / "trials.parquet")
+    trials.loc[trials["status"] == "failed", "error"] = HOSTILE
+    trials.to_parquet(folder / "trials.parquet")
+    page = build_report(folder).read_text()
+    assert HOSTILE not in page
+    assert "<script>alert" not in page
+    assert "<img src=x" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+
+
+def test_hostile_trial_id_never_reads_outside_the_artifacts_folder(tmp_path: Path) -> None:
+    folder = _small(tmp_path / "s")
+    trials = pd.read_parquet(folder / "trials.parquet")
+    trials.loc[trials["phase"] == "confirm", "trial_id"] = "../../outside"
+    trials.to_parquet(folder / "trials.parquet")
+    page = build_report(folder).read_text()
+    assert "no artifacts folder" in page
+
+
+def test_missing_and_corrupt_artifacts_become_notes(tmp_path: Path) -> None:
+    folder = _small(tmp_path / "s")
+    for path in (folder / "artifacts").glob("elbo-*/latents.npy"):
+        path.write_bytes(b"garbage")
+    for path in (folder / "artifacts").glob("infovae-*/samples.png"):
+        path.unlink()
+    page = build_report(folder).read_text()
+    assert "latents.npy could not be read" in page
+    assert "no samples.png" in page
+
+
+def test_pickled_latents_are_not_loaded(tmp_path: Path) -> None:
+    folder = _small(tmp_path / "s")
+    for path in (folder / "artifacts").glob("elbo-*/latents.npy"):
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    page = build_report(folder).read_text()
+    assert "latents.npy could not be read" in page
+
+
+def test_scales_as_json_strings_or_lists_both_work(tmp_path: Path) -> None:
+    folder = _small(tmp_path / "s")
+    trials = pd.read_parquet(folder / "trials.parquet")
+    trials["param.objective.scales"] = [json.dumps([1.0, 2.0])] * len(trials)
+    trials.to_parquet(folder / "trials.parquet")
+    assert 'id="verdict-table"' in build_report(folder).read_text()
+
+
+def test_without_optuna_db_importance_says_why(tmp_path: Path) -> None:
+    folder = _small(tmp_path / "s", optuna_db=False)
+    page = build_report(folder).read_text()
+    assert "Hyperparameter importance not available: no optuna.db" in page
+
+
+def test_report_is_reproducible(full_study: Path, tmp_path: Path) -> None:
+    def body(path: Path) -> str:
+        return re.sub(r"Generated [^<]*", "", path.read_text())
+
+    one = body(build_report(full_study, out=tmp_path / "1.html"))
+    two = body(build_report(full_study, out=tmp_path / "2.html"))
+    assert one == two
