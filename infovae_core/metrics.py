@@ -259,21 +259,14 @@ def mutual_information(
         log_mix = torch.empty(n, dtype=torch.float64, device=mu_t.device)
         for i in range(0, n, chunk_size):
             r = rows[i : i + chunk_size]
-            running_max = torch.full(
-                (r.shape[0],), -math.inf, dtype=torch.float64, device=mu_t.device
-            )
-            running_sum = torch.zeros(r.shape[0], dtype=torch.float64, device=mu_t.device)
+            running = torch.full((r.shape[0],), -math.inf, dtype=torch.float64, device=r.device)
             for j in range(0, n, chunk_size):
                 # log q(z_i | x_j) for the block: -0.5 * (quadratic form + offsets)
                 block = torch.addmm(
                     offsets[j : j + chunk_size].unsqueeze(0), r, columns[j : j + chunk_size].T
                 ).mul_(-0.5)
-                new_max = torch.maximum(running_max, block.max(dim=1).values)
-                running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(
-                    block - new_max.unsqueeze(1)
-                ).sum(dim=1)
-                running_max = new_max
-            log_mix[i : i + chunk_size] = running_max + torch.log(running_sum) - math.log(n)
+                running = torch.logaddexp(running, torch.logsumexp(block, dim=1))
+            log_mix[i : i + chunk_size] = running - math.log(n)
         return float((log_q_own - log_mix).mean())
 
 

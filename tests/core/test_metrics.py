@@ -64,15 +64,15 @@ def test_unbiased_mmd_between_independent_samples_of_one_distribution_is_near_ze
 def test_float32_chunked_mmd_matches_rbf_closed_form_for_shifted_gaussians() -> None:
     # MMD^2(N(0, I), N(m, I)) = 2 (g / (g + 2))^(d/2) (1 - exp(-||m||^2 / (2 (g + 2)))),
     # g = d s^2 (see tests/core/test_divergences.py for the derivation).
-    d, n = 4, 5000
+    d, n = 4, 3000
     mean = torch.tensor([1.0, -0.5, 0.0, 0.5])
     gamma = float(d)
     want = 2 * (gamma / (gamma + 2)) ** (d / 2) * (1 - math.exp(-1.5 / (2 * (gamma + 2))))
     g = _gen(3)
     x = torch.randn(n, d, generator=g)
     y = mean + torch.randn(n, d, generator=g)
-    # want ~0.104; standard error at n = 5000 is ~0.0034: 3 s.e.
-    assert mmd(x, y, "rbf", (1.0,), unbiased=True, chunk_size=700) == pytest.approx(want, abs=0.011)
+    # want ~0.104; standard error at n = 3000 is ~0.0045 (measured over 8 seeds): 3 s.e.
+    assert mmd(x, y, "rbf", (1.0,), unbiased=True, chunk_size=700) == pytest.approx(want, abs=0.014)
 
 
 def test_mmd_rejects_a_non_positive_chunk_size() -> None:
