@@ -293,7 +293,7 @@ def expressive_decoder_claim(
         rows = pool[pool["level"] == level]
         info = rows.loc[rows["role"] == "infovae", "metric.mutual_info"].to_numpy()
         elbo = rows.loc[rows["role"] == "elbo", "metric.mutual_info"].to_numpy()
-        ci = bootstrap_diff_ci(info, elbo)
+        ci = bootstrap_diff_ci(info, elbo, n_resamples=2_000)
         gaps.append(
             (
                 level,

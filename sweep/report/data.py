@@ -212,7 +212,7 @@ def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
         if column not in out.columns:
             out[column] = pd.Series([None] * len(out), index=out.index, dtype="object")
     for column in ("arm", "phase", "trial_id", "status"):
-        out[column] = out[column].map(lambda v: None if _is_missing(v) else str(v))
+        out[column] = _text_column(out[column])
     for column in ["train_seconds", "eval_seconds", "seed"] + [
         c for c in out.columns if c.startswith("metric.")
     ]:
@@ -231,12 +231,21 @@ def normalise_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
         if column not in out.columns:
             out[column] = pd.Series([None] * len(out), index=out.index, dtype="object")
     for column in ("arm", "trial_id"):
-        out[column] = out[column].map(lambda v: None if _is_missing(v) else str(v))
+        out[column] = _text_column(out[column])
     out["epoch"] = pd.to_numeric(out["epoch"], errors="coerce")
     for column in out.columns:
         if column.startswith(("train.", "val.")):
             out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
     return out.reset_index(drop=True)
+
+
+def _text_column(values: pd.Series) -> pd.Series:
+    """Values as Python ``str`` (object dtype), missing ones as None; vectorised, since the
+    epochs table has one row per trial and epoch."""
+    missing = values.isna().to_numpy()
+    text = values.astype(str).astype(object)
+    text[missing] = None
+    return text
 
 
 def _is_missing(value: Any) -> bool:
