@@ -1,0 +1,736 @@
+"""Run a study: Optuna search through Ray Tune trials, then the confirm phase; resume after a crash.
+
+Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it):
+
+1. The study folder is created (or re-entered) and locked: one driver per study.
+2. Ray starts embedded on this machine (``address=None``: bound to 127.0.0.1, no dashboard) or
+   attaches to a cluster (``address="auto"`` / ``"HOST:PORT"``).
+3. The dataset is loaded once on the driver and put in the object store once; reused trial
+   actors fetch it once per worker process.
+4. For each arm, in file order, the search phase: ``trials_per_arm`` trials sampled by Optuna
+   (``OptunaSearch`` with the arm's seeded sampler and the study's SQLite storage
+   ``optuna.db``, one Optuna study per arm, named after it), at most ``max_concurrent`` at a
+   time, ASHA early stopping when configured.
+5. For each arm, the confirm phase: the best ``confirm.top_k`` completed search trials are
+   trained again with each confirm seed.
+6. Every trial is recorded in the Parquet store by the driver as it finishes (a Tune callback),
+   with its epochs and artefacts; a failed trial is recorded with its error and Optuna is told
+   it failed.
+
+Resume: completed (and failed or stopped) trials are in ``trials.parquet`` and are never run
+again. Optuna trials still marked RUNNING belonged to trials interrupted with the driver: they
+are marked failed in Optuna (with the user attribute ``interrupted``) and their parameters are
+enqueued, so the same configurations run again; the sampler keeps every earlier trial as
+history. Each arm runs only the trials still missing from the plan.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sweep.spec import StudySpec
+from sweep.store import ResultsStore, json_columns
+from sweep.trainable import (
+    ARTIFACT_PREFIX,
+    ERROR_KEY,
+    STATUS_KEY,
+    TRIAL_KEY,
+    TrialContext,
+    run_trial,
+)
+
+# Ray reads these when Tune starts: no auto loggers (the driver's store is the record), our
+# own Ctrl-C handling, no usage reporting.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+# Epoch results carry no final metric; the searcher reads it from the final result only.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+OPTUNA_FILE = "optuna.db"
+ARTIFACTS_DIR = "artifacts"
+
+
+class StudyInterrupted(RuntimeError):
+    """The driver was interrupted (Ctrl-C); what finished is recorded and the study resumes."""
+
+
+@dataclass
+class ArmProgress:
+    planned: int
+    done: int = 0
+    failed: int = 0
+    stopped: int = 0
+    running: int = 0
+    best: float | None = None
+
+
+@dataclass
+class StudyEvents:
+    """What the driver observed, for the live view and the closing summary."""
+
+    spec: StudySpec
+    started: float = field(default_factory=time.monotonic)
+    arms: dict[str, ArmProgress] = field(default_factory=dict)
+    phase: str = "search"
+    listeners: list[Callable[[StudyEvents], None]] = field(default_factory=list)
+
+    def changed(self) -> None:
+        for listener in self.listeners:
+            listener(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Optuna through Ray Tune
+
+
+def _ray_search_classes():
+    """Ray-dependent classes, defined on first use so importing this module stays light."""
+    from optuna.trial import TrialState
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import Searcher
+    from ray.tune.search.optuna import OptunaSearch
+
+    class ArmOptunaSearch(OptunaSearch):
+        """Ray's OptunaSearch for one arm, told about failures explicitly and naming trials.
+
+        Ray's version drops non-finite and missing values silently and reads the metric from
+        every intermediate result; here intermediate results are ignored (ASHA, not Optuna,
+        stops trials early) and the final result's ``trial_status`` decides the Optuna state.
+        """
+
+        def __init__(self, *args, arm: str, seed_for: Callable[[int], int | None], **kwargs):
+            super().__init__(*args, **kwargs)
+            self._arm = arm
+            self._seed_for = seed_for
+
+        def suggest(self, trial_id: str):
+            config = super().suggest(trial_id)
+            if config is None:
+                return None
+            ot_trial = self._ot_trials[trial_id]
+            study_trial_id = f"{self._arm}-{ot_trial.number:04d}"
+            ot_trial.set_user_attr("trial_id", study_trial_id)
+            config[TRIAL_KEY] = {
+                "arm": self._arm,
+                "trial_id": study_trial_id,
+                "seed": self._seed_for(ot_trial.number),
+            }
+            return config
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            return None
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error=False):
+            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+                return
+            ot_trial = self._ot_trials[trial_id]
+            status = (result or {}).get(STATUS_KEY)
+            metrics = self._metric if isinstance(self._metric, list) else [self._metric]
+            values = [(result or {}).get(m) for m in metrics]
+            if status == "completed" and all(
+                v is not None and math.isfinite(v) for v in values
+            ):
+                tell = values if len(values) > 1 else values[0]
+                self._ot_study.tell(ot_trial, tell, state=TrialState.COMPLETE)
+            elif status in ("completed", "failed") or error:
+                if result and result.get(ERROR_KEY):
+                    ot_trial.set_user_attr("error", str(result[ERROR_KEY])[:1000])
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            else:  # stopped early by the scheduler
+                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+
+        def save(self, checkpoint_path: str) -> None:
+            # The search's state lives in optuna.db; resume reads it from there, so nothing is
+            # pickled into the study folder (and nothing has to be unpickled from it).
+            return None
+
+        def restore(self, checkpoint_path: str) -> None:
+            raise NotImplementedError("resume reads the search history from optuna.db")
+
+    class ArmsSearcher(Searcher):
+        """All arms in one Tuner: each suggestion comes from the arm with the most trials
+        still to run (file order breaks ties), so arms interleave and share the machine's
+        conditions; results go back to the arm's own Optuna search."""
+
+        def __init__(self, searchers: dict[str, ArmOptunaSearch], budgets: dict[str, int]):
+            super().__init__()
+            self._searchers = searchers
+            self._budgets = dict(budgets)
+            self._arm_of: dict[str, str] = {}
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            return True
+
+        def suggest(self, trial_id: str):
+            open_arms = [arm for arm, left in self._budgets.items() if left > 0]
+            if not open_arms:
+                return Searcher.FINISHED
+            arm = max(open_arms, key=lambda a: self._budgets[a])
+            config = self._searchers[arm].suggest(trial_id)
+            if config is None:
+                return None
+            self._budgets[arm] -= 1
+            self._arm_of[trial_id] = arm
+            return config
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            return None
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            arm = self._arm_of.get(trial_id)
+            if arm is not None:
+                self._searchers[arm].on_trial_complete(trial_id, result=result, error=error)
+
+        def save(self, checkpoint_path: str) -> None:
+            return None
+
+        def restore(self, checkpoint_path: str) -> None:
+            raise NotImplementedError("resume reads the search history from optuna.db")
+
+    class PerArmScheduler(FIFOScheduler):
+        """One scheduler per arm (ASHA compares a trial only with trials of its own arm: the
+        arms' losses are on different scales, since each weighs its own divergence)."""
+
+        def __init__(self, schedulers: dict[str, Any]):
+            super().__init__()
+            self._schedulers = schedulers
+
+        def _of(self, trial):
+            return self._schedulers[trial.config[TRIAL_KEY]["arm"]]
+
+        def set_search_properties(self, metric, mode, **spec) -> bool:
+            return True
+
+        def on_trial_add(self, tune_controller, trial):
+            self._of(trial).on_trial_add(tune_controller, trial)
+
+        def on_trial_error(self, tune_controller, trial):
+            self._of(trial).on_trial_error(tune_controller, trial)
+
+        def on_trial_result(self, tune_controller, trial, result):
+            if STATUS_KEY in result:  # the final result comes after the last epoch
+                return FIFOScheduler.CONTINUE
+            return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+        def on_trial_complete(self, tune_controller, trial, result):
+            self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+        def on_trial_remove(self, tune_controller, trial):
+            self._of(trial).on_trial_remove(tune_controller, trial)
+
+        def debug_string(self) -> str:
+            return "per-arm ASHA"
+
+    return ArmOptunaSearch, ArmsSearcher, PerArmScheduler
+
+
+def optuna_storage_url(folder: Path) -> str:
+    return f"sqlite:///{(folder / OPTUNA_FILE).resolve()}"
+
+
+def _recover_interrupted(storage_url: str, arm: str, recorded: set[str]) -> int:
+    """Mark Optuna trials left RUNNING by a dead driver as failed and enqueue their parameters
+    again (unless the store already recorded them, in which case Optuna is told their result).
+
+    Returns the number of configurations enqueued for a re-run."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        study = optuna.load_study(study_name=arm, storage=storage_url)
+    except KeyError:
+        return 0
+    enqueued = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study_trial_id = trial.user_attrs.get("trial_id")
+        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        if study_trial_id in recorded:
+            continue
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+        enqueued += 1
+    return enqueued
+
+
+# --------------------------------------------------------------------------------------------
+# The driver's record of trials
+
+
+class StoreCallback:
+    """Tune callback on the driver: collects each trial's epochs, records finished trials."""
+
+    def __new__(cls, *args, **kwargs):
+        from ray.tune import Callback
+
+        # Subclass Tune's Callback lazily so importing this module does not import Ray.
+        klass = type("StoreCallbackImpl", (_StoreCallbackMixin, Callback), {})
+        instance = Callback.__new__(klass)
+        instance.__init__(*args, **kwargs)
+        return instance
+
+
+class _StoreCallbackMixin:
+    def __init__(
+        self,
+        store: ResultsStore,
+        context: TrialContext,
+        events: StudyEvents,
+        rank_metric: str,
+        rank_direction: str,
+    ) -> None:
+        self.store = store
+        self.context = context
+        self.events = events
+        self.rank_metric = rank_metric
+        self.rank_direction = rank_direction
+        self.epochs: dict[str, list[dict[str, Any]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; the driver-side store and
+        # events are not state to restore (resume rebuilds them from the study folder).
+        return {"context": self.context, "epochs": {}}
+
+    def _progress(self, trial) -> ArmProgress:
+        return self.events.arms[trial.config[TRIAL_KEY]["arm"]]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._progress(trial).running += 1
+        self.epochs[trial.trial_id] = []
+        self.events.changed()
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self.epochs[trial.trial_id] = []
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # A worker died; Ray retries the trial from scratch: forget the partial epochs.
+        self.epochs[trial.trial_id] = []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "epoch" in result and STATUS_KEY not in result:
+            row = {"epoch": int(result["epoch"])}
+            row.update({k: v for k, v in result.items() if k.startswith(("train.", "val."))})
+            self.epochs.setdefault(trial.trial_id, []).append(row)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._record(trial, trial.last_result or {}, error=None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        message = getattr(trial, "error_msg", None) or "the trial's worker failed"
+        self._record(trial, trial.last_result or {}, error=str(message))
+
+    def _record(self, trial, result: dict[str, Any], error: str | None) -> None:
+        meta = trial.config[TRIAL_KEY]
+        arm = meta["arm"]
+        study_trial_id = meta.get("trial_id") or f"{arm}-{trial.trial_id}"
+        progress = self._progress(trial)
+        progress.running = max(0, progress.running - 1)
+        status = result.get(STATUS_KEY)
+        if error is not None:
+            status, message = "failed", error
+        elif status is None:
+            status, message = "stopped", "stopped early by the scheduler"
+        else:
+            message = result.get(ERROR_KEY)
+        from sweep.trainable import trial_config
+
+        try:
+            config = trial_config(self.context, trial.config)
+            params = {f"param.{k}": v for k, v in config.to_flat_dict().items()}
+            seed = config.train.seed
+        except Exception as problem:  # noqa: BLE001 - a config error is the trial's failure
+            params, seed = {}, int(meta.get("seed") or 0)
+            status, message = "failed", message or f"{type(problem).__name__}: {problem}"
+        now = dt.datetime.now(dt.timezone.utc)
+        row: dict[str, Any] = {
+            "study": self.context.study,
+            "arm": arm,
+            "phase": self.context.phase,
+            "trial_id": study_trial_id,
+            "attempt": int(getattr(trial, "num_failures", 0) or 0),
+            "seed": seed,
+            "status": status,
+            "error": message,
+            "started_at": result.get("started_at") or now,
+            "ended_at": result.get("ended_at") or now,
+            "train_seconds": result.get("train_seconds"),
+            "eval_seconds": result.get("eval_seconds"),
+            "host": result.get("host") or result.get("hostname"),
+            "node_id": result.get("node_id") or result.get("node_ip"),
+            "device": result.get("device"),
+            **params,
+        }
+        if status == "completed":
+            row.update({k: v for k, v in result.items() if k.startswith("metric.")})
+        epochs = self.epochs.pop(trial.trial_id, [])
+        if self.store.record_trial(row, epochs):
+            if status == "completed":
+                _write_artifacts(self.store.folder, study_trial_id, result)
+            progress.done += status == "completed"
+            progress.failed += status == "failed"
+            progress.stopped += status == "stopped"
+            value = result.get(self.rank_metric) if status == "completed" else None
+            if value is not None and math.isfinite(value):
+                better = (
+                    progress.best is None
+                    or (self.rank_direction == "minimize" and value < progress.best)
+                    or (self.rank_direction == "maximize" and value > progress.best)
+                )
+                if better:
+                    progress.best = float(value)
+        self.events.changed()
+
+
+def _write_artifacts(folder: Path, trial_id: str, result: dict[str, Any]) -> None:
+    """Latents (``latents.npy``) and image grids (PNG) of a finished trial, for the report."""
+    target = folder / ARTIFACTS_DIR / trial_id
+    target.mkdir(parents=True, exist_ok=True)
+    latents = result.get(f"{ARTIFACT_PREFIX}latents")
+    if latents:
+        temp = target / ".latents.npy.partial"
+        with open(temp, "wb") as handle:
+            np.save(handle, np.asarray(latents, dtype=np.float32), allow_pickle=False)
+        os.replace(temp, target / "latents.npy")
+    images = (("samples_png", "samples.png"), ("reconstructions_png", "reconstructions.png"))
+    for key, name in images:
+        encoded = result.get(f"{ARTIFACT_PREFIX}{key}")
+        if encoded:
+            temp = target / f".{name}.partial"
+            temp.write_bytes(base64.b64decode(encoded))
+            os.replace(temp, target / name)
+
+
+# --------------------------------------------------------------------------------------------
+# Phases
+
+
+def _run_config(storage_path: str, name: str, callback, verbose: bool):
+    from ray import tune
+
+    return tune.RunConfig(
+        name=name,
+        storage_path=storage_path,
+        callbacks=[callback],
+        verbose=1 if verbose else 0,
+        # Infrastructure failures (a dead worker or node) are retried; errors of the training
+        # code itself are reported by the trainable as failed trials and never retried.
+        failure_config=tune.FailureConfig(max_failures=2),
+        log_to_file=False,
+    )
+
+
+def _trainable(spec: StudySpec, context: TrialContext, data_refs: dict[str, Any]):
+    from ray import tune
+
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    return tune.with_resources(
+        tune.with_parameters(run_trial, context=context, data=data_refs), resources
+    )
+
+
+def _context(spec: StudySpec, phase: str, data_key: str) -> TrialContext:
+    return TrialContext(
+        study=spec.name,
+        phase=phase,
+        settings={arm: spec.arm_settings(arm) for arm in spec.arm_names},
+        threads=max(1, int(spec.resources.cpu)),
+        data_key=data_key,
+    )
+
+
+def _recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, set[str]]:
+    trials = store.trials()
+    recorded: dict[str, set[str]] = {}
+    if len(trials):
+        mine = trials[trials["phase"] == phase]
+        for arm, trial_id in zip(mine["arm"], mine["trial_id"], strict=False):
+            recorded.setdefault(arm, set()).add(trial_id)
+    return recorded
+
+
+def _run_search(
+    spec: StudySpec,
+    store: ResultsStore,
+    storage_path: str,
+    data_refs: dict[str, Any],
+    data_key: str,
+    events: StudyEvents,
+    max_concurrent: int,
+    verbose: bool,
+) -> None:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    arm_search, arms_searcher, per_arm_scheduler = _ray_search_classes()
+    url = optuna_storage_url(store.folder)
+    recorded = _recorded_by_arm(store, "search")
+    metrics = list(spec.search.metrics)
+    modes = ["min" if d == "minimize" else "max" for d in spec.search.directions]
+    searchers, budgets = {}, {}
+    for arm in spec.arm_names:
+        _recover_interrupted(url, arm, recorded.get(arm, set()))
+        remaining = spec.trials_for(arm) - len(recorded.get(arm, ()))
+        if remaining <= 0:
+            continue
+        budgets[arm] = remaining
+        searchers[arm] = arm_search(
+            space=spec.optuna_space(arm),
+            metric=metrics if len(metrics) > 1 else metrics[0],
+            mode=modes if len(modes) > 1 else modes[0],
+            sampler=spec.sampler(arm),
+            study_name=arm,
+            storage=_optuna_storage(url),
+            arm=arm,
+            seed_for=_SeedPolicy(spec, arm),
+        )
+    if not budgets:
+        return
+    scheduler = None
+    early = spec.search.early_stopping
+    if early is not None:
+        scheduler = per_arm_scheduler(
+            {
+                arm: ASHAScheduler(
+                    metric=early.metric,
+                    mode=early.resolved_mode,
+                    time_attr="training_iteration",
+                    max_t=spec.arm_config(arm).train.epochs,
+                    grace_period=early.grace_period,
+                    reduction_factor=early.reduction_factor,
+                )
+                for arm in budgets
+            }
+        )
+    context = _context(spec, "search", data_key)
+    rank = spec.confirm_rank
+    callback = StoreCallback(store, context, events, rank.metric, rank.direction)
+    tuner = tune.Tuner(
+        _trainable(spec, context, data_refs),
+        tune_config=tune.TuneConfig(
+            search_alg=arms_searcher(searchers, budgets),
+            scheduler=scheduler,
+            num_samples=sum(budgets.values()),
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=_run_config(storage_path, f"search-{_stamp()}", callback, verbose),
+    )
+    tuner.fit()
+
+
+@dataclass(frozen=True)
+class _SeedPolicy:
+    """``train.seed`` of search trial ``index`` of ``arm`` (a picklable callable)."""
+
+    spec: StudySpec
+    arm: str
+
+    def __call__(self, index: int) -> int | None:
+        return self.spec.search_seed(self.arm, index)
+
+
+def _optuna_storage(url: str):
+    import optuna
+
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+
+
+def confirm_candidates(spec: StudySpec, store: ResultsStore, arm: str) -> list[dict[str, Any]]:
+    """The best ``confirm.top_k`` completed search trials of ``arm`` by ``confirm_rank``, as
+    dotted settings of their searched keys (ties broken by trial id)."""
+    trials = store.trials()
+    if not len(trials):
+        return []
+    rank = spec.confirm_rank
+    column = rank.metric
+    done = trials[
+        (trials["arm"] == arm) & (trials["phase"] == "search") & (trials["status"] == "completed")
+    ]
+    if column not in done or not len(done):
+        return []
+    done = done[np.isfinite(done[column].astype(float))]
+    done = done.sort_values(
+        [column, "trial_id"], ascending=[rank.direction == "minimize", True]
+    ).head(spec.confirm.top_k)
+    encoded = set(json_columns(store.trials_table().schema))
+    candidates = []
+    for _, row in done.iterrows():
+        params = {}
+        for key in spec.arms[arm].search:
+            value = row.get(f"param.{key}")
+            if f"param.{key}" in encoded and isinstance(value, str):
+                value = json.loads(value)
+            if isinstance(value, np.generic):
+                value = value.item()
+            params[key] = value
+        candidates.append({"source": row["trial_id"], "params": params})
+    return candidates
+
+
+def _run_confirm(
+    spec: StudySpec,
+    store: ResultsStore,
+    storage_path: str,
+    data_refs: dict[str, Any],
+    data_key: str,
+    events: StudyEvents,
+    max_concurrent: int,
+    verbose: bool,
+) -> None:
+    from ray import tune
+
+    recorded = store.recorded_trial_ids()
+    todo = []
+    for arm in spec.arm_names:
+        for rank, candidate in enumerate(confirm_candidates(spec, store, arm), start=1):
+            for seed in spec.confirm_seeds:
+                trial_id = f"{arm}-confirm{rank}-seed{seed}"
+                if trial_id not in recorded:
+                    todo.append(
+                        {"arm": arm, "trial_id": trial_id, "seed": seed,
+                         "params": candidate["params"]}
+                    )
+    if not todo:
+        return
+    context = _context(spec, "confirm", data_key)
+    rank = spec.confirm_rank
+    callback = StoreCallback(store, context, events, rank.metric, rank.direction)
+    tuner = tune.Tuner(
+        _trainable(spec, context, data_refs),
+        param_space={TRIAL_KEY: tune.grid_search(todo)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
+        run_config=_run_config(storage_path, f"confirm-{_stamp()}", callback, verbose),
+    )
+    tuner.fit()
+
+
+def _stamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+# --------------------------------------------------------------------------------------------
+# Ray
+
+
+def start_ray(address: str | None, verbose: bool, num_cpus: int | None = None) -> bool:
+    """Start embedded Ray (address None) on 127.0.0.1 or attach to a cluster.
+
+    Returns True when this call started (and so must stop) Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    common: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": verbose,
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+        "configure_logging": True,
+    }
+    if address is None:
+        ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
+    else:
+        ray.init(address=address, **common)
+    return True
+
+
+def _quiet_loggers(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.ERROR
+    for name in ("ray", "ray.tune", "ray.train", "optuna"):
+        logging.getLogger(name).setLevel(level)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    folder: Path
+    counts: dict[str, int]
+    seconds: float
+
+
+def run_study(
+    spec: StudySpec,
+    folder: Path,
+    *,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    verbose: bool = False,
+    resume: bool = False,
+    num_cpus: int | None = None,
+    listeners: list[Callable[[StudyEvents], None]] | None = None,
+) -> RunOutcome:
+    """Run (or resume) ``spec`` into ``folder``; see the module docstring.
+
+    Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished.
+    """
+    import ray
+
+    from infovae_core.data import load_dataset
+
+    folder = Path(folder)
+    store = ResultsStore.open(folder) if resume else ResultsStore.create(folder, spec.to_yaml())
+    concurrency = max_concurrent or spec.search.max_concurrent
+    events = StudyEvents(spec=spec, listeners=list(listeners or []))
+    with store.lock():
+        trials = store.trials()
+        for arm in spec.arm_names:
+            planned = spec.trials_for(arm) + spec.confirm.top_k * len(spec.confirm_seeds)
+            progress = ArmProgress(planned=planned)
+            if len(trials):
+                mine = trials[trials["arm"] == arm]
+                progress.done = int((mine["status"] == "completed").sum())
+                progress.failed = int((mine["status"] == "failed").sum())
+                progress.stopped = int((mine["status"] == "stopped").sum())
+            events.arms[arm] = progress
+        events.changed()
+
+        started_ray = start_ray(address, verbose, num_cpus=num_cpus)
+        _quiet_loggers(verbose)
+        storage_path = spec.storage or str((folder / "ray").resolve())
+        try:
+            data_config = spec.arm_config(spec.arm_names[0]).data
+            splits = load_dataset(data_config)
+            data_key = json.dumps(
+                {"dataset": data_config.dataset, "seed": data_config.seed,
+                 "data_dir": data_config.data_dir}, sort_keys=True
+            )
+            data_refs = {"splits": ray.put(splits)}
+            phases = [("search", _run_search)]
+            if spec.confirm_seeds:
+                phases.append(("confirm", _run_confirm))
+            for phase, run_phase in phases:
+                events.phase = phase
+                events.changed()
+                run_phase(
+                    spec, store, storage_path, data_refs, data_key, events, concurrency, verbose
+                )
+        except KeyboardInterrupt:
+            raise StudyInterrupted(
+                f"interrupted; finished trials are recorded in {folder}. "
+                f"Continue with: infovae-sweep resume {folder}"
+            ) from None
+        finally:
+            if started_ray:
+                ray.shutdown()
+        store.reload()
+        counts = store.trials()["status"].value_counts().to_dict() if len(store) else {}
+    return RunOutcome(folder=folder, counts=counts, seconds=time.monotonic() - events.started)

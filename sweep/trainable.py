@@ -1,0 +1,136 @@
+"""The Ray Tune trainable: a thin layer over :func:`infovae_core.trainer.fit`.
+
+It builds the trial's :class:`TrialConfig` from the arm's settings and the sampled parameters,
+runs the core trainer, reports every epoch's terms with ``ray.tune.report`` and, at the end, one
+final result holding the evaluation metrics (``metric.<name>``), the trial's status, timings,
+host and small artefacts for the report. Errors inside the trial (a non-finite loss, a bad
+configuration, any exception of the training code) are *reported* as ``trial_status = failed``
+with the error text rather than raised, so the driver records them and tells Optuna; only
+infrastructure failures (a dead worker) reach Ray, whose FailureConfig retries them.
+
+No model or loss logic lives here.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from infovae_core.config import TrialConfig
+from infovae_core.data import DatasetSplits
+from sweep.images import encode_png, image_grid
+from sweep.space import decode_params
+
+#: Key of the runner's bookkeeping in a trial's config (never a TrialConfig setting).
+TRIAL_KEY = "_trial"
+#: Final-result keys (besides ``metric.*``).
+STATUS_KEY = "trial_status"
+ERROR_KEY = "trial_error"
+ARTIFACT_PREFIX = "artifact."
+LATENTS_TO_REPORT = 300
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of one Tuner shares: each arm's dotted settings (data + defaults +
+    fixed), the phase, and torch threads per trial. A trial's own arm, id, seed and (confirm
+    phase) parameters travel in its config under :data:`TRIAL_KEY`."""
+
+    study: str
+    phase: str
+    settings: dict[str, dict[str, Any]]
+    threads: int
+    data_key: str
+
+
+# Datasets already fetched by this worker process, by key: reused actors skip the object store.
+_DATA_CACHE: dict[str, DatasetSplits] = {}
+
+
+def _dataset(key: str, refs: dict[str, Any]) -> DatasetSplits:
+    if key not in _DATA_CACHE:
+        import ray
+
+        _DATA_CACHE.clear()  # one dataset per worker at a time
+        _DATA_CACHE[key] = ray.get(refs["splits"])
+    return _DATA_CACHE[key]
+
+
+def trial_config(context: TrialContext, config: dict[str, Any]) -> TrialConfig:
+    """The TrialConfig of one trial: arm settings + sampled params + the trial's seed."""
+    meta = config[TRIAL_KEY]
+    sampled = {k: v for k, v in config.items() if k != TRIAL_KEY}
+    settings = dict(context.settings[meta["arm"]])
+    settings.update(decode_params(sampled))
+    settings.update(meta.get("params", {}))
+    if meta.get("seed") is not None:
+        settings["train.seed"] = meta["seed"]
+    return TrialConfig.from_dict(settings)
+
+
+def _png_b64(images: np.ndarray, scale: int) -> str:
+    return base64.b64encode(encode_png(image_grid(images), scale=scale)).decode("ascii")
+
+
+def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any]) -> None:
+    """Ray Tune function trainable (wrapped with ``tune.with_parameters``)."""
+    import torch
+    from ray import tune
+
+    from infovae_core.trainer import NonFiniteLossError, fit
+
+    torch.set_num_threads(max(1, context.threads))
+    started_at = dt.datetime.now(dt.timezone.utc)
+    base = {"started_at": started_at.isoformat(), "host": socket.gethostname()}
+    try:
+        import ray
+
+        base["node_id"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - bookkeeping only
+        pass
+
+    def on_epoch(record) -> None:
+        result = {"epoch": record.epoch}
+        result.update({f"train.{k}": v for k, v in record.train.items()})
+        result.update({f"val.{k}": v for k, v in record.val.items()})
+        tune.report(result)
+
+    try:
+        cfg = trial_config(context, config)
+        splits = _dataset(context.data_key, data)
+        fitted = fit(cfg, splits, callback=on_epoch)
+    except NonFiniteLossError as error:
+        final = {STATUS_KEY: "failed", ERROR_KEY: f"NonFiniteLossError: {error}"}
+    except Exception as error:  # noqa: BLE001 - recorded as the trial's error, study goes on
+        tail = "".join(traceback.format_exception(error)[-3:]).strip()
+        final = {STATUS_KEY: "failed", ERROR_KEY: f"{type(error).__name__}: {error}\n{tail}"}
+    else:
+        scale = max(1, 56 // fitted.samples.shape[-1])
+        final = {
+            STATUS_KEY: "completed",
+            "train_seconds": fitted.train_seconds,
+            "eval_seconds": fitted.eval_seconds,
+            "device": fitted.device,
+            **{f"metric.{name}": float(value) for name, value in fitted.metrics.items()},
+            f"{ARTIFACT_PREFIX}latents": fitted.latents[:LATENTS_TO_REPORT]
+            .astype(np.float32)
+            .tolist(),
+            f"{ARTIFACT_PREFIX}samples_png": _png_b64(fitted.samples, scale),
+            f"{ARTIFACT_PREFIX}reconstructions_png": _png_b64(
+                np.concatenate(list(fitted.reconstructions[:, :32])), scale
+            ),
+        }
+    final.update(base)
+    final["ended_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    final["wall_seconds"] = (
+        dt.datetime.now(dt.timezone.utc) - started_at
+    ).total_seconds()
+    time.sleep(0)  # let the report thread flush the last epoch first
+    tune.report(final)
