@@ -180,6 +180,217 @@ def _fit_with_progress(fit, config, quiet: bool):
     return result
 
 
+# --------------------------------------------------------------------------------------------
+# Studies
+
+
+def _load_spec(path: Path):
+    from sweep.spec import StudySpecError, load_study
+
+    try:
+        return load_study(path)
+    except StudySpecError as error:
+        console.print(f"[bold red]invalid study[/] {path}:", highlight=False)
+        console.print(str(error), markup=False, highlight=False)
+        raise typer.Exit(USAGE_ERROR) from None
+
+
+@app.command()
+def validate(
+    study: Annotated[Path, typer.Argument(help="Study file (YAML).")],
+) -> None:
+    """Check a study file and print its resolved plan (arms, trials, budget). Writes nothing."""
+    from sweep.spec import format_plan, plan_study
+
+    spec = _load_spec(study)
+    stdout.print(format_plan(plan_study(spec)), markup=False, highlight=False)
+
+
+ResultsOption = Annotated[Path, typer.Option("--results", help="Results root folder.")]
+AddressOption = Annotated[
+    Optional[str],
+    typer.Option(help="Ray cluster to use: auto or HOST:PORT. Default: embedded Ray on this machine."),
+]
+ConcurrencyOption = Annotated[
+    Optional[int], typer.Option(min=1, help="Trials at a time (default: the study's max_concurrent).")
+]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs and tables.")]
+
+
+@app.command()
+def run(
+    study: Annotated[Path, typer.Argument(help="Study file (YAML).")],
+    results: ResultsOption = Path("results"),
+    address: AddressOption = None,
+    max_concurrent: ConcurrencyOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Run a study: Optuna search through Ray Tune trials, then the confirm phase."""
+    spec = _load_spec(study)
+    _run(spec, results / spec.name, address, max_concurrent, verbose, resume=False)
+
+
+@app.command()
+def resume(
+    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    address: AddressOption = None,
+    max_concurrent: ConcurrencyOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Continue an interrupted study: finished trials are kept, interrupted ones run again."""
+    from sweep.spec import StudySpec, StudySpecError
+    from sweep.store import STUDY_FILE, is_study_folder
+
+    if not is_study_folder(folder):
+        _fail(f"{folder}: not a study folder (no {STUDY_FILE}); give results/<study>")
+    try:
+        spec = StudySpec.from_yaml_text(
+            (folder / STUDY_FILE).read_text(encoding="utf-8"), source=str(folder / STUDY_FILE)
+        )
+    except StudySpecError as error:
+        _fail(str(error))
+    _run(spec, folder, address, max_concurrent, verbose, resume=True)
+
+
+def _run(spec, folder: Path, address, max_concurrent, verbose: bool, resume: bool) -> None:
+    from infovae_core.data import DataError
+    from sweep.progress import LiveView
+    from sweep.runner import StudyInterrupted, run_study
+    from sweep.store import StoreError
+
+    view = LiveView(console)
+    try:
+        with view:
+            outcome = run_study(
+                spec,
+                folder,
+                address=address,
+                max_concurrent=max_concurrent,
+                verbose=verbose,
+                resume=resume,
+                listeners=[view.update],
+            )
+    except StudyInterrupted as error:
+        console.print(f"[yellow]{error}[/]", highlight=False)
+        raise typer.Exit(130) from None
+    except (StoreError, DataError) as error:
+        _fail(str(error))
+    if not console.is_terminal:
+        console.print()
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
+    console.print(
+        f"study [bold]{spec.name}[/] finished in {outcome.seconds / 60:.1f} min: {counts or 'no trials'}",
+        highlight=False,
+    )
+    _write_report(folder, partial=False)
+
+
+def _write_report(folder: Path, partial: bool) -> Path | None:
+    from sweep.report import build_report
+
+    try:
+        path = build_report(folder, partial=partial)
+    except Exception as error:  # noqa: BLE001 - the results are safe; say why the report is not
+        console.print(f"[yellow]report not written: {type(error).__name__}: {error}[/]")
+        return None
+    console.print(f"report: {path}", highlight=False)
+    return path
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    out: Annotated[Optional[Path], typer.Option(help="Output HTML file (default FOLDER/report.html).")] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the report in the browser.")] = False,
+) -> None:
+    """Write the study's self-contained HTML report (partial while the study runs)."""
+    from sweep.report import build_report
+    from sweep.store import LOCK_FILE, STUDY_FILE, is_study_folder
+
+    if not is_study_folder(folder):
+        _fail(f"{folder}: not a study folder (no {STUDY_FILE})")
+    running = _is_running(folder / LOCK_FILE)
+    try:
+        path = build_report(folder, out=out, partial=running)
+    except (OSError, ValueError) as error:
+        _fail(str(error), code=1)
+    stdout.print(f"report: {path}" + (" (partial: the study is still running)" if running else ""))
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
+def _is_running(lock_path: Path) -> bool:
+    """True when a driver holds the study's lock (a running study)."""
+    import fcntl
+
+    if not lock_path.exists():
+        return False
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False
+
+
+@app.command("ls")
+def list_command(
+    results: Annotated[Path, typer.Argument(help="Results root folder.")] = Path("results"),
+) -> None:
+    """List the studies under a results folder: trials by status, best value per arm."""
+    from sweep.leaderboard import best_per_arm
+    from sweep.store import list_studies
+
+    if not results.is_dir():
+        _fail(f"{results}: no such results folder")
+    studies = list_studies(results)
+    if not studies:
+        stdout.print(f"no studies under {results}")
+        return
+    table = Table(title=f"studies under {results}")
+    for column in ("study", "trials", "completed", "failed", "stopped", "best per arm"):
+        table.add_column(column)
+    for summary in studies:
+        if summary.error:
+            table.add_row(summary.name, "?", "", "", "", f"[red]{summary.error}[/]")
+            continue
+        best = best_per_arm(summary.path)
+        table.add_row(
+            summary.name,
+            str(summary.n_trials),
+            str(summary.by_status.get("completed", 0)),
+            str(summary.by_status.get("failed", 0)),
+            str(summary.by_status.get("stopped", 0)),
+            "; ".join(best) or "-",
+        )
+    stdout.print(table)
+
+
+@app.command()
+def show(
+    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    top: Annotated[int, typer.Option(min=1, help="Trials shown per arm.")] = 5,
+) -> None:
+    """Print the leaderboard of each arm (best completed trials by the study's objective)."""
+    from sweep.leaderboard import leaderboards
+    from sweep.store import StoreError
+
+    try:
+        boards = leaderboards(folder, top=top)
+    except StoreError as error:
+        _fail(str(error))
+    for board in boards:
+        table = Table(title=board.title)
+        for column in board.columns:
+            table.add_column(column)
+        for row in board.rows:
+            table.add_row(*row)
+        stdout.print(table)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

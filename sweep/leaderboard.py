@@ -1,0 +1,86 @@
+"""Leaderboards of a study folder for `infovae-sweep show` and `ls`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sweep.spec import StudySpec, StudySpecError
+from sweep.store import STUDY_FILE, ResultsStore
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def _spec(folder: Path) -> StudySpec | None:
+    try:
+        return StudySpec.from_yaml_text(
+            (folder / STUDY_FILE).read_text(encoding="utf-8"), source=str(folder / STUDY_FILE)
+        )
+    except (OSError, StudySpecError):
+        return None
+
+
+def _ranked(trials: pd.DataFrame, arm: str, metric: str, direction: str) -> pd.DataFrame:
+    mine = trials[(trials["arm"] == arm) & (trials["status"] == "completed")]
+    if metric not in mine:
+        return mine.iloc[0:0]
+    mine = mine[mine[metric].astype(float).map(math.isfinite)]
+    return mine.sort_values([metric, "trial_id"], ascending=[direction == "minimize", True])
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def leaderboards(folder: Path, top: int = 5) -> list[Leaderboard]:
+    """The best ``top`` completed trials of each arm by the study's confirm-ranking objective,
+    with their searched parameters and the objectives' values."""
+    store = ResultsStore.open(folder)
+    trials = store.trials()
+    spec = _spec(Path(folder))
+    if spec is None:
+        metric, direction = "metric.mmd", "minimize"
+        objectives = [metric]
+        arms = sorted(trials["arm"].unique()) if len(trials) else []
+        searched: dict[str, list[str]] = {arm: [] for arm in arms}
+    else:
+        metric, direction = spec.confirm_rank.metric, spec.confirm_rank.direction
+        objectives = list(spec.search.metrics)
+        arms = list(spec.arm_names)
+        searched = {arm: list(spec.arms[arm].search) for arm in arms}
+    boards = []
+    for arm in arms:
+        ranked = _ranked(trials, arm, metric, direction).head(top) if len(trials) else None
+        params = [f"param.{key}" for key in searched.get(arm, [])]
+        columns = ("trial", "phase", "seed", *objectives, *[p[len("param.") :] for p in params])
+        rows = []
+        if ranked is not None:
+            for _, row in ranked.iterrows():
+                cells = [row["trial_id"], row["phase"], str(row["seed"])]
+                cells += [_format(row.get(m)) for m in objectives]
+                cells += [_format(row.get(p)) for p in params]
+                rows.append(tuple(cells))
+        title = f"{arm}: best by {metric} ({direction})"
+        boards.append(Leaderboard(title, columns, tuple(rows)))
+    return boards
+
+
+def best_per_arm(folder: Path) -> list[str]:
+    """``arm=value`` of the best completed trial per arm (the study's ranking metric)."""
+    boards = leaderboards(folder, top=1)
+    result = []
+    for board in boards:
+        if board.rows:
+            arm = board.title.split(":")[0]
+            result.append(f"{arm}={board.rows[0][3]}")
+    return result
