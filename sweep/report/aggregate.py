@@ -447,7 +447,10 @@ def learning_curve_bands(
             "n": grouped.count(),
         }
     ).reset_index()
-    return out[columns]
+    order = {term: i for i, term in enumerate(present)}  # keep the caller's term order
+    out = out.sort_values(["term", "arm", "epoch"], key=lambda c: c.map(order) if c.name ==
+                          "term" else c, kind="stable")
+    return out[columns].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- latent space

@@ -66,6 +66,7 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _LIBRARIES = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "optuna", "ray",
               "plotly")
 _HEADLINE_METRICS = ("mmd", "mutual_info", "nll_iwae")
+_TERM_ORDER = {"loss": 0, "recon": 1, "kl": 2, "divergence": 3, "elbo": 4}
 
 __all__ = ["NotAStudyFolderError", "build_report", "build_content"]
 
@@ -220,21 +221,14 @@ def _metric_columns(data: StudyData) -> list[tuple[str, str]]:
     return out
 
 
-def _searched_params(data: StudyData, frame: pd.DataFrame) -> list[str]:
-    """Columns of the searched hyperparameters: the spec's search keys when given, else every
-    non-seed ``param.*`` column that varies."""
-    keys: list[str] = []
-    for spec in data.arm_specs.values():
-        search = spec.get("search") if hasattr(spec, "get") else None
-        if isinstance(search, dict):
-            keys.extend(f"param.{k}" for k in search)
-    keys = [k for k in dict.fromkeys(keys) if k in frame.columns]
-    if keys:
-        return keys
-    return [
-        c for c in config_signature_columns(frame)
-        if frame[c].map(hashable_param).nunique(dropna=True) > 1
-    ]
+def _searched_params(data: StudyData, arm: str, frame: pd.DataFrame) -> list[str]:
+    """Columns of the hyperparameters searched for ``arm`` that vary in ``frame``: the arm's
+    search keys in the spec when given, else every non-seed ``param.*`` column."""
+    spec = data.arm_specs.get(arm, {})
+    search = spec.get("search") if hasattr(spec, "get") else None
+    keys = [f"param.{k}" for k in search] if isinstance(search, dict) else []
+    candidates = [k for k in keys if k in frame.columns] or config_signature_columns(frame)
+    return [c for c in candidates if frame[c].map(hashable_param).nunique(dropna=True) > 1]
 
 
 def _hyperparameter_section(data: StudyData) -> Section:
@@ -271,7 +265,7 @@ def _hyperparameter_section(data: StudyData) -> Section:
     else:
         for arm in arms:
             part = search[(search["arm"] == arm) & search[objective.column].notna()]
-            params = _searched_params(data, part)
+            params = _searched_params(data, arm, part)
             if len(part) < 2 or not params:
                 blocks.append(NoteBlock(f"{arm}: nothing searched or fewer than two completed "
                                         "search trials; no parallel-coordinates plot."))
@@ -378,7 +372,8 @@ def _training_section(data: StudyData) -> Section:
         return Section("Training", "training", (NoteBlock("No per-epoch records for these runs."),))
     blocks: list[Block] = []
     for split, name in (("val", "Validation"), ("train", "Training")):
-        terms = [c for c in frame.columns if c.startswith(f"{split}.")]
+        terms = sorted((c for c in frame.columns if c.startswith(f"{split}.")),
+                       key=lambda c: (_TERM_ORDER.get(c.split(".", 1)[1], 99), c))
         bands = learning_curve_bands(frame, terms)
         if bands.empty:
             blocks.append(NoteBlock(f"{name}: no {split}.* terms recorded."))

@@ -79,29 +79,37 @@ def _varies(frame: pd.DataFrame, column: str) -> bool:
 def metric_vs_lambda(
     trials: pd.DataFrame, column: str, label: str, arms: Sequence[str]
 ) -> go.Figure:
-    """Metric against lambda (log x axis), one panel per arm, coloured by kernel when the
-    kernel varies, else by alpha when alpha varies. Input: completed trials with
-    ``arm``, ``param.objective.lambda`` and ``column``."""
+    """Metric against lambda (log x axis), one panel per arm whose lambda varies, coloured by
+    kernel when the kernel varies, else by alpha when alpha varies. Arms with a fixed lambda
+    (the ELBO has lambda = 1) appear in every panel as a dashed line at their median.
+    Input: completed trials with ``arm``, ``param.objective.lambda`` and ``column``."""
     frame = trials[np.isfinite(trials[column].to_numpy(dtype=np.float64))]
     frame = frame[frame["param.objective.lambda"].to_numpy(dtype=np.float64) > 0]
-    rows, cols = _grid(len(arms))
+    varying = [a for a in arms if frame.loc[frame["arm"] == a, "param.objective.lambda"]
+               .nunique() > 1]
+    fixed = [a for a in arms if a not in varying and (frame["arm"] == a).any()]
+    panels = varying or list(arms)
+    rows, cols = _grid(len(panels))
     fig = subplots(
-        rows=rows, cols=cols, subplot_titles=[plot_text(a) for a in arms], shared_yaxes=True,
+        rows=rows, cols=cols, subplot_titles=[plot_text(a) for a in panels], shared_yaxes=True,
         horizontal_spacing=0.06, vertical_spacing=0.14,
     )
-    by_kernel = _varies(frame, "param.objective.kernel")
-    by_alpha = not by_kernel and _varies(frame, "param.objective.alpha")
+    scatter = frame[frame["arm"].isin(panels)]
+    by_kernel = _varies(scatter, "param.objective.kernel")
+    by_alpha = not by_kernel and _varies(scatter, "param.objective.alpha")
     kernels = (
-        sorted(frame["param.objective.kernel"].dropna().astype(str).unique()) if by_kernel else []
+        sorted(scatter["param.objective.kernel"].dropna().astype(str).unique())
+        if by_kernel else []
     )
     kernel_color = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(kernels)}
     if by_alpha:
-        alpha = frame["param.objective.alpha"].astype(float)
+        alpha = scatter["param.objective.alpha"].astype(float)
         cmin, cmax = float(alpha.min()), float(alpha.max())
+    colors = arm_colors(arms)
     shown: set[str] = set()
-    for i, arm in enumerate(arms):
+    for i, arm in enumerate(panels):
         r, c = i // cols + 1, i % cols + 1
-        part = frame[frame["arm"] == arm]
+        part = scatter[scatter["arm"] == arm]
         if by_kernel:
             for kernel in kernels:
                 sub = part[part["param.objective.kernel"].astype(str) == kernel]
@@ -118,7 +126,7 @@ def metric_vs_lambda(
                 )
                 shown.add(kernel)
         else:
-            marker: dict[str, object] = {"size": 6, "opacity": 0.7, "color": PALETTE[0]}
+            marker: dict[str, object] = {"size": 6, "opacity": 0.7, "color": colors[arm]}
             if by_alpha:
                 marker = {
                     "size": 6, "opacity": 0.8, "color": part["param.objective.alpha"].astype(float),
@@ -133,6 +141,15 @@ def metric_vs_lambda(
                 ),
                 row=r, col=c,
             )
+        if varying:
+            for other in fixed:
+                median = float(frame.loc[frame["arm"] == other, column].median())
+                lam = float(frame.loc[frame["arm"] == other, "param.objective.lambda"].iloc[0])
+                fig.add_hline(
+                    y=median, line_dash="dash", line_color=colors[other], row=r, col=c,
+                    annotation_text=f"{plot_text(other)} median (lambda = {lam:g})",
+                    annotation_font_color=colors[other],
+                )
     fig.update_xaxes(type="log", title_text="lambda")
     fig.update_yaxes(title_text=plot_text(label), col=1)
     fig.update_layout(
@@ -374,7 +391,7 @@ def spectrum_figure(spectra: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
                       annotation_text="prior N(0, I)")
     fig.update_layout(
         height=360, title="Covariance spectrum of z ~ q(z|x)",
-        xaxis={"title": {"text": "eigenvalue rank"}},
+        xaxis={"title": {"text": "eigenvalue rank"}, "dtick": 1},
         yaxis={"title": {"text": "eigenvalue"}, "type": "log"},
     )
     return fig

@@ -72,8 +72,8 @@ ul.versions { list-style: none; padding: 0; margin: 4px 0; display: flex; flex-w
 figure.plot { margin: 12px 0 20px; } figure.plot figcaption, figure.img figcaption {
   font-size: 13px; color: var(--muted); }
 .images { display: flex; flex-wrap: wrap; gap: 16px; }
-figure.img { margin: 0; } figure.img img { image-rendering: pixelated; max-width: 360px;
-  width: 100%; border: 1px solid var(--line); }
+figure.img { margin: 0; width: 260px; } figure.img img { image-rendering: pixelated;
+  width: 260px; border: 1px solid var(--line); }
 p.note { color: var(--muted); font-style: italic; margin: 6px 0; }
 pre.error { white-space: pre-wrap; word-break: break-word; max-height: 16em; overflow: auto;
             margin: 0; font-size: 12px; background: var(--bg); padding: 4px; }
