@@ -1,0 +1,113 @@
+"""End to end through real Ray Tune (embedded): search and confirm phases, failures, schema."""
+
+from __future__ import annotations
+
+import optuna
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from sweep.cli import app
+from sweep.spec import load_study
+from sweep.store import TRIAL_SCHEMA
+from tests.sweep.studies import EXPLODING_ARM, write_study
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    """One tiny study run once through `infovae-sweep run` (embedded Ray, started and stopped
+    by the command itself)."""
+    folder = tmp_path_factory.mktemp("e2e")
+    study = write_study(folder, "tiny", trials=2, seeds=2, extra_arms=EXPLODING_ARM)
+    result = CliRunner().invoke(app, ["run", str(study), "--results", str(folder / "results")])
+    assert result.exit_code == 0, result.output
+    return load_study(study), folder / "results" / "tiny", result.output
+
+
+def test_every_planned_trial_has_exactly_one_row(finished_study):
+    spec, folder, _ = finished_study
+    trials = pq.read_table(folder / "trials.parquet").to_pandas()
+    assert trials["trial_id"].is_unique
+    search = trials[trials["phase"] == "search"]
+    assert search.groupby("arm").size().to_dict() == {"elbo": 2, "infovae": 2, "exploding": 2}
+    confirm = trials[trials["phase"] == "confirm"]
+    # The exploding arm has no completed search trial, so nothing to confirm.
+    assert confirm.groupby("arm").size().to_dict() == {"elbo": 2, "infovae": 2}
+    assert sorted(confirm["seed"].unique()) == list(spec.confirm_seeds)
+
+
+def test_trials_file_has_design_schema(finished_study):
+    _, folder, _ = finished_study
+    schema = pq.read_schema(folder / "trials.parquet")
+    for name in ["study", "arm", "phase", "trial_id", "seed", "status", "error", "started_at",
+                 "ended_at", "train_seconds", "eval_seconds", "host", "device"]:
+        assert name in schema.names
+        assert schema.field(name).type == TRIAL_SCHEMA.field(name).type
+    for name in ["param.objective.lambda", "param.objective.alpha", "param.model.decoder.width",
+                 "metric.mmd", "metric.log_det_cov", "metric.mutual_info", "metric.nll_iwae",
+                 "metric.elbo", "metric.recon", "metric.kl", "metric.active_units",
+                 "metric.probe_acc_50"]:
+        assert name in schema.names, name
+
+
+def test_epochs_file_has_one_row_per_trial_and_epoch(finished_study):
+    _, folder, _ = finished_study
+    trials = pq.read_table(folder / "trials.parquet").to_pandas()
+    epochs = pq.read_table(folder / "epochs.parquet").to_pandas()
+    completed = set(trials.loc[trials["status"] == "completed", "trial_id"])
+    counts = epochs.groupby("trial_id").size()
+    assert set(counts.index) >= completed
+    assert (counts[list(completed)] == 2).all()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert {"train.loss", "train.elbo", "val.loss", "val.kl", "val.divergence"} <= set(epochs)
+
+
+def test_diverging_trials_are_recorded_failed_with_their_error(finished_study):
+    _, folder, _ = finished_study
+    trials = pq.read_table(folder / "trials.parquet").to_pandas()
+    exploding = trials[trials["arm"] == "exploding"]
+    assert (exploding["status"] == "failed").all()
+    assert exploding["error"].str.contains("NonFiniteLossError").all()
+    others = trials[trials["arm"] != "exploding"]
+    assert (others["status"] == "completed").all()
+
+
+def test_optuna_is_told_about_failures_and_keeps_history(finished_study):
+    _, folder, _ = finished_study
+    storage = f"sqlite:///{folder / 'optuna.db'}"
+    exploding = optuna.load_study(study_name="exploding", storage=storage)
+    assert [t.state for t in exploding.trials] == [optuna.trial.TrialState.FAIL] * 2
+    infovae = optuna.load_study(study_name="infovae", storage=storage)
+    assert [t.state for t in infovae.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert {t.user_attrs["trial_id"] for t in infovae.trials} == {"infovae-0000", "infovae-0001"}
+
+
+def test_confirm_phase_retrains_the_best_search_configuration(finished_study):
+    _, folder, _ = finished_study
+    trials = pq.read_table(folder / "trials.parquet").to_pandas()
+    search = trials[(trials["arm"] == "infovae") & (trials["phase"] == "search")]
+    best = search.sort_values("metric.mmd").iloc[0]
+    confirm = trials[(trials["arm"] == "infovae") & (trials["phase"] == "confirm")]
+    assert (confirm["param.objective.lambda"] == best["param.objective.lambda"]).all()
+    assert (confirm["param.objective.kernel"] == best["param.objective.kernel"]).all()
+
+
+def test_artifacts_and_report_are_written(finished_study):
+    _, folder, output = finished_study
+    completed = pq.read_table(folder / "trials.parquet").to_pandas()
+    completed = completed[completed["status"] == "completed"]
+    for trial_id in completed["trial_id"]:
+        assert (folder / "artifacts" / trial_id / "latents.npy").is_file()
+        assert (folder / "artifacts" / trial_id / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "report.html").is_file()
+    assert "report:" in output
+
+
+def test_rerunning_a_finished_study_runs_nothing_new(finished_study, tmp_path):
+    spec, folder, _ = finished_study
+    before = pq.read_table(folder / "trials.parquet").num_rows
+    result = CliRunner().invoke(app, ["resume", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(folder / "trials.parquet").num_rows == before
