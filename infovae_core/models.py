@@ -268,6 +268,11 @@ def build_decoder(config: DecoderConfig, image_shape: ImageShape, latent_dim: in
         return FeedForwardDecoder(
             ConvDecoderNet(image_shape, latent_dim, config), build_likelihood(config, image_shape)
         )
+    if config.kind == "pixelcnn":
+        # Imported here: the autoregressive decoder builds on this module's interface only.
+        from infovae_core.pixelcnn import PixelCNNDecoder
+
+        return PixelCNNDecoder(image_shape, latent_dim, config)
     raise ValueError(f"model.decoder.kind: unknown decoder {config.kind!r}")
 
 

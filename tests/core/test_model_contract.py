@@ -28,6 +28,8 @@ def _cases():
     for encoder in get_args(EncoderKind):
         for decoder in get_args(DecoderKind):
             for likelihood, variance in LIKELIHOODS:
+                if decoder == "pixelcnn" and likelihood != "bernoulli":
+                    continue  # refused by DecoderConfig: PixelCNN models binary pixels
                 for divergence in get_args(DivergenceKind):
                     yield encoder, decoder, likelihood, variance, divergence
 
