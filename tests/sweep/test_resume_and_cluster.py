@@ -1,0 +1,107 @@
+"""Resume after the driver is killed with SIGKILL; a study on a simulated two-node cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from sweep.runner import run_study
+from sweep.spec import load_study
+from tests.sweep.studies import write_study
+
+pytestmark = pytest.mark.slow
+
+
+def _kill_tree(process: psutil.Process) -> list[psutil.Process]:
+    """SIGKILL a driver and every process it started (its embedded Ray), by their ids."""
+    family = [process] + process.children(recursive=True)
+    for member in family:
+        try:
+            member.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=30)
+    return family
+
+
+def _rows(path) -> int:
+    try:
+        return pq.read_table(path).num_rows
+    except Exception:  # noqa: BLE001 - the file may not exist yet
+        return 0
+
+
+def test_study_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
+    study = write_study(tmp_path, "killed", trials=5, seeds=1, epochs=3)
+    spec = load_study(study)
+    results = tmp_path / "results"
+    folder = results / "killed"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweep.cli", "run", str(study), "--results", str(results)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    process = psutil.Process(driver.pid)
+    deadline = time.monotonic() + 240
+    try:
+        while _rows(folder / "trials.parquet") < 3:
+            assert driver.poll() is None, "the driver ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial recorded in time"
+            time.sleep(0.2)
+    finally:
+        _kill_tree(process)
+    recorded_before = _rows(folder / "trials.parquet")
+    plan = sum(spec.trials_for(arm) + spec.confirm.top_k * spec.confirm.seeds for arm in spec.arm_names)
+    assert 3 <= recorded_before < plan
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sweep.cli", "resume", str(folder)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = pq.read_table(folder / "trials.parquet").to_pandas()
+    assert len(trials) == plan
+    assert trials["trial_id"].is_unique
+    search = trials[trials["phase"] == "search"]
+    assert search.groupby("arm").size().to_dict() == {"elbo": 5, "infovae": 5}
+    epochs = pq.read_table(folder / "epochs.parquet").to_pandas()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+
+
+@pytest.fixture
+def two_node_cluster():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False},
+    )
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        import ray
+
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_study_on_two_node_cluster_places_trials_on_both_nodes(tmp_path, two_node_cluster):
+    import ray
+
+    study = write_study(tmp_path, "cluster", trials=3, seeds=0, epochs=2)
+    spec = load_study(study)
+    ray.init(address=two_node_cluster.address, include_dashboard=False, log_to_driver=False)
+    outcome = run_study(spec, tmp_path / "results" / "cluster", address=two_node_cluster.address)
+    trials = pq.read_table(outcome.folder / "trials.parquet").to_pandas()
+    assert len(trials) == 6 and (trials["status"] == "completed").all()
+    node_ids = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    assert set(trials["node_id"]) == node_ids and len(node_ids) == 2
