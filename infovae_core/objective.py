@@ -6,8 +6,11 @@ Per data point, maximised::
 
 We minimise ``total = -L`` averaged over the batch; D is a batch-level estimate. ELBO
 (alpha=0, lambda=1), beta-VAE (alpha=1-beta, lambda=beta) and InfoVAE-MMD are settings of the one
-function :func:`infovae_loss`, never separate code paths. :class:`ObjectiveConfig` refuses
-settings whose weights would be negative (the optimiser would then *increase* that term).
+function :func:`infovae_loss`, never separate code paths. D is one of three estimators
+(:func:`build_divergence`): ``mmd``, ``adversarial`` (discriminator Jensen-Shannon estimate) or
+``stein`` (descended by Stein variational gradient; the logged value is the kernelized Stein
+discrepancy). :class:`ObjectiveConfig` refuses settings whose weights would be negative (the
+optimiser would then *increase* that term).
 
 The ELBO, ``recon - kl``, is always computed and logged so every arm is comparable.
 """
@@ -21,9 +24,13 @@ import torch
 from torch import Tensor
 
 from infovae_core.config import ObjectiveConfig
-from infovae_core.divergences import gaussian_kl_to_standard_normal, mmd_squared
+from infovae_core.divergences import (
+    AdversarialDivergence,
+    SteinDivergence,
+    gaussian_kl_to_standard_normal,
+    mmd_squared,
+)
 from infovae_core.models import VAEOutput
-
 
 TERM_NAMES: tuple[str, ...] = ("loss", "recon", "kl", "divergence", "elbo")
 
@@ -79,10 +86,31 @@ class MMDDivergence:
         return None
 
 
-def build_divergence(config: ObjectiveConfig, latent_dim: int, device: torch.device | str = "cpu"):
-    """The estimator of D(q(z) || p(z)) named by ``config.divergence``."""
+def build_divergence(
+    config: ObjectiveConfig, latent_dim: int, device: torch.device | str = "cpu"
+) -> DivergenceEstimator:
+    """The estimator of D(q(z) || p(z)) named by ``config.divergence``.
+
+    - ``mmd``: :class:`MMDDivergence` (MMD^2 to prior draws, DESIGN.md kernel).
+    - ``adversarial``: :class:`~infovae_core.divergences.AdversarialDivergence`, the
+      Jensen-Shannon estimate of a discriminator on ``device`` with its own Adam optimiser
+      (``discriminator_lr``, ``discriminator_width``, ``discriminator_steps``); its parameters
+      are not the VAE's.
+    - ``stein``: :class:`~infovae_core.divergences.SteinDivergence`, gradient = SVGD direction,
+      value = kernelized Stein discrepancy.
+    """
     if config.divergence == "mmd":
         return MMDDivergence(config.kernel, config.scales, config.mmd_unbiased)
+    if config.divergence == "adversarial":
+        return AdversarialDivergence(
+            latent_dim,
+            width=config.discriminator_width,
+            lr=config.discriminator_lr,
+            steps=config.discriminator_steps,
+            device=device,
+        )
+    if config.divergence == "stein":
+        return SteinDivergence()
     raise ValueError(f"objective.divergence: unknown divergence {config.divergence!r}")
 
 

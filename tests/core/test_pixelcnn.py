@@ -13,6 +13,16 @@ from infovae_core.config import ConfigError, DecoderConfig, ModelConfig, TrialCo
 from infovae_core.models import build_model
 from infovae_core.pixelcnn import PixelCNNDecoder
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation, which stalls on busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 LATENT = 3
 
 
