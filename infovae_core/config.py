@@ -234,13 +234,20 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings. ``device='auto'`` is cuda when present, else cpu."""
+    """Optimisation settings. ``device='auto'`` is cuda when present, else cpu.
+
+    ``amp``: bfloat16 autocast of the training forward pass; ``compile``: ``torch.compile`` of
+    the model for training. Both are opt-in, CUDA only, and ignored on the CPU (the trainer
+    says so in :attr:`FitResult.notes`).
+    """
 
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    amp: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")

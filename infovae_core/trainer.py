@@ -24,7 +24,9 @@ from infovae_core.objective import TERM_NAMES, build_divergence, infovae_loss
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss term; ``epoch`` (1-based) and ``terms`` say where."""
+    """Training produced a NaN or infinite loss term.
+
+    ``epoch`` (1-based) and ``terms`` say where."""
 
     def __init__(self, epoch: int, terms: dict[str, float]):
         self.epoch = epoch
@@ -64,6 +66,7 @@ class FitResult:
     samples: np.ndarray
     reconstructions: np.ndarray
     model: nn.Module = field(repr=False, compare=False)
+    notes: tuple[str, ...] = ()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,7 +98,7 @@ def _mean_terms(model: VAE, divergence, images: Tensor, config: TrialConfig) -> 
             sums += terms.stacked() * x.shape[0]
             count += x.shape[0]
     values = (sums / max(count, 1)).tolist()
-    return dict(zip(TERM_NAMES, values))
+    return dict(zip(TERM_NAMES, values, strict=True))
 
 
 def fit(
@@ -128,6 +131,14 @@ def fit(
         mode = "none"  # already binary: nothing more to sample
 
     model = build_model(config.model, splits.image_shape).to(device)
+    notes: list[str] = []
+    use_amp = config.train.amp and device.type == "cuda"
+    train_model: nn.Module = model
+    if config.train.compile and device.type == "cuda":
+        train_model = torch.compile(model)
+    for key, wanted in (("train.amp", config.train.amp), ("train.compile", config.train.compile)):
+        if wanted and device.type != "cuda":
+            notes.append(f"{key} ignored on {device.type}: it applies to CUDA devices only")
     divergence = build_divergence(config.objective, config.model.latent_dim, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     eval_generator = torch.Generator(device=device).manual_seed(config.eval.seed)
@@ -150,15 +161,16 @@ def fit(
             if index.shape[0] < 2:  # a batch-level divergence needs at least two codes
                 continue
             x = epoch_images[index]
-            output = model(x)
-            terms = infovae_loss(output, divergence(output.z), config.objective)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                output = train_model(x)
+                terms = infovae_loss(output, divergence(output.z), config.objective)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
             divergence.update(output.z.detach())
             sums += terms.stacked() * x.shape[0]
             seen += x.shape[0]
-        train_terms = dict(zip(TERM_NAMES, (sums / max(seen, 1)).tolist()))
+        train_terms = dict(zip(TERM_NAMES, (sums / max(seen, 1)).tolist(), strict=True))
         if not all(np.isfinite(list(train_terms.values()))):
             raise NonFiniteLossError(epoch, train_terms)
         model.eval()
@@ -192,4 +204,5 @@ def fit(
         samples=samples.float().cpu().numpy(),
         reconstructions=reconstructions.float().cpu().numpy(),
         model=model,
+        notes=tuple(notes),
     )

@@ -10,7 +10,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -54,11 +54,15 @@ def _fail(message: str, code: int = USAGE_ERROR) -> None:
 def train(
     dataset: Annotated[str, typer.Option(help="digits (bundled) or mnist.")] = "digits",
     objective: Annotated[
-        ObjectivePreset, typer.Option(help="elbo (alpha=0, lambda=1) or infovae (MMD, alpha=1, lambda=10).")
+        ObjectivePreset,
+        typer.Option(help="elbo (alpha=0, lambda=1) or infovae (MMD, alpha=1, lambda=10)."),
     ] = ObjectivePreset.infovae,
-    alpha: Annotated[Optional[float], typer.Option(help="Override alpha (KL weight is 1 - alpha).")] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="Override alpha (KL weight is 1 - alpha).")
+    ] = None,
     lambda_: Annotated[
-        Optional[float], typer.Option("--lambda", help="Override lambda (D weight is alpha + lambda - 1).")
+        float | None,
+        typer.Option("--lambda", help="Override lambda (D weight is alpha + lambda - 1)."),
     ] = None,
     kernel: Annotated[str, typer.Option(help="MMD kernel: rbf or imq.")] = "rbf",
     scales: Annotated[str, typer.Option(help="Comma-separated kernel scales, summed.")] = "1.0",
@@ -74,14 +78,25 @@ def train(
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     binarize: Annotated[str, typer.Option(help="dynamic, static or none.")] = "dynamic",
     data_dir: Annotated[
-        Optional[Path], typer.Option(help="Folder holding mnist/ (default $INFOVAE_DATA_DIR, else a per-user cache).")
+        Path | None,
+        typer.Option(
+            help="Folder holding mnist/ (default $INFOVAE_DATA_DIR, else a per-user cache)."
+        ),
     ] = None,
     download: Annotated[
         bool, typer.Option(help="Download missing MNIST files from the public mirrors.")
     ] = True,
     device: Annotated[str, typer.Option(help="auto (cuda when present), cpu or cuda.")] = "auto",
-    iwae_samples: Annotated[int, typer.Option(help="Importance samples k for metric.nll_iwae.")] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
+    iwae_samples: Annotated[
+        int, typer.Option(help="Importance samples k for metric.nll_iwae.")
+    ] = 100,
+    amp: Annotated[bool, typer.Option(help="bfloat16 mixed precision (CUDA only).")] = False,
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (CUDA only).")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")
+    ] = False,
 ) -> None:
     """Train one configuration and print DESIGN.md's evaluation metrics."""
     from infovae_core.config import ConfigError, TrialConfig
@@ -113,6 +128,8 @@ def train(
                     "lr": lr,
                     "seed": seed,
                     "device": device,
+                    "amp": amp,
+                    "compile": compile_model,
                 },
                 "eval.iwae_samples": iwae_samples,
             }
@@ -130,6 +147,8 @@ def train(
         _fail(str(error), code=1)
 
     metrics = {f"metric.{name}": value for name, value in result.metrics.items()}
+    for note in result.notes:
+        console.print(f"note: {note}", style="yellow", highlight=False)
     if as_json:
         payload = {
             "config": config.to_flat_dict(),
@@ -140,15 +159,18 @@ def train(
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
-    table = Table(title=f"{dataset}: {objective.value} (alpha={config.objective.alpha:g}, "
-                  f"lambda={config.objective.lambda_:g})")
+    table = Table(
+        title=f"{dataset}: {objective.value} (alpha={config.objective.alpha:g}, "
+        f"lambda={config.objective.lambda_:g})"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}")
     stdout.print(table)
     stdout.print(
-        f"trained {result.train_seconds:.1f} s, evaluated {result.eval_seconds:.1f} s on {result.device}"
+        f"trained {result.train_seconds:.1f} s, evaluated {result.eval_seconds:.1f} s "
+        f"on {result.device}"
     )
 
 
@@ -208,13 +230,24 @@ def validate(
 
 ResultsOption = Annotated[Path, typer.Option("--results", help="Results root folder.")]
 AddressOption = Annotated[
-    Optional[str],
-    typer.Option(help="Ray cluster to use: auto or HOST:PORT. Default: embedded Ray on this machine."),
+    str | None,
+    typer.Option(
+        help="Ray cluster to use: auto or HOST:PORT. Default: embedded Ray on this machine."
+    ),
 ]
 ConcurrencyOption = Annotated[
-    Optional[int], typer.Option(min=1, help="Trials at a time (default: the study's max_concurrent).")
+    int | None, typer.Option(min=1, help="Trials at a time (default: the study's max_concurrent).")
 ]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's own logs and tables.")]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Ray Tune storage for multi-node runs: s3://..., gs://..., or file:///shared/mount "
+        "(default: the study's `storage`, else the study folder).",
+    ),
+]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show Ray's own logs and tables.")
+]
 
 
 @app.command()
@@ -223,11 +256,12 @@ def run(
     results: ResultsOption = Path("results"),
     address: AddressOption = None,
     max_concurrent: ConcurrencyOption = None,
+    storage: StorageOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Run a study: Optuna search through Ray Tune trials, then the confirm phase."""
     spec = _load_spec(study)
-    _run(spec, results / spec.name, address, max_concurrent, verbose, resume=False)
+    _run(spec, results / spec.name, address, max_concurrent, storage, verbose, resume=False)
 
 
 @app.command()
@@ -235,6 +269,7 @@ def resume(
     folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
     address: AddressOption = None,
     max_concurrent: ConcurrencyOption = None,
+    storage: StorageOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Continue an interrupted study: finished trials are kept, interrupted ones run again."""
@@ -249,13 +284,13 @@ def resume(
         )
     except StudySpecError as error:
         _fail(str(error))
-    _run(spec, folder, address, max_concurrent, verbose, resume=True)
+    _run(spec, folder, address, max_concurrent, storage, verbose, resume=True)
 
 
-def _run(spec, folder: Path, address, max_concurrent, verbose: bool, resume: bool) -> None:
+def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, resume: bool) -> None:
     from infovae_core.data import DataError
     from sweep.progress import LiveView
-    from sweep.runner import StudyInterrupted, run_study
+    from sweep.runner import StorageError, StudyInterrupted, run_study
     from sweep.store import StoreError
 
     view = LiveView(console)
@@ -268,18 +303,20 @@ def _run(spec, folder: Path, address, max_concurrent, verbose: bool, resume: boo
                 max_concurrent=max_concurrent,
                 verbose=verbose,
                 resume=resume,
+                storage=storage,
                 listeners=[view.update],
             )
     except StudyInterrupted as error:
         console.print(f"[yellow]{error}[/]", highlight=False)
         raise typer.Exit(130) from None
-    except (StoreError, DataError) as error:
+    except (StoreError, DataError, StorageError) as error:
         _fail(str(error))
     if not console.is_terminal:
         console.print()
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
     console.print(
-        f"study [bold]{spec.name}[/] finished in {outcome.seconds / 60:.1f} min: {counts or 'no trials'}",
+        f"study [bold]{spec.name}[/] finished in {outcome.seconds / 60:.1f} min: "
+        f"{counts or 'no trials'}",
         highlight=False,
     )
     _write_report(folder, partial=False)
@@ -300,8 +337,12 @@ def _write_report(folder: Path, partial: bool) -> Path | None:
 @app.command()
 def report(
     folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
-    out: Annotated[Optional[Path], typer.Option(help="Output HTML file (default FOLDER/report.html).")] = None,
-    open_browser: Annotated[bool, typer.Option("--open", help="Open the report in the browser.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Output HTML file (default FOLDER/report.html).")
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the report in the browser.")
+    ] = False,
 ) -> None:
     """Write the study's self-contained HTML report (partial while the study runs)."""
     from sweep.report import build_report

@@ -64,6 +64,31 @@ OPTUNA_FILE = "optuna.db"
 ARTIFACTS_DIR = "artifacts"
 
 
+class StorageError(ValueError):
+    """The Ray Tune storage path cannot serve this cluster (a local path on several nodes)."""
+
+
+def is_uri(path: str) -> bool:
+    """``s3://...``, ``gs://...``, ``file:///...``: a storage URI rather than a local path."""
+    return "://" in path
+
+
+def check_storage(storage: str | None, n_nodes: int) -> None:
+    """Refuse a local storage path for a run on several nodes.
+
+    Trials on other nodes write Ray Tune's experiment files to the storage path, so it must
+    be reachable from every node: a bucket URI, or a shared file system named explicitly as
+    ``file:///mount/point`` (mounted at the same path on every node)."""
+    if n_nodes > 1 and (storage is None or not is_uri(storage)):
+        where = "the study folder (the default)" if storage is None else repr(storage)
+        raise StorageError(
+            f"storage: this Ray cluster has {n_nodes} nodes, and Ray Tune's storage path "
+            f"{where} is local to the driver's machine. Give shared storage with --storage "
+            "(or `storage:` in the study file): a bucket URI such as s3://BUCKET/infovae-sweep "
+            "or gs://BUCKET/infovae-sweep, or a shared mount written as file:///mnt/shared/path"
+        )
+
+
 class StudyInterrupted(RuntimeError):
     """The driver was interrupted (Ctrl-C); what finished is recorded and the study resumes."""
 
@@ -141,9 +166,7 @@ def _ray_search_classes():
             status = (result or {}).get(STATUS_KEY)
             metrics = self._metric if isinstance(self._metric, list) else [self._metric]
             values = [(result or {}).get(m) for m in metrics]
-            if status == "completed" and all(
-                v is not None and math.isfinite(v) for v in values
-            ):
+            if status == "completed" and all(v is not None and math.isfinite(v) for v in values):
                 tell = values if len(values) > 1 else values[0]
                 self._ot_study.tell(ot_trial, tell, state=TrialState.COMPLETE)
             elif status in ("completed", "failed") or error:
@@ -601,8 +624,12 @@ def _run_confirm(
                 trial_id = f"{arm}-confirm{rank}-seed{seed}"
                 if trial_id not in recorded:
                     todo.append(
-                        {"arm": arm, "trial_id": trial_id, "seed": seed,
-                         "params": candidate["params"]}
+                        {
+                            "arm": arm,
+                            "trial_id": trial_id,
+                            "seed": seed,
+                            "params": candidate["params"],
+                        }
                     )
     if not todo:
         return
@@ -675,43 +702,46 @@ def run_study(
     max_concurrent: int | None = None,
     verbose: bool = False,
     resume: bool = False,
+    storage: str | None = None,
     num_cpus: int | None = None,
     listeners: list[Callable[[StudyEvents], None]] | None = None,
 ) -> RunOutcome:
     """Run (or resume) ``spec`` into ``folder``; see the module docstring.
 
-    Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished.
+    ``storage`` overrides the study's ``storage`` (Ray Tune's storage path); the Parquet store
+    and the report are written by the driver into ``folder`` either way.
+
+    Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished, and
+    :class:`StorageError` for a local storage path on a multi-node cluster (before any trial).
     """
     import ray
 
     from infovae_core.data import load_dataset
 
     folder = Path(folder)
-    store = ResultsStore.open(folder) if resume else ResultsStore.create(folder, spec.to_yaml())
+    store = ResultsStore.open(folder) if resume else None
     concurrency = max_concurrent or spec.search.max_concurrent
     events = StudyEvents(spec=spec, listeners=list(listeners or []))
-    with store.lock():
-        trials = store.trials()
-        for arm in spec.arm_names:
-            planned = spec.trials_for(arm) + spec.confirm.top_k * len(spec.confirm_seeds)
-            progress = ArmProgress(planned=planned)
-            if len(trials):
-                mine = trials[trials["arm"] == arm]
-                progress.done = int((mine["status"] == "completed").sum())
-                progress.failed = int((mine["status"] == "failed").sum())
-                progress.stopped = int((mine["status"] == "stopped").sum())
-            events.arms[arm] = progress
-        events.changed()
-
-        started_ray = start_ray(address, verbose, num_cpus=num_cpus)
-        _quiet_loggers(verbose)
-        storage_path = spec.storage or str((folder / "ray").resolve())
-        try:
-            data_config = spec.arm_config(spec.arm_names[0]).data
-            splits = load_dataset(data_config)
+    storage = storage or spec.storage
+    storage_path = storage or str((folder / "ray").resolve())
+    started_ray = start_ray(address, verbose, num_cpus=num_cpus)
+    _quiet_loggers(verbose)
+    try:
+        # Everything that can refuse the run does so before the study folder is written.
+        check_storage(storage, len([n for n in ray.nodes() if n.get("Alive")]))
+        data_config = spec.arm_config(spec.arm_names[0]).data
+        splits = load_dataset(data_config)
+        if store is None:
+            store = ResultsStore.create(folder, spec.to_yaml())
+        with store.lock():
+            _count_recorded(spec, store, events)
             data_key = json.dumps(
-                {"dataset": data_config.dataset, "seed": data_config.seed,
-                 "data_dir": data_config.data_dir}, sort_keys=True
+                {
+                    "dataset": data_config.dataset,
+                    "seed": data_config.seed,
+                    "data_dir": data_config.data_dir,
+                },
+                sort_keys=True,
             )
             data_refs = {"splits": ray.put(splits)}
             phases = [("search", _run_search)]
@@ -723,14 +753,28 @@ def run_study(
                 run_phase(
                     spec, store, storage_path, data_refs, data_key, events, concurrency, verbose
                 )
-        except KeyboardInterrupt:
-            raise StudyInterrupted(
-                f"interrupted; finished trials are recorded in {folder}. "
-                f"Continue with: infovae-sweep resume {folder}"
-            ) from None
-        finally:
-            if started_ray:
-                ray.shutdown()
-        store.reload()
-        counts = store.trials()["status"].value_counts().to_dict() if len(store) else {}
+            store.reload()
+            counts = store.trials()["status"].value_counts().to_dict() if len(store) else {}
+    except KeyboardInterrupt:
+        raise StudyInterrupted(
+            f"interrupted; finished trials are recorded in {folder}. "
+            f"Continue with: infovae-sweep resume {folder}"
+        ) from None
+    finally:
+        if started_ray:
+            ray.shutdown()
     return RunOutcome(folder=folder, counts=counts, seconds=time.monotonic() - events.started)
+
+
+def _count_recorded(spec: StudySpec, store: ResultsStore, events: StudyEvents) -> None:
+    trials = store.trials()
+    for arm in spec.arm_names:
+        planned = spec.trials_for(arm) + spec.confirm.top_k * len(spec.confirm_seeds)
+        progress = ArmProgress(planned=planned)
+        if len(trials):
+            mine = trials[trials["arm"] == arm]
+            progress.done = int((mine["status"] == "completed").sum())
+            progress.failed = int((mine["status"] == "failed").sum())
+            progress.stopped = int((mine["status"] == "stopped").sum())
+        events.arms[arm] = progress
+    events.changed()

@@ -129,8 +129,6 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
         }
     final.update(base)
     final["ended_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-    final["wall_seconds"] = (
-        dt.datetime.now(dt.timezone.utc) - started_at
-    ).total_seconds()
+    final["wall_seconds"] = (dt.datetime.now(dt.timezone.utc) - started_at).total_seconds()
     time.sleep(0)  # let the report thread flush the last epoch first
     tune.report(final)

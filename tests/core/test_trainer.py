@@ -11,7 +11,14 @@ from infovae_core.config import TrialConfig
 from infovae_core.trainer import NonFiniteLossError, fit
 
 DESIGN_METRICS = {
-    "mmd", "log_det_cov", "mutual_info", "nll_iwae", "elbo", "recon", "kl", "active_units",
+    "mmd",
+    "log_det_cov",
+    "mutual_info",
+    "nll_iwae",
+    "elbo",
+    "recon",
+    "kl",
+    "active_units",
 }
 
 
@@ -33,7 +40,9 @@ def _config(**overrides) -> TrialConfig:
 @pytest.mark.parametrize("alpha,lam", [(0.0, 1.0), (1.0, 10.0)], ids=["elbo", "infovae-mmd"])
 def test_short_training_lowers_loss_and_gives_finite_metrics(alpha, lam):
     epochs = []
-    result = fit(_config(**{"objective.alpha": alpha, "objective.lambda": lam}), callback=epochs.append)
+    result = fit(
+        _config(**{"objective.alpha": alpha, "objective.lambda": lam}), callback=epochs.append
+    )
     assert [record.epoch for record in epochs] == list(range(1, 7))
     assert epochs[-1].train["loss"] < epochs[0].train["loss"]
     assert epochs[-1].val["loss"] < epochs[0].val["loss"]
@@ -73,7 +82,23 @@ def test_static_binarisation_trains():
 
 def test_gaussian_likelihood_on_grey_levels_trains():
     result = fit(
-        _config(**{"data.binarize": "none", "model.decoder.likelihood": "gaussian",
-                   "model.decoder.variance": "learned", "train.epochs": 3})
+        _config(
+            **{
+                "data.binarize": "none",
+                "model.decoder.likelihood": "gaussian",
+                "model.decoder.variance": "learned",
+                "train.epochs": 3,
+            }
+        )
     )
     assert result.history[-1].train["loss"] < result.history[0].train["loss"]
+
+
+def test_cuda_only_settings_are_ignored_on_cpu_with_a_note():
+    result = fit(
+        _config(
+            **{"train.epochs": 1, "train.amp": True, "train.compile": True, "train.device": "cpu"}
+        )
+    )
+    assert any("train.amp ignored on cpu" in note for note in result.notes)
+    assert any("train.compile ignored on cpu" in note for note in result.notes)

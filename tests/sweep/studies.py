@@ -41,7 +41,13 @@ EXPLODING_ARM = """
 
 
 def write_study(
-    folder: Path, name: str, *, trials: int = 2, seeds: int = 2, epochs: int = 2, extra_arms: str = ""
+    folder: Path,
+    name: str,
+    *,
+    trials: int = 2,
+    seeds: int = 2,
+    epochs: int = 2,
+    extra_arms: str = "",
 ) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(

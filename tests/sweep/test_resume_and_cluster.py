@@ -46,7 +46,9 @@ def test_study_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweep.cli", "run", str(study), "--results", str(results)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     process = psutil.Process(driver.pid)
     deadline = time.monotonic() + 240
@@ -58,12 +60,17 @@ def test_study_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
     finally:
         _kill_tree(process)
     recorded_before = _rows(folder / "trials.parquet")
-    plan = sum(spec.trials_for(arm) + spec.confirm.top_k * spec.confirm.seeds for arm in spec.arm_names)
+    plan = sum(
+        spec.trials_for(arm) + spec.confirm.top_k * spec.confirm.seeds for arm in spec.arm_names
+    )
     assert 3 <= recorded_before < plan
 
     resumed = subprocess.run(
         [sys.executable, "-m", "sweep.cli", "resume", str(folder)],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = pq.read_table(folder / "trials.parquet").to_pandas()
@@ -100,8 +107,25 @@ def test_study_on_two_node_cluster_places_trials_on_both_nodes(tmp_path, two_nod
     study = write_study(tmp_path, "cluster", trials=3, seeds=0, epochs=2)
     spec = load_study(study)
     ray.init(address=two_node_cluster.address, include_dashboard=False, log_to_driver=False)
-    outcome = run_study(spec, tmp_path / "results" / "cluster", address=two_node_cluster.address)
+    shared = (tmp_path / "shared").as_uri()  # one machine: a local folder is a shared mount
+    outcome = run_study(
+        spec, tmp_path / "results" / "cluster", address=two_node_cluster.address, storage=shared
+    )
     trials = pq.read_table(outcome.folder / "trials.parquet").to_pandas()
     assert len(trials) == 6 and (trials["status"] == "completed").all()
     node_ids = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
     assert set(trials["node_id"]) == node_ids and len(node_ids) == 2
+
+
+def test_multi_node_run_refuses_a_local_storage_path(tmp_path, two_node_cluster):
+    import ray
+
+    from sweep.runner import StorageError
+
+    study = write_study(tmp_path, "local", trials=1, seeds=0, epochs=1)
+    ray.init(address=two_node_cluster.address, include_dashboard=False, log_to_driver=False)
+    with pytest.raises(StorageError, match="2 nodes.*--storage"):
+        run_study(
+            load_study(study), tmp_path / "results" / "local", address=two_node_cluster.address
+        )
+    assert not (tmp_path / "results" / "local").exists()

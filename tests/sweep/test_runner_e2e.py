@@ -41,14 +41,37 @@ def test_every_planned_trial_has_exactly_one_row(finished_study):
 def test_trials_file_has_design_schema(finished_study):
     _, folder, _ = finished_study
     schema = pq.read_schema(folder / "trials.parquet")
-    for name in ["study", "arm", "phase", "trial_id", "seed", "status", "error", "started_at",
-                 "ended_at", "train_seconds", "eval_seconds", "host", "device"]:
+    for name in [
+        "study",
+        "arm",
+        "phase",
+        "trial_id",
+        "seed",
+        "status",
+        "error",
+        "started_at",
+        "ended_at",
+        "train_seconds",
+        "eval_seconds",
+        "host",
+        "device",
+    ]:
         assert name in schema.names
         assert schema.field(name).type == TRIAL_SCHEMA.field(name).type
-    for name in ["param.objective.lambda", "param.objective.alpha", "param.model.decoder.width",
-                 "metric.mmd", "metric.log_det_cov", "metric.mutual_info", "metric.nll_iwae",
-                 "metric.elbo", "metric.recon", "metric.kl", "metric.active_units",
-                 "metric.probe_acc_50"]:
+    for name in [
+        "param.objective.lambda",
+        "param.objective.alpha",
+        "param.model.decoder.width",
+        "metric.mmd",
+        "metric.log_det_cov",
+        "metric.mutual_info",
+        "metric.nll_iwae",
+        "metric.elbo",
+        "metric.recon",
+        "metric.kl",
+        "metric.active_units",
+        "metric.probe_acc_50",
+    ]:
         assert name in schema.names, name
 
 
