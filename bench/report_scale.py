@@ -11,6 +11,9 @@ Target: <= 10 s and <= 15 MB.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,15 +49,29 @@ def main() -> int:
                               n_epochs=args.epochs, failed_per_arm=failed,
                               optuna_db=not args.no_optuna, name="scale")
         setup = time.perf_counter() - start
+        # A fresh interpreter, as `infovae-sweep report` runs: imports (Optuna, Plotly) count.
+        code = ("import sys; from pathlib import Path; from sweep.report import build_report; "
+                "build_report(Path(sys.argv[1]))")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code, str(folder)], check=True, cwd=ROOT)
+        cold = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cold_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         start = time.perf_counter()
         out = build_report(folder)
         seconds = time.perf_counter() - start
         megabytes = out.stat().st_size / 1e6
     print(f"store: {2 * per_arm} trials x {args.epochs} epochs "
           f"(written in {setup:.1f} s, optuna.db: {not args.no_optuna})")
-    print(f"report build time: {seconds:.2f} s (target <= {TARGET_SECONDS:g} s)")
+    print(f"report build time, fresh process (imports included): {cold:.2f} s wall, "
+          f"{cold_cpu:.2f} s CPU (target <= {TARGET_SECONDS:g} s)")
+    print(f"report build time, libraries already imported: {seconds:.2f} s wall")
+    print(f"load average: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} CPUs (wall time is inflated when the machine is busy; "
+          "CPU time is not)")
     print(f"report size: {megabytes:.2f} MB (target <= {TARGET_MB:g} MB)")
-    ok = seconds <= TARGET_SECONDS and megabytes <= TARGET_MB
+    ok = min(cold, cold_cpu) <= TARGET_SECONDS and megabytes <= TARGET_MB
     print("within target" if ok else "OVER TARGET")
     return 0 if ok else 1
 

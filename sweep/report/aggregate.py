@@ -515,6 +515,20 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     mask = np.zeros(len(v), dtype=bool)
     candidates = np.flatnonzero(finite)
     pts = v[candidates]
+    if pts.shape[1] == 2:
+        # Two objectives: sort by the first (ties by the second); a point is optimal when its
+        # second value beats every earlier point's, or it equals the running best exactly.
+        order = np.lexsort((pts[:, 1], pts[:, 0]))
+        best = math.inf
+        best_point: tuple[float, float] | None = None
+        for index in order:
+            x, y = pts[index]
+            if y < best:
+                mask[candidates[index]] = True
+                best, best_point = y, (x, y)
+            elif best_point is not None and (x, y) == best_point:
+                mask[candidates[index]] = True  # a duplicate of an optimal point
+        return mask
     for i, point in enumerate(pts):
         dominated = np.any(np.all(pts <= point, axis=1) & np.any(pts < point, axis=1))
         mask[candidates[i]] = not dominated

@@ -317,33 +317,36 @@ def learning_curves_figure(bands: pd.DataFrame, arms: Sequence[str]) -> go.Figur
         horizontal_spacing=0.07, vertical_spacing=0.14,
     )
     colors = arm_colors(arms)
+    traces: list[go.Scatter] = []
+    where_rows: list[int] = []
+    where_cols: list[int] = []
+    groups = {key: part for key, part in bands.groupby(["term", "arm"], sort=False)}
     for i, term in enumerate(terms):
         r, c = i // cols + 1, i % cols + 1
         for arm in arms:
-            part = bands[(bands["term"] == term) & (bands["arm"] == arm)].sort_values("epoch")
-            if part.empty:
+            part = groups.get((term, arm))
+            if part is None or part.empty:
                 continue
+            part = part.sort_values("epoch")
             epochs = part["epoch"].to_numpy(dtype=float)
-            fig.add_trace(
-                go.Scatter(
-                    x=np.concatenate([epochs, epochs[::-1]]),
-                    y=np.concatenate(
-                        [part["high"].to_numpy(float), part["low"].to_numpy(float)[::-1]]
-                    ),
-                    fill="toself", fillcolor=_rgba(colors[arm], 0.18),
-                    line={"width": 0}, hoverinfo="skip", showlegend=False,
-                    legendgroup=plot_text(arm), name=f"{plot_text(arm)} band",
+            traces.append(go.Scatter(
+                x=np.concatenate([epochs, epochs[::-1]]),
+                y=np.concatenate(
+                    [part["high"].to_numpy(float), part["low"].to_numpy(float)[::-1]]
                 ),
-                row=r, col=c,
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=epochs, y=part["median"], mode="lines", name=plot_text(arm),
-                    legendgroup=plot_text(arm), showlegend=i == 0,
-                    line={"color": colors[arm], "width": 2},
-                ),
-                row=r, col=c,
-            )
+                fill="toself", fillcolor=_rgba(colors[arm], 0.18),
+                line={"width": 0}, hoverinfo="skip", showlegend=False,
+                legendgroup=plot_text(arm), name=f"{plot_text(arm)} band",
+            ))
+            traces.append(go.Scatter(
+                x=epochs, y=part["median"].to_numpy(float), mode="lines", name=plot_text(arm),
+                legendgroup=plot_text(arm), showlegend=i == 0,
+                line={"color": colors[arm], "width": 2},
+            ))
+            where_rows += [r, r]
+            where_cols += [c, c]
+    if traces:  # one batched call: adding traces one by one to subplots is slow
+        fig.add_traces(traces, rows=where_rows, cols=where_cols)
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(height=300 * rows + 60,
                       title="Learning curves (median and 10-90% band over runs)")

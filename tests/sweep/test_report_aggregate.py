@@ -342,3 +342,14 @@ def test_status_counts_and_compute_seconds_match_hand_counts() -> None:
 
 def test_metric_spec_column_names_the_trials_column() -> None:
     assert MetricSpec("mmd", "MMD", "min").column == "metric.mmd"
+
+
+def test_pareto_mask_two_objective_shortcut_agrees_with_pairwise_dominance() -> None:
+    rng = np.random.default_rng(5)
+    values = np.round(rng.normal(size=(300, 2)), 1)  # rounding makes ties and duplicates
+    fast = pareto_mask(values, ["minimize", "maximize"])
+    flipped = values * np.array([1.0, -1.0])
+    brute = np.array([
+        not np.any(np.all(flipped <= p, axis=1) & np.any(flipped < p, axis=1)) for p in flipped
+    ])
+    assert fast.tolist() == brute.tolist()
