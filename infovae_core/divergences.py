@@ -179,22 +179,30 @@ def svgd_direction(z: Tensor, bandwidth: Tensor | float | None = None) -> Tensor
     return (driving + repulsive) / n
 
 
-def kernelized_stein_discrepancy(z: Tensor, bandwidth: Tensor | float | None = None) -> Tensor:
-    """Kernelized Stein discrepancy KSD^2 between the sample ``z`` and p = N(0, I) (V-statistic).
+def kernelized_stein_discrepancy(
+    z: Tensor, bandwidth: Tensor | float | None = None, unbiased: bool = True
+) -> Tensor:
+    """Kernelized Stein discrepancy KSD^2 between the sample ``z`` and p = N(0, I).
 
-    ``KSD^2 = (1/n^2) sum_{i,j} u(z_i, z_j)`` with the Stein kernel for score ``s(z) = -z`` and
-    ``k(a, b) = exp(-||a - b||^2 / h)``, r^2 = ||a - b||^2::
+    With the Stein kernel for the score ``s(z) = -z`` and ``k(a, b) = exp(-||a - b||^2 / h)``,
+    ``r^2 = ||a - b||^2``::
 
         u(a, b) = s(a).s(b) k + s(a).grad_b k + s(b).grad_a k + tr(grad_a grad_b k)
                 = k(a, b) [ a.b - 2 r^2 / h + 2 d / h - 4 r^2 / h^2 ]
 
-    It equals the squared RKHS norm of :func:`svgd_direction` (so it is >= 0) and is the rate at
-    which an SVGD step decreases KL(q || p). It tends to 0 as n grows when the sample is drawn
-    from p; at finite n it keeps a positive O(1/n) bias (the i = j terms). Dimensionless.
+    - ``unbiased=True`` (default): the U-statistic ``sum_{i != j} u(z_i, z_j) / (n (n - 1))``,
+      unbiased for KSD^2, so about 0 for a sample from p at any n (it can be slightly negative).
+    - ``unbiased=False``: the V-statistic ``sum_{i, j} u(z_i, z_j) / n^2``, the squared RKHS norm
+      of :func:`svgd_direction` (>= 0), i.e. the rate at which that SVGD step decreases
+      KL(q || p); its i = j terms add a positive O(1/n) bias (about (d + 2d/h) / n).
+
+    Dimensionless; the population KSD^2 is 0 exactly when q = p (the RBF kernel is
+    characteristic).
 
     Args:
-        z: ``[n, d]`` (detached).
+        z: ``[n, d]``, n >= 2 (detached).
         bandwidth: ``h``; None for :func:`median_heuristic_bandwidth`.
+        unbiased: U-statistic rather than V-statistic.
 
     Returns:
         0-dim tensor, detached.
@@ -206,6 +214,8 @@ def kernelized_stein_discrepancy(z: Tensor, bandwidth: Tensor | float | None = N
     sq = squared_distances(z, z)
     k = torch.exp(-sq / h)
     u = k * (z @ z.transpose(0, 1) - 2.0 * sq / h + 2.0 * d / h - 4.0 * sq / h**2)
+    if unbiased:
+        return (u.sum() - torch.diagonal(u).sum()) / (n * (n - 1))
     return u.sum() / (n * n)
 
 
@@ -219,8 +229,9 @@ class SteinDivergence:
       parameters theta moves them by ``lr * w / n * sum_i (dz_i/dtheta)^T phi(z_i)``, i.e. the
       codes along the SVGD direction, as in the InfoVAE paper (w = alpha + lambda - 1). The
       ``1 / n`` matches the batch-mean reconstruction and KL terms;
-    - value is the kernelized Stein discrepancy KSD^2 of the batch
-      (:func:`kernelized_stein_discrepancy`, detached), which is what the logs show as
+    - value is the unbiased kernelized Stein discrepancy KSD^2 of the batch (U-statistic of
+      :func:`kernelized_stein_discrepancy`, same kernel and bandwidth, detached): about 0 when
+      the codes follow N(0, I), growing as q(z) departs from it. That is what the logs show as
       ``divergence``; the surrogate's own value is not a divergence and is not reported.
 
     No auxiliary state: ``update`` does nothing.

@@ -82,22 +82,20 @@ class _GatedLayer(nn.Module):
         self.vertical = nn.Conv2d(in_channels, 2 * channels, (rows, kernel))
         self.horizontal = nn.Conv2d(in_channels, 2 * channels, (1, cols))
         self.vertical_to_horizontal = nn.Conv2d(2 * channels, 2 * channels, 1)
-        self.condition_vertical = nn.Conv2d(CONDITION_CHANNELS, 2 * channels, 1)
-        self.condition_horizontal = nn.Conv2d(CONDITION_CHANNELS, 2 * channels, 1)
         self.horizontal_out = nn.Conv2d(channels, channels, 1)
 
-    def vertical_pre(self, v: Tensor, condition: Tensor) -> Tensor:
+    def vertical_pre(self, v: Tensor, condition_vertical: Tensor) -> Tensor:
         """Pre-activation vertical features [B, 2c, R, W] from ``v`` [B, c_in, R, W]: row i sees
         rows i - k//2 .. i - 1 of the image (first layer) or rows i - k//2 .. i of ``v``."""
         rows = v.shape[2]
         # Top padding only; the first layer's output has R + 1 rows, of which row R (seeing the
         # last input row) is dropped.
         out = self.vertical(F.pad(v, (self.half, self.half, self.half, 0)))[:, :, :rows]
-        return out + self.condition_vertical(condition)
+        return out + condition_vertical
 
-    def horizontal_context(self, vertical_pre: Tensor, condition: Tensor) -> Tensor:
+    def horizontal_context(self, vertical_pre: Tensor, condition_horizontal: Tensor) -> Tensor:
         """What the horizontal stack adds from outside its own row: [B, 2c, R, W]."""
-        return self.vertical_to_horizontal(vertical_pre) + self.condition_horizontal(condition)
+        return self.vertical_to_horizontal(vertical_pre) + condition_horizontal
 
     def horizontal_step(self, h: Tensor, context: Tensor) -> Tensor:
         """Horizontal features [B, c, R, W] from ``h`` [B, c_in, R, W] and
@@ -149,6 +147,10 @@ class PixelCNNDecoder(nn.Module):
             )
             for i in range(config.pixelcnn_layers)
         )
+        # Every layer's vertical and horizontal projections of m(z) [B, 4, H, W], as one conv.
+        self.condition_projection = nn.Conv2d(
+            CONDITION_CHANNELS, 4 * channels * config.pixelcnn_layers, 1
+        )
         self.head = nn.Sequential(
             nn.ReLU(),
             nn.Conv2d(channels, channels, 1),
@@ -156,19 +158,24 @@ class PixelCNNDecoder(nn.Module):
             nn.Conv2d(channels, channels_in, 1),
         )
 
-    def _condition_map(self, z: Tensor) -> Tensor:
-        """m(z): [B, 4, H, W]."""
+    def _condition_map(self, z: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per layer, the 1x1 projections of m(z) [B, 4, H, W] added before the vertical and
+        the horizontal gates: two [B, 2c, H, W] tensors (one convolution for all layers)."""
         _, height, width_px = self.image_shape
-        return self.condition(z).view(-1, CONDITION_CHANNELS, height, width_px)
+        condition = self.condition(z).view(-1, CONDITION_CHANNELS, height, width_px)
+        parts = self.condition_projection(condition).chunk(2 * len(self.layers), dim=1)
+        return [(parts[2 * i], parts[2 * i + 1]) for i in range(len(self.layers))]
 
-    def _contexts(self, x: Tensor, condition: Tensor) -> list[Tensor]:
+    def _contexts(self, x: Tensor, condition: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
         """Run the vertical stack on ``x`` [B, C, R, W]; per layer, the horizontal stack's input
         from outside its row (:meth:`_GatedLayer.horizontal_context`), each [B, 2c, R, W]."""
         contexts: list[Tensor] = []
         v = 2 * x - 1
-        for layer in self.layers:
-            pre = layer.vertical_pre(v, condition)
-            contexts.append(layer.horizontal_context(pre, condition))
+        for layer, (condition_vertical, condition_horizontal) in zip(
+            self.layers, condition, strict=True
+        ):
+            pre = layer.vertical_pre(v, condition_vertical)
+            contexts.append(layer.horizontal_context(pre, condition_horizontal))
             v = _gate(pre)
         return contexts
 
@@ -203,7 +210,11 @@ class PixelCNNDecoder(nn.Module):
         return x, probs
 
     def _fill(
-        self, x: Tensor, probs: Tensor, condition: Tensor, generator: torch.Generator | None
+        self,
+        x: Tensor,
+        probs: Tensor,
+        condition: list[tuple[Tensor, Tensor]],
+        generator: torch.Generator | None,
     ) -> None:
         """Sample ``x`` [B, C, H, W] in place in raster order, recording in ``probs`` the
         probability each pixel was drawn with.
@@ -233,10 +244,11 @@ class PixelCNNDecoder(nn.Module):
             top = max(0, i - half)
             contexts: list[Tensor] = []
             for index, layer in enumerate(self.layers):
+                condition_vertical, condition_horizontal = condition[index]
                 pre = layer.vertical_pre(
-                    vertical_inputs[index][:, :, top : i + 1], condition[:, :, top : i + 1]
+                    vertical_inputs[index][:, :, top : i + 1], condition_vertical[:, :, top : i + 1]
                 )[:, :, -1:]
-                context = layer.horizontal_context(pre, condition[:, :, i : i + 1])
+                context = layer.horizontal_context(pre, condition_horizontal[:, :, i : i + 1])
                 contexts.append(context[:, :, 0].transpose(1, 2))  # [B, W, 2c]
                 if index + 1 < len(self.layers):
                     vertical_inputs[index + 1][:, :, i : i + 1] = _gate(pre)
