@@ -265,6 +265,14 @@ class TrialConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        # A PixelCNN conditions each pixel on the previous ones as binary values.
+        _check(
+            self.model.decoder.kind != "pixelcnn" or self.data.binarize != "none",
+            "data.binarize",
+            "the pixelcnn decoder models binary pixels: use dynamic or static binarisation",
+        )
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
         """Build from nested dicts and/or dotted keys (``{"objective.lambda": 10}``).

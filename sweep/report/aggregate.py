@@ -561,7 +561,8 @@ def compute_seconds(trials: pd.DataFrame) -> float:
 
 
 def capacity_levels(trials: pd.DataFrame) -> pd.Series:
-    """A sortable decoder-capacity key per trial: (kind rank, width, depth).
+    """A sortable decoder-capacity key per trial: (kind rank, kind, width, depth); for a PixelCNN
+    (channels, gated layers) stand in for (width, depth).
 
     Kind ranks mlp < conv < pixelcnn (an autoregressive decoder is the most expressive); an
     unknown kind ranks after the known ones. Missing values rank lowest.
@@ -578,6 +579,13 @@ def capacity_levels(trials: pd.DataFrame) -> pd.Series:
         pd.to_numeric(column("param.model.decoder.width"), errors="coerce"),
         pd.to_numeric(column("param.model.decoder.depth"), errors="coerce"),
     )
+    # A PixelCNN's capacity is its channels and gated layers, not the conditioning MLP's size.
+    pixelcnn = kinds.astype(str) == "pixelcnn"
+    if pixelcnn.any():
+        channels = pd.to_numeric(column("param.model.decoder.pixelcnn_channels"), errors="coerce")
+        layers = pd.to_numeric(column("param.model.decoder.pixelcnn_layers"), errors="coerce")
+        widths = widths.where(~pixelcnn, channels)
+        depths = depths.where(~pixelcnn, layers)
     keys = [
         (
             -1 if k is None or (isinstance(k, float) and math.isnan(k)) else rank.get(str(k), 3),
@@ -594,8 +602,9 @@ def capacity_label(key: tuple[int, str, float, float]) -> str:
     """Human label for a :func:`capacity_levels` key, e.g. ``mlp w=256 d=2``."""
     _, kind, width, depth = key
     parts = [kind or "?"]
+    size, layers = ("channels", "layers") if kind == "pixelcnn" else ("w", "d")
     if width >= 0:
-        parts.append(f"w={width:g}")
+        parts.append(f"{size}={width:g}")
     if depth >= 0:
-        parts.append(f"d={depth:g}")
+        parts.append(f"{layers}={depth:g}")
     return " ".join(parts)

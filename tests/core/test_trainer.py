@@ -102,3 +102,10 @@ def test_cuda_only_settings_are_ignored_on_cpu_with_a_note():
     )
     assert any("train.amp ignored on cpu" in note for note in result.notes)
     assert any("train.compile ignored on cpu" in note for note in result.notes)
+
+
+def test_pixelcnn_on_grey_levels_is_refused_naming_the_key():
+    from infovae_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.binarize"):
+        _config(**{"model.decoder.kind": "pixelcnn", "data.binarize": "none"})

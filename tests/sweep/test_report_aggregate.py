@@ -353,3 +353,23 @@ def test_pareto_mask_two_objective_shortcut_agrees_with_pairwise_dominance() -> 
         not np.any(np.all(flipped <= p, axis=1) & np.any(flipped < p, axis=1)) for p in flipped
     ])
     assert fast.tolist() == brute.tolist()
+
+
+def test_pixelcnn_capacity_is_its_channels_and_layers():
+    import pandas as pd
+
+    from sweep.report.aggregate import capacity_label, capacity_levels
+
+    trials = pd.DataFrame(
+        {
+            "param.model.decoder.kind": ["mlp", "pixelcnn", "pixelcnn"],
+            "param.model.decoder.width": [256, 256, 256],
+            "param.model.decoder.depth": [2, 2, 2],
+            "param.model.decoder.pixelcnn_channels": [32, 16, 32],
+            "param.model.decoder.pixelcnn_layers": [4, 2, 8],
+        }
+    )
+    levels = capacity_levels(trials)
+    assert sorted(levels) == [levels[0], levels[1], levels[2]]
+    assert capacity_label(levels[2]) == "pixelcnn channels=32 layers=8"
+    assert capacity_label(levels[0]) == "mlp w=256 d=2"
