@@ -229,9 +229,10 @@ def _ray_search_classes():
         """One scheduler per arm (ASHA compares a trial only with trials of its own arm: the
         arms' losses are on different scales, since each weighs its own divergence)."""
 
-        def __init__(self, schedulers: dict[str, Any]):
+        def __init__(self, schedulers: dict[str, Any], epochs: dict[str, int]):
             super().__init__()
             self._schedulers = schedulers
+            self._epochs = epochs
 
         def _of(self, trial):
             return self._schedulers[trial.config[TRIAL_KEY]["arm"]]
@@ -248,7 +249,13 @@ def _ray_search_classes():
         def on_trial_result(self, tune_controller, trial, result):
             if STATUS_KEY in result:  # the final result comes after the last epoch
                 return FIFOScheduler.CONTINUE
-            return self._of(trial).on_trial_result(tune_controller, trial, result)
+            decision = self._of(trial).on_trial_result(tune_controller, trial, result)
+            arm = trial.config[TRIAL_KEY]["arm"]
+            if result.get("epoch", 0) >= self._epochs[arm]:
+                # Training is over: let the trial evaluate and report its metrics (ASHA
+                # would stop every trial at max_t, before its evaluation).
+                return FIFOScheduler.CONTINUE
+            return decision
 
         def on_trial_complete(self, tune_controller, trial, result):
             self._of(trial).on_trial_complete(tune_controller, trial, result)
@@ -536,7 +543,8 @@ def _run_search(
                     reduction_factor=early.reduction_factor,
                 )
                 for arm in budgets
-            }
+            },
+            {arm: spec.arm_config(arm).train.epochs for arm in budgets},
         )
     context = _context(spec, "search", data_key)
     rank = spec.confirm_rank

@@ -134,3 +134,37 @@ def test_rerunning_a_finished_study_runs_nothing_new(finished_study, tmp_path):
     result = CliRunner().invoke(app, ["resume", str(folder)])
     assert result.exit_code == 0, result.output
     assert pq.read_table(folder / "trials.parquet").num_rows == before
+
+
+def test_asha_early_stopping_records_stopped_trials_once(tmp_path):
+    """ASHA (per arm) on val.elbo: every trial is recorded exactly once, as completed or as
+    stopped with fewer epochs than planned; Optuna marks stopped trials pruned."""
+    study = write_study(tmp_path, "asha", trials=4, seeds=0, epochs=4)
+    text = study.read_text().replace(
+        "  objectives:",
+        "  early_stopping: {scheduler: asha, metric: val.elbo, mode: max, grace_period: 1,"
+        " reduction_factor: 2}\n  objectives:",
+    )
+    study.write_text(text)
+    results = tmp_path / "results"
+    result = CliRunner().invoke(
+        app, ["run", str(study), "--results", str(results), "--max-concurrent", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    trials = pq.read_table(results / "asha" / "trials.parquet").to_pandas()
+    epochs = pq.read_table(results / "asha" / "epochs.parquet").to_pandas()
+    assert len(trials) == 8 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"completed", "stopped"}
+    # Seeded sampler and seeded CPU training: ASHA's decisions are reproducible here.
+    assert (trials["status"] == "stopped").any() and (trials["status"] == "completed").any()
+    per_trial = epochs.groupby("trial_id").size()
+    for _, row in trials.iterrows():
+        expected = 4 if row["status"] == "completed" else None
+        if expected:
+            assert per_trial[row["trial_id"]] == expected
+        else:
+            assert per_trial[row["trial_id"]] < 4
+    storage = f"sqlite:///{results / 'asha' / 'optuna.db'}"
+    states = [t.state for t in optuna.load_study(study_name="elbo", storage=storage).trials]
+    stopped = (trials[trials["arm"] == "elbo"]["status"] == "stopped").sum()
+    assert states.count(optuna.trial.TrialState.PRUNED) == stopped
