@@ -311,8 +311,6 @@ def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, re
         raise typer.Exit(130) from None
     except (StoreError, DataError, StorageError) as error:
         _fail(str(error))
-    if not console.is_terminal:
-        console.print()
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
     console.print(
         f"study [bold]{spec.name}[/] finished in {outcome.seconds / 60:.1f} min: "

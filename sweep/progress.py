@@ -25,18 +25,44 @@ class LiveView:
 
     def __init__(self, console: Console):
         self.console = console
+        # Not a terminal (a log file, CI): one line per finished trial instead of a live table.
+        self.interactive = console.is_terminal
         self.live = Live(console=console, refresh_per_second=2, transient=False)
         self._finished_at_start: int | None = None
+        self._last_line: str | None = None
 
     def __enter__(self) -> LiveView:
-        self.live.__enter__()
+        if self.interactive:
+            self.live.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.live.__exit__(*exc)
+        if self.interactive:
+            self.live.__exit__(*exc)
 
     def update(self, events: StudyEvents) -> None:
-        self.live.update(self.render(events))
+        if self.interactive:
+            self.live.update(self.render(events))
+            return
+        line = self.summary_line(events)
+        counts = line.split("] ", 1)[-1]  # print when the counts change, not the clock
+        if counts != self._last_line:
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+            self._last_line = counts
+
+    def summary_line(self, events: StudyEvents) -> str:
+        """One line: phase, per-arm done/failed/stopped of planned and best value."""
+        parts = []
+        for arm, progress in events.arms.items():
+            best = "-" if progress.best is None else f"{progress.best:.4g}"
+            parts.append(
+                f"{arm} {progress.done}/{progress.planned} done"
+                + (f", {progress.failed} failed" if progress.failed else "")
+                + (f", {progress.stopped} stopped" if progress.stopped else "")
+                + f", best {best}"
+            )
+        elapsed = _duration(time.monotonic() - events.started)
+        return f"[{elapsed}] {events.spec.name} {events.phase}: " + "; ".join(parts)
 
     def render(self, events: StudyEvents) -> Group:
         rank = events.spec.confirm_rank
