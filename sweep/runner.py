@@ -482,6 +482,20 @@ def _context(spec: StudySpec, phase: str, data_key: str) -> TrialContext:
     )
 
 
+@dataclass(frozen=True)
+class _StudyRun:
+    """What every phase of one driver run shares."""
+
+    spec: StudySpec
+    store: ResultsStore
+    storage_path: str
+    data_refs: dict[str, Any]
+    data_key: str
+    events: StudyEvents
+    max_concurrent: int
+    verbose: bool
+
+
 def _recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, set[str]]:
     trials = store.trials()
     recorded: dict[str, set[str]] = {}
@@ -492,18 +506,13 @@ def _recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, set[str]]:
     return recorded
 
 
-def _run_search(
-    spec: StudySpec,
-    store: ResultsStore,
-    storage_path: str,
-    data_refs: dict[str, Any],
-    data_key: str,
-    events: StudyEvents,
-    max_concurrent: int,
-    verbose: bool,
-) -> None:
+def _run_search(run: _StudyRun) -> None:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+
+    spec, store, events = run.spec, run.store, run.events
+    storage_path, data_refs, data_key = run.storage_path, run.data_refs, run.data_key
+    max_concurrent, verbose = run.max_concurrent, run.verbose
 
     arm_search, arms_searcher, per_arm_scheduler = _ray_search_classes()
     url = optuna_storage_url(store.folder)
@@ -612,17 +621,12 @@ def confirm_candidates(spec: StudySpec, store: ResultsStore, arm: str) -> list[d
     return candidates
 
 
-def _run_confirm(
-    spec: StudySpec,
-    store: ResultsStore,
-    storage_path: str,
-    data_refs: dict[str, Any],
-    data_key: str,
-    events: StudyEvents,
-    max_concurrent: int,
-    verbose: bool,
-) -> None:
+def _run_confirm(run: _StudyRun) -> None:
     from ray import tune
+
+    spec, store, events = run.spec, run.store, run.events
+    storage_path, data_refs, data_key = run.storage_path, run.data_refs, run.data_key
+    max_concurrent, verbose = run.max_concurrent, run.verbose
 
     recorded = store.recorded_trial_ids()
     todo = []
@@ -759,7 +763,10 @@ def run_study(
                 events.phase = phase
                 events.changed()
                 run_phase(
-                    spec, store, storage_path, data_refs, data_key, events, concurrency, verbose
+                    _StudyRun(
+                        spec, store, storage_path, data_refs, data_key, events, concurrency,
+                        verbose,
+                    )
                 )
             store.reload()
             counts = store.trials()["status"].value_counts().to_dict() if len(store) else {}
