@@ -148,6 +148,8 @@ def fit(
     n_train = train_images.shape[0]
     batch_size = min(config.train.batch_size, n_train)
     history: list[EpochRecord] = []
+    # With a zero divergence weight (ELBO, beta-VAE) D is only logged, never trained through.
+    weighted = config.objective.divergence_weight > 0
     started = time.perf_counter()
     for epoch in range(1, config.train.epochs + 1):
         epoch_start = time.perf_counter()
@@ -163,11 +165,17 @@ def fit(
             x = epoch_images[index]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 output = train_model(x)
-                terms = infovae_loss(output, divergence(output.z), config.objective)
+                if weighted:
+                    estimate = divergence(output.z)
+                else:  # logged for comparison, but no graph: it carries no gradient here
+                    with torch.no_grad():
+                        estimate = divergence(output.z.detach())
+                terms = infovae_loss(output, estimate, config.objective)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
-            divergence.update(output.z.detach())
+            if weighted:
+                divergence.update(output.z.detach())
             sums += terms.stacked() * x.shape[0]
             seen += x.shape[0]
         train_terms = dict(zip(TERM_NAMES, (sums / max(seen, 1)).tolist(), strict=True))

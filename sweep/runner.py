@@ -269,6 +269,30 @@ def _ray_search_classes():
     return ArmOptunaSearch, ArmsSearcher, PerArmScheduler
 
 
+class _UnsearchedArm:
+    """An arm with no search space: every trial is the arm's fixed configuration, trained with
+    the seed that ``search.seed_policy`` gives its index (Optuna has nothing to sample)."""
+
+    def __init__(self, arm: str, seed_for: Callable[[int], int | None], taken: set[str]):
+        self._arm = arm
+        self._seed_for = seed_for
+        self._taken = set(taken)
+        self._next = 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        while f"{self._arm}-{self._next:04d}" in self._taken:
+            self._next += 1
+        index, self._next = self._next, self._next + 1
+        study_trial_id = f"{self._arm}-{index:04d}"
+        self._taken.add(study_trial_id)
+        return {
+            TRIAL_KEY: {"arm": self._arm, "trial_id": study_trial_id, "seed": self._seed_for(index)}
+        }
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        return None
+
+
 def optuna_storage_url(folder: Path) -> str:
     return f"sqlite:///{(folder / OPTUNA_FILE).resolve()}"
 
@@ -526,6 +550,9 @@ def _run_search(run: _StudyRun) -> None:
         if remaining <= 0:
             continue
         budgets[arm] = remaining
+        if not spec.arms[arm].search:
+            searchers[arm] = _UnsearchedArm(arm, _SeedPolicy(spec, arm), recorded.get(arm, set()))
+            continue
         searchers[arm] = arm_search(
             space=spec.optuna_space(arm),
             metric=metrics if len(metrics) > 1 else metrics[0],

@@ -24,6 +24,7 @@ arms:
 {extra_arms}
 search:
   sampler: random
+  seed_policy: {seed_policy}
   trials_per_arm: {trials}
   max_concurrent: 2
   objectives: [{{metric: metric.mmd, direction: minimize}}]
@@ -40,6 +41,13 @@ EXPLODING_ARM = """
 """
 
 
+# An arm with no search space: each trial is the fixed configuration with its own seed.
+UNSEARCHED_ARM = """
+  plain:
+    fixed: {objective.alpha: 0, objective.lambda: 1}
+"""
+
+
 def write_study(
     folder: Path,
     name: str,
@@ -48,9 +56,17 @@ def write_study(
     seeds: int = 2,
     epochs: int = 2,
     extra_arms: str = "",
+    seed_policy: str = "fixed",
 ) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(
-        TINY.format(name=name, trials=trials, seeds=seeds, epochs=epochs, extra_arms=extra_arms)
+        TINY.format(
+            name=name,
+            trials=trials,
+            seeds=seeds,
+            epochs=epochs,
+            extra_arms=extra_arms,
+            seed_policy=seed_policy,
+        )
     )
     return path

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from sweep.cli import app
 from sweep.spec import load_study
 from sweep.store import TRIAL_SCHEMA
-from tests.sweep.studies import EXPLODING_ARM, write_study
+from tests.sweep.studies import EXPLODING_ARM, UNSEARCHED_ARM, write_study
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,14 @@ def finished_study(tmp_path_factory):
     """One tiny study run once through `infovae-sweep run` (embedded Ray, started and stopped
     by the command itself)."""
     folder = tmp_path_factory.mktemp("e2e")
-    study = write_study(folder, "tiny", trials=2, seeds=2, extra_arms=EXPLODING_ARM)
+    study = write_study(
+        folder,
+        "tiny",
+        trials=2,
+        seeds=2,
+        extra_arms=EXPLODING_ARM + UNSEARCHED_ARM,
+        seed_policy="per_trial",
+    )
     result = CliRunner().invoke(app, ["run", str(study), "--results", str(folder / "results")])
     assert result.exit_code == 0, result.output
     return load_study(study), folder / "results" / "tiny", result.output
@@ -31,10 +38,15 @@ def test_every_planned_trial_has_exactly_one_row(finished_study):
     trials = pq.read_table(folder / "trials.parquet").to_pandas()
     assert trials["trial_id"].is_unique
     search = trials[trials["phase"] == "search"]
-    assert search.groupby("arm").size().to_dict() == {"elbo": 2, "infovae": 2, "exploding": 2}
+    assert search.groupby("arm").size().to_dict() == {
+        "elbo": 2,
+        "infovae": 2,
+        "exploding": 2,
+        "plain": 2,
+    }
     confirm = trials[trials["phase"] == "confirm"]
     # The exploding arm has no completed search trial, so nothing to confirm.
-    assert confirm.groupby("arm").size().to_dict() == {"elbo": 2, "infovae": 2}
+    assert confirm.groupby("arm").size().to_dict() == {"elbo": 2, "infovae": 2, "plain": 2}
     assert sorted(confirm["seed"].unique()) == list(spec.confirm_seeds)
 
 
@@ -94,6 +106,7 @@ def test_diverging_trials_are_recorded_failed_with_their_error(finished_study):
     assert (exploding["status"] == "failed").all()
     assert exploding["error"].str.contains("NonFiniteLossError").all()
     others = trials[trials["arm"] != "exploding"]
+    assert len(others) == 12
     assert (others["status"] == "completed").all()
 
 
@@ -168,3 +181,12 @@ def test_asha_early_stopping_records_stopped_trials_once(tmp_path):
     states = [t.state for t in optuna.load_study(study_name="elbo", storage=storage).trials]
     stopped = (trials[trials["arm"] == "elbo"]["status"] == "stopped").sum()
     assert states.count(optuna.trial.TrialState.PRUNED) == stopped
+
+
+def test_arm_without_search_space_trains_its_fixed_configuration_per_seed(finished_study):
+    _, folder, _ = finished_study
+    trials = pq.read_table(folder / "trials.parquet").to_pandas()
+    plain = trials[(trials["arm"] == "plain") & (trials["phase"] == "search")]
+    assert sorted(plain["trial_id"]) == ["plain-0000", "plain-0001"]
+    assert sorted(plain["seed"]) == [0, 1]  # seed_policy per_trial: train.seed + index
+    assert (plain["param.model.decoder.width"] == 16).all()
