@@ -38,7 +38,8 @@ class NonFiniteLossError(RuntimeError):
 @dataclass(frozen=True)
 class EpochRecord:
     """One epoch: mean training terms and validation terms (names in ``TERM_NAMES``, nats per
-    image) and the epoch's wall-clock seconds."""
+    image) and the epoch's wall-clock seconds. ``train`` has no ``divergence`` when its weight
+    alpha + lambda - 1 is 0: D is then not trained through and is measured on validation only."""
 
     epoch: int
     train: dict[str, float]
@@ -150,6 +151,7 @@ def fit(
     history: list[EpochRecord] = []
     # With a zero divergence weight (ELBO, beta-VAE) D is only logged, never trained through.
     weighted = config.objective.divergence_weight > 0
+    not_trained = torch.zeros((), device=device)
     started = time.perf_counter()
     for epoch in range(1, config.train.epochs + 1):
         epoch_start = time.perf_counter()
@@ -165,11 +167,9 @@ def fit(
             x = epoch_images[index]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 output = train_model(x)
-                if weighted:
-                    estimate = divergence(output.z)
-                else:  # logged for comparison, but no graph: it carries no gradient here
-                    with torch.no_grad():
-                        estimate = divergence(output.z.detach())
+                # With a zero weight (ELBO, beta-VAE) D is not part of training at all: it is
+                # measured on the validation split only (train.divergence is left out).
+                estimate = divergence(output.z) if weighted else not_trained
                 terms = infovae_loss(output, estimate, config.objective)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
@@ -179,6 +179,8 @@ def fit(
             sums += terms.stacked() * x.shape[0]
             seen += x.shape[0]
         train_terms = dict(zip(TERM_NAMES, (sums / max(seen, 1)).tolist(), strict=True))
+        if not weighted:
+            del train_terms["divergence"]
         if not all(np.isfinite(list(train_terms.values()))):
             raise NonFiniteLossError(epoch, train_terms)
         model.eval()
