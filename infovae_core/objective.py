@@ -49,7 +49,7 @@ class LossTerms:
 
     def as_floats(self) -> dict[str, float]:
         """Names ``loss``, ``recon``, ``kl``, ``divergence``, ``elbo`` to Python floats."""
-        return dict(zip(TERM_NAMES, self.stacked().tolist()))
+        return dict(zip(TERM_NAMES, self.stacked().tolist(), strict=True))
 
     def stacked(self) -> Tensor:
         """[5] detached tensor in the order of :meth:`as_floats` (accumulate without a sync)."""

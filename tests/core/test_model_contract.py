@@ -42,7 +42,9 @@ def test_forward_loss_and_gradients(shape, encoder, decoder, likelihood, varianc
     config = ModelConfig(
         latent_dim=latent_dim,
         encoder=EncoderConfig(kind=encoder, width=32, depth=2),
-        decoder=DecoderConfig(kind=decoder, width=32, depth=2, likelihood=likelihood, variance=variance),
+        decoder=DecoderConfig(
+            kind=decoder, width=32, depth=2, likelihood=likelihood, variance=variance
+        ),
     )
     model = build_model(config, shape)
     x = torch.rand(6, *shape)

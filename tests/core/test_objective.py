@@ -23,7 +23,7 @@ def batch():
 
 
 def _independent_recon_and_kl(model, x, output):
-    """E_q log p(x|z) from a hand-written Bernoulli log-likelihood and the KL from torch.distributions."""
+    """E_q log p(x|z) from a hand-written Bernoulli log-likelihood; KL from torch.distributions."""
     logits = model.decoder.net(output.z)
     p = torch.sigmoid(logits)
     log_px = (x * torch.log(p) + (1 - x) * torch.log1p(-p)).flatten(1).sum(1)
