@@ -500,16 +500,32 @@ def _read_table(path: Path, fixed: pa.Schema, columns: Sequence[str] | None = No
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise StoreCorruptError(f"{path}: not a readable Parquet file ({exc})") from exc
     names = table.column_names
+    # Files rewritten by other tools (pandas writes large_string) are read back to our types.
+    for index, name in enumerate(names):
+        if pa.types.is_large_string(table.schema.field(name).type):
+            field = table.schema.field(name).with_type(pa.string())
+            table = table.set_column(index, field, table.column(name).cast(pa.string()))
     for field in fixed:
         if columns is not None and field.name not in columns:
             continue
         if field.name not in names:
+            if field.nullable and field.name not in _TRIAL_REQUIRED:
+                # An optional column (e.g. attempt, node_id) absent from a file written
+                # elsewhere to DESIGN.md's schema: read as nulls.
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+                names = table.column_names
+                continue
             raise StoreCorruptError(f"{path}: lacks the required column {field.name!r}")
-        if table.schema.field(field.name).type != field.type:
-            raise StoreCorruptError(
-                f"{path}: column {field.name!r} has type {table.schema.field(field.name).type}, "
-                f"expected {field.type}"
-            )
+        actual = table.schema.field(field.name).type
+        if actual != field.type:
+            try:
+                converted = table.column(field.name).cast(field.type, safe=True)
+            except (pa.ArrowException, ValueError):
+                raise StoreCorruptError(
+                    f"{path}: column {field.name!r} has type {actual}, expected {field.type}"
+                ) from None
+            position = names.index(field.name)
+            table = table.set_column(position, field.with_nullable(True), converted)
     if columns is None:
         # Restore the canonical column order (fixed first, dynamic sorted).
         order = fixed.names + sorted(n for n in names if n not in fixed.names)

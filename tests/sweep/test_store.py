@@ -536,3 +536,30 @@ def test_recording_2000_trials_of_50_epochs_is_not_minutes_of_cpu(tmp_path: Path
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert len(pd.read_parquet(big.epochs_path)) == 100_000
     assert cpu < 120, f"{cpu:.0f} s CPU ({wall:.0f} s wall)"
+
+
+def test_files_rewritten_by_pandas_to_design_schema_are_readable(tmp_path):
+    """pandas writes large_string and knows nothing of the optional attempt/node_id columns."""
+    import pandas as pd
+
+    from sweep.store import ResultsStore
+
+    folder = tmp_path / "study"
+    store = ResultsStore.create(folder, "name: study\n")
+    frame = pd.DataFrame(
+        {
+            "study": ["study"],
+            "arm": ["elbo"],
+            "phase": ["search"],
+            "trial_id": ["elbo-0000"],
+            "seed": [0],
+            "status": ["completed"],
+            "metric.mmd": [0.1],
+        }
+    )
+    frame.to_parquet(store.trials_path)
+    reopened = ResultsStore.open(folder)
+    trials = reopened.trials()
+    assert list(trials["trial_id"]) == ["elbo-0000"]
+    assert trials["attempt"].isna().all()
+    assert str(reopened.trials_table().schema.field("arm").type) == "string"

@@ -1,0 +1,70 @@
+"""The study commands of the CLI: validate, ls, show, report, resume (without running Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from sweep.cli import app
+from sweep.report.synthetic import write_synthetic_study
+
+runner = CliRunner()
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+
+
+def test_validate_prints_the_plan_of_a_shipped_study():
+    result = runner.invoke(app, ["validate", str(STUDIES / "digits.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "study digits" in result.stdout
+    assert "elbo" in result.stdout and "infovae-mmd" in result.stdout
+
+
+def test_validate_refuses_a_bad_file_naming_line_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    text = (STUDIES / "digits.yaml").read_text().replace(
+        "objective.lambda: {log_uniform: {low: 1.0", "objective.lambda: {log_uniform: {low: -1.0"
+    )
+    bad.write_text(text)
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2
+    assert "arms.infovae-mmd.search.objective.lambda" in result.output
+    assert f"{bad}:" in result.output.replace("\n", "")
+
+
+def test_run_refuses_a_bad_file_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nunknown_key: 1\n")
+    result = runner.invoke(app, ["run", str(bad), "--results", str(tmp_path / "results")])
+    assert result.exit_code == 2
+    assert "unknown_key" in result.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_ls_lists_studies_with_best_value_per_arm(tmp_path):
+    write_synthetic_study(tmp_path / "results" / "synthetic", n_search=3, n_seeds=2)
+    result = runner.invoke(app, ["ls", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    assert "synthetic" in result.stdout
+    assert "elbo=" in result.stdout.replace("\n", "")
+
+
+def test_show_prints_a_leaderboard_per_arm(tmp_path):
+    folder = write_synthetic_study(tmp_path / "synthetic", n_search=3, n_seeds=2)
+    result = runner.invoke(app, ["show", str(folder), "--top", "2"])
+    assert result.exit_code == 0, result.output
+    assert "best by" in result.stdout
+
+
+def test_report_writes_html(tmp_path):
+    folder = write_synthetic_study(tmp_path / "synthetic", n_search=3, n_seeds=2)
+    result = runner.invoke(app, ["report", str(folder), "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_commands_refuse_a_folder_that_is_not_a_study(tmp_path):
+    for command in (["report", str(tmp_path)], ["resume", str(tmp_path)], ["show", str(tmp_path)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, command
+        assert "not a study folder" in result.output.replace("\n", " ")
