@@ -22,8 +22,13 @@ def test_validate_prints_the_plan_of_a_shipped_study():
 
 def test_validate_refuses_a_bad_file_naming_line_and_key(tmp_path):
     bad = tmp_path / "bad.yaml"
-    text = (STUDIES / "digits.yaml").read_text().replace(
-        "objective.lambda: {log_uniform: {low: 1.0", "objective.lambda: {log_uniform: {low: -1.0"
+    text = (
+        (STUDIES / "digits.yaml")
+        .read_text()
+        .replace(
+            "objective.lambda: {log_uniform: {low: 1.0",
+            "objective.lambda: {log_uniform: {low: -1.0",
+        )
     )
     bad.write_text(text)
     result = runner.invoke(app, ["validate", str(bad)])
