@@ -222,9 +222,7 @@ def config_signature_columns(trials: pd.DataFrame) -> list[str]:
     return [c for c in trials.columns if c.startswith("param.") and not _is_seed_key(c)]
 
 
-def select_confirm_trials(
-    trials: pd.DataFrame, arm: str, objective: Objective
-) -> ConfirmSelection:
+def select_confirm_trials(trials: pd.DataFrame, arm: str, objective: Objective) -> ConfirmSelection:
     """Completed confirm-phase trials of ``arm`` for its best confirmed configuration."""
     rows = trials[
         (trials["arm"] == arm) & (trials["phase"] == "confirm") & (trials["status"] == "completed")
@@ -382,8 +380,15 @@ def build_verdict(
             for arm in arms
         )
         comparisons = tuple(
-            compare(arm, raw[arm], reference, raw[reference], metric.goal,
-                    n_resamples=n_resamples, seed=seed)
+            compare(
+                arm,
+                raw[arm],
+                reference,
+                raw[reference],
+                metric.goal,
+                n_resamples=n_resamples,
+                seed=seed,
+            )
             for arm in arms
             if reference is not None and arm != reference
         )
@@ -448,8 +453,11 @@ def learning_curve_bands(
         }
     ).reset_index()
     order = {term: i for i, term in enumerate(present)}  # keep the caller's term order
-    out = out.sort_values(["term", "arm", "epoch"], key=lambda c: c.map(order) if c.name ==
-                          "term" else c, kind="stable")
+    out = out.sort_values(
+        ["term", "arm", "epoch"],
+        key=lambda c: c.map(order) if c.name == "term" else c,
+        kind="stable",
+    )
     return out[columns].reset_index(drop=True)
 
 
@@ -608,3 +616,17 @@ def capacity_label(key: tuple[int, str, float, float]) -> str:
     if depth >= 0:
         parts.append(f"{layers}={depth:g}")
     return " ".join(parts)
+
+
+def format_number(x: float | int | None) -> str:
+    """Compact number: 4 significant digits, scientific for very small or large values."""
+    if x is None:
+        return "n/a"
+    x = float(x)
+    if math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
+        return f"{x:.3e}"
+    return f"{x:.4g}"

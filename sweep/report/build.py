@@ -66,8 +66,17 @@ FANOVA_DEPTH = 8
 #: arm a seeded random subset is used (importances of 500 trials are already stable).
 MAX_IMPORTANCE_TRIALS = 500
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_LIBRARIES = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "optuna", "ray",
-              "plotly")
+_LIBRARIES = (
+    "torch",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "pandas",
+    "pyarrow",
+    "optuna",
+    "ray",
+    "plotly",
+)
 _HEADLINE_METRICS = ("mmd", "mutual_info", "nll_iwae")
 _TERM_ORDER = {"loss": 0, "recon": 1, "kl": 2, "divergence": 3, "elbo": 4}
 
@@ -181,9 +190,14 @@ def _header(data: StudyData, roles: Sequence[ArmClassification]) -> Header:
     )
     if len(trials):
         hardware = (
-            trials.assign(host=trials["host"].fillna("?").astype(str),
-                          device=trials["device"].fillna("?").astype(str))
-            .groupby(["host", "device"]).size().rename("trials").reset_index()
+            trials.assign(
+                host=trials["host"].fillna("?").astype(str),
+                device=trials["device"].fillna("?").astype(str),
+            )
+            .groupby(["host", "device"])
+            .size()
+            .rename("trials")
+            .reset_index()
         )
     else:
         hardware = pd.DataFrame(columns=["host", "device", "trials"])
@@ -263,15 +277,23 @@ def _hyperparameter_section(data: StudyData) -> Section:
     search = done[done["phase"] == "search"]
     objective = data.primary_objective
     if objective.column not in search.columns or search[objective.column].notna().sum() < 2:
-        blocks.append(NoteBlock("Fewer than two completed search trials with "
-                                f"{objective.metric}: no parallel-coordinates plot."))
+        blocks.append(
+            NoteBlock(
+                "Fewer than two completed search trials with "
+                f"{objective.metric}: no parallel-coordinates plot."
+            )
+        )
     else:
         for arm in arms:
             part = search[(search["arm"] == arm) & search[objective.column].notna()]
             params = _searched_params(data, arm, part)
             if len(part) < 2 or not params:
-                blocks.append(NoteBlock(f"{arm}: nothing searched or fewer than two completed "
-                                        "search trials; no parallel-coordinates plot."))
+                blocks.append(
+                    NoteBlock(
+                        f"{arm}: nothing searched or fewer than two completed "
+                        "search trials; no parallel-coordinates plot."
+                    )
+                )
                 continue
             fig = figures.parallel_coordinates(part, params, objective)
             fig.update_layout(title=f"Search of {figures.plot_text(arm)}: parallel coordinates")
@@ -281,12 +303,16 @@ def _hyperparameter_section(data: StudyData) -> Section:
         ox, oy = data.objectives[0], data.objectives[1]
         if {ox.column, oy.column} <= set(done.columns):
             pool = search if not search.empty else done
-            blocks.append(FigureBlock(figures.pareto_figure(pool, data.objectives, arms),
-                                      "Completed search trials; lines join each arm's "
-                                      "non-dominated trials."))
+            blocks.append(
+                FigureBlock(
+                    figures.pareto_figure(pool, data.objectives, arms),
+                    "Completed search trials; lines join each arm's non-dominated trials.",
+                )
+            )
         else:
-            blocks.append(NoteBlock("Pareto front: an objective column is missing from "
-                                    "trials.parquet."))
+            blocks.append(
+                NoteBlock("Pareto front: an objective column is missing from trials.parquet.")
+            )
     return Section("Against the hyperparameters", "hyperparameters", tuple(blocks))
 
 
@@ -294,8 +320,9 @@ def _importance_blocks(data: StudyData) -> list[Block]:
     """fANOVA importances from the Optuna storage, one bar group per arm."""
     path = data.study_dir / "optuna.db"
     if not path.is_file():
-        return [NoteBlock("Hyperparameter importance not available: no optuna.db in the "
-                          "study folder.")]
+        return [
+            NoteBlock("Hyperparameter importance not available: no optuna.db in the study folder.")
+        ]
     try:
         import optuna
     except ImportError as exc:  # pragma: no cover - optuna is a dependency
@@ -310,19 +337,25 @@ def _importance_blocks(data: StudyData) -> list[Block]:
             f"sqlite:///{path}", skip_compatibility_check=True, skip_table_creation=True
         )
     except Exception as exc:
-        return [NoteBlock(f"Hyperparameter importance not available: optuna.db could not be "
-                          f"opened ({type(exc).__name__}: {exc}).")]
+        return [
+            NoteBlock(
+                f"Hyperparameter importance not available: optuna.db could not be "
+                f"opened ({type(exc).__name__}: {exc})."
+            )
+        ]
     try:
         for arm in data.arms:
             try:
                 importances = _fanova(optuna, storage, arm)
             except Exception as exc:  # Optuna raises several types for "cannot evaluate"
-                notes.append(NoteBlock(f"{arm}: importance not available "
-                                       f"({type(exc).__name__}: {exc})."))
+                notes.append(
+                    NoteBlock(f"{arm}: importance not available ({type(exc).__name__}: {exc}).")
+                )
                 continue
             if not importances:
-                notes.append(NoteBlock(f"{arm}: importance not available (no searched "
-                                       "parameter varies)."))
+                notes.append(
+                    NoteBlock(f"{arm}: importance not available (no searched parameter varies).")
+                )
             for param, value in importances.items():
                 rows.append({"arm": arm, "param": param, "importance": float(value)})
     finally:
@@ -331,12 +364,14 @@ def _importance_blocks(data: StudyData) -> list[Block]:
     blocks: list[Block] = []
     if rows:
         frame = pd.DataFrame(rows)
-        blocks.append(FigureBlock(
-            figures.importance_figure(frame, data.arms),
-            f"fANOVA ({FANOVA_TREES} trees, depth {FANOVA_DEPTH}) on the Optuna study of each "
-            f"arm (at most {MAX_IMPORTANCE_TRIALS} completed trials, a seeded random subset "
-            "beyond that), first objective; importances of an arm sum to 1.",
-        ))
+        blocks.append(
+            FigureBlock(
+                figures.importance_figure(frame, data.arms),
+                f"fANOVA ({FANOVA_TREES} trees, depth {FANOVA_DEPTH}) on the Optuna study of each "
+                f"arm (at most {MAX_IMPORTANCE_TRIALS} completed trials, a seeded random subset "
+                "beyond that), first objective; importances of an arm sum to 1.",
+            )
+        )
     return blocks + notes
 
 
@@ -352,8 +387,7 @@ def _fanova(optuna: Any, storage: Any, arm: str) -> dict[str, float]:
     if len(complete) < 2:
         raise ValueError(f"{len(complete)} completed trial(s) in optuna.db; need at least 2")
     if len(complete) > MAX_IMPORTANCE_TRIALS:
-        keep = np.random.default_rng(0).choice(len(complete), MAX_IMPORTANCE_TRIALS,
-                                               replace=False)
+        keep = np.random.default_rng(0).choice(len(complete), MAX_IMPORTANCE_TRIALS, replace=False)
         complete = [complete[i] for i in sorted(keep)]
     memory = optuna.create_study(directions=stored.directions)
     memory.add_trials(complete)
@@ -384,8 +418,10 @@ def _training_section(data: StudyData) -> Section:
         return Section("Training", "training", (NoteBlock("No per-epoch records for these runs."),))
     blocks: list[Block] = []
     for split, name in (("val", "Validation"), ("train", "Training")):
-        terms = sorted((c for c in frame.columns if c.startswith(f"{split}.")),
-                       key=lambda c: (_TERM_ORDER.get(c.split(".", 1)[1], 99), c))
+        terms = sorted(
+            (c for c in frame.columns if c.startswith(f"{split}.")),
+            key=lambda c: (_TERM_ORDER.get(c.split(".", 1)[1], 99), c),
+        )
         bands = learning_curve_bands(frame, terms)
         if bands.empty:
             blocks.append(NoteBlock(f"{name}: no {split}.* terms recorded."))
@@ -448,24 +484,30 @@ def _latent_section(data: StudyData) -> Section:
                 blocks.append(NoteBlock(f"{label}: {problem}."))
             else:
                 fig = figures.latent_scatter(latent_projection(z, seed=0), arm)
-                blocks.append(FigureBlock(fig, f"{label}; {len(z)} points, latent dim "
-                                               f"{z.shape[1]}."))
+                blocks.append(
+                    FigureBlock(fig, f"{label}; {len(z)} points, latent dim {z.shape[1]}.")
+                )
                 eig = covariance_spectrum(z)
-                spectra.append(pd.DataFrame(
-                    {"arm": arm, "index": np.arange(1, len(eig) + 1), "eigenvalue": eig}
-                ))
+                spectra.append(
+                    pd.DataFrame(
+                        {"arm": arm, "index": np.arange(1, len(eig) + 1), "eigenvalue": eig}
+                    )
+                )
         else:
             blocks.append(NoteBlock(f"{label}: no latents.npy."))
-        for name, title in (("samples.png", "samples"), ("reconstructions.png",
-                                                         "reconstructions")):
+        for name, title in (("samples.png", "samples"), ("reconstructions.png", "reconstructions")):
             path = folder / name
             if not path.is_file():
                 blocks.append(NoteBlock(f"{label}: no {name}."))
                 continue
             size = path.stat().st_size
             if size > MAX_PNG_BYTES:
-                blocks.append(NoteBlock(f"{label}: {name} is {size} bytes, over the "
-                                        f"{MAX_PNG_BYTES}-byte limit; not embedded."))
+                blocks.append(
+                    NoteBlock(
+                        f"{label}: {name} is {size} bytes, over the "
+                        f"{MAX_PNG_BYTES}-byte limit; not embedded."
+                    )
+                )
                 continue
             png = path.read_bytes()
             if not png.startswith(_PNG_MAGIC):
@@ -474,12 +516,19 @@ def _latent_section(data: StudyData) -> Section:
             blocks.append(ImageBlock(f"{arm}: {title} (trial {trial_id})", png))
     if spectra:
         frame = pd.concat(spectra, ignore_index=True)
-        blocks.append(FigureBlock(figures.spectrum_figure(frame, data.arms),
-                                  "Eigenvalues of the sample covariance of z ~ q(z|x) for "
-                                  "each arm's best trial; N(0, I) has all eigenvalues 1."))
+        blocks.append(
+            FigureBlock(
+                figures.spectrum_figure(frame, data.arms),
+                "Eigenvalues of the sample covariance of z ~ q(z|x) for "
+                "each arm's best trial; N(0, I) has all eigenvalues 1.",
+            )
+        )
     if not blocks:
         blocks.append(NoteBlock("No arms."))
-    return Section("Latent space", "latent", tuple(blocks),
-                   intro=f"Best trial of each arm by {objective.metric} "
-                         f"({objective.direction}), confirm phase preferred.")
-
+    return Section(
+        "Latent space",
+        "latent",
+        tuple(blocks),
+        intro=f"Best trial of each arm by {objective.metric} "
+        f"({objective.direction}), confirm phase preferred.",
+    )

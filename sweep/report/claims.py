@@ -39,6 +39,9 @@ from sweep.report.aggregate import (
     goal_values,
     verdict_metrics,
 )
+from sweep.report.aggregate import (
+    format_number as _fmt,
+)
 from sweep.report.data import flatten_mapping
 
 ArmRole = Literal["elbo", "infovae", "other"]
@@ -123,16 +126,6 @@ class Claim:
     elbo_arm: str | None = None
 
 
-def _fmt(x: float) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
-        return f"{x:.3e}"
-    return f"{x:.4g}"
-
-
 def _fmt_p(p: float) -> str:
     if math.isnan(p):
         return "= n/a"
@@ -198,8 +191,11 @@ def check_claims(
     metrics = {m.key: m for m in verdict_metrics(trials.columns)}
     probe_keys = [k for k in metrics if k.startswith("probe_acc_")]
     templates: list[tuple[str, str]] = list(_PAIR_CLAIMS[:3]) + [
-        (key, f"InfoVAE's latents give a better linear-probe accuracy than the ELBO's "
-              f"({metrics[key].label})")
+        (
+            key,
+            f"InfoVAE's latents give a better linear-probe accuracy than the ELBO's "
+            f"({metrics[key].label})",
+        )
         for key in probe_keys
     ]
     if not probe_keys:
@@ -240,7 +236,11 @@ def _claims_for(
     metric = metrics[key]
     return [
         _pair_claim(
-            statement, metric, info, _samples(verdict, info, metric), elbo,
+            statement,
+            metric,
+            info,
+            _samples(verdict, info, metric),
+            elbo,
             _samples(verdict, elbo, metric),
         )
         for info in info_arms
@@ -252,19 +252,15 @@ def _samples(verdict: Verdict | None, arm: str, metric: MetricSpec) -> np.ndarra
     return verdict.samples(arm, metric) if verdict is not None else np.empty(0)
 
 
-def expressive_decoder_claim(
-    trials: pd.DataFrame, roles: Sequence[ArmClassification]
-) -> Claim:
-    """"InfoVAE's mutual-information advantage is largest with the most expressive decoder".
+def expressive_decoder_claim(trials: pd.DataFrame, roles: Sequence[ArmClassification]) -> Claim:
+    """ "InfoVAE's mutual-information advantage is largest with the most expressive decoder".
 
     Per decoder level (kind, width, depth; see :func:`capacity_levels`) run by both families,
     gap = mean I(x; z) of InfoVAE-like trials - mean of ELBO-like trials (completed trials;
     confirm phase when it spans two levels, else all phases). Holds when the most expressive
     level has the largest gap and that gap is positive. Descriptive: no test across levels.
     """
-    statement = (
-        "InfoVAE's mutual-information advantage is largest with the most expressive decoder"
-    )
+    statement = "InfoVAE's mutual-information advantage is largest with the most expressive decoder"
     role_of = {r.arm: r.role for r in roles}
     if "metric.mutual_info" not in trials.columns:
         return Claim(statement, "not measured", "metric.mutual_info is not in trials.parquet")

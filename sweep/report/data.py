@@ -217,8 +217,13 @@ def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
         c for c in out.columns if c.startswith("metric.")
     ]:
         out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
-    for column in ("param.objective.lambda", "param.objective.alpha", "param.model.decoder.width",
-                   "param.model.decoder.depth", "param.model.latent_dim"):
+    for column in (
+        "param.objective.lambda",
+        "param.objective.alpha",
+        "param.model.decoder.width",
+        "param.model.decoder.depth",
+        "param.model.latent_dim",
+    ):
         if column in out.columns:
             out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
     return out.reset_index(drop=True)

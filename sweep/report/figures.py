@@ -24,16 +24,26 @@ from sweep.report.data import Objective, hashable_param
 
 PALETTE: tuple[str, ...] = tuple(qualitative.D3)
 MAX_PARCOORDS_DIMENSIONS = 12
-_AXIS = {"gridcolor": "#e6e8ee", "linecolor": "#b8bfcc", "zerolinecolor": "#d0d5de",
-         "automargin": True}
+_AXIS = {
+    "gridcolor": "#e6e8ee",
+    "linecolor": "#b8bfcc",
+    "zerolinecolor": "#d0d5de",
+    "automargin": True,
+}
 #: A small white template. Plotly deep-copies the template into every figure, and its stock
 #: templates are large enough that the copies dominate the build time of a big report.
 TEMPLATE = go.layout.Template(
     layout={
-        "paper_bgcolor": "white", "plot_bgcolor": "white", "colorway": list(PALETTE),
-        "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif",
-                 "color": "#1d2330"},
-        "xaxis": _AXIS, "yaxis": _AXIS, "hovermode": "closest",
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "colorway": list(PALETTE),
+        "font": {
+            "family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif",
+            "color": "#1d2330",
+        },
+        "xaxis": _AXIS,
+        "yaxis": _AXIS,
+        "hovermode": "closest",
         "legend": {"bgcolor": "rgba(255,255,255,0.6)"},
         "margin": {"l": 60, "r": 30, "t": 60, "b": 50},
     }
@@ -85,21 +95,25 @@ def metric_vs_lambda(
     Input: completed trials with ``arm``, ``param.objective.lambda`` and ``column``."""
     frame = trials[np.isfinite(trials[column].to_numpy(dtype=np.float64))]
     frame = frame[frame["param.objective.lambda"].to_numpy(dtype=np.float64) > 0]
-    varying = [a for a in arms if frame.loc[frame["arm"] == a, "param.objective.lambda"]
-               .nunique() > 1]
+    varying = [
+        a for a in arms if frame.loc[frame["arm"] == a, "param.objective.lambda"].nunique() > 1
+    ]
     fixed = [a for a in arms if a not in varying and (frame["arm"] == a).any()]
     panels = varying or list(arms)
     rows, cols = _grid(len(panels))
     fig = subplots(
-        rows=rows, cols=cols, subplot_titles=[plot_text(a) for a in panels], shared_yaxes=True,
-        horizontal_spacing=0.06, vertical_spacing=0.14,
+        rows=rows,
+        cols=cols,
+        subplot_titles=[plot_text(a) for a in panels],
+        shared_yaxes=True,
+        horizontal_spacing=0.06,
+        vertical_spacing=0.14,
     )
     scatter = frame[frame["arm"].isin(panels)]
     by_kernel = _varies(scatter, "param.objective.kernel")
     by_alpha = not by_kernel and _varies(scatter, "param.objective.alpha")
     kernels = (
-        sorted(scatter["param.objective.kernel"].dropna().astype(str).unique())
-        if by_kernel else []
+        sorted(scatter["param.objective.kernel"].dropna().astype(str).unique()) if by_kernel else []
     )
     kernel_color = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(kernels)}
     if by_alpha:
@@ -117,43 +131,61 @@ def metric_vs_lambda(
                     continue
                 fig.add_trace(
                     go.Scatter(
-                        x=sub["param.objective.lambda"], y=sub[column], mode="markers",
-                        name=f"kernel {plot_text(kernel)}", legendgroup=kernel,
+                        x=sub["param.objective.lambda"],
+                        y=sub[column],
+                        mode="markers",
+                        name=f"kernel {plot_text(kernel)}",
+                        legendgroup=kernel,
                         showlegend=kernel not in shown,
                         marker={"color": kernel_color[kernel], "size": 6, "opacity": 0.7},
                     ),
-                    row=r, col=c,
+                    row=r,
+                    col=c,
                 )
                 shown.add(kernel)
         else:
             marker: dict[str, object] = {"size": 6, "opacity": 0.7, "color": colors[arm]}
             if by_alpha:
                 marker = {
-                    "size": 6, "opacity": 0.8, "color": part["param.objective.alpha"].astype(float),
-                    "colorscale": "Viridis", "cmin": cmin, "cmax": cmax,
+                    "size": 6,
+                    "opacity": 0.8,
+                    "color": part["param.objective.alpha"].astype(float),
+                    "colorscale": "Viridis",
+                    "cmin": cmin,
+                    "cmax": cmax,
                     "colorbar": {"title": {"text": "alpha"}} if i == 0 else None,
                     "showscale": i == 0,
                 }
             fig.add_trace(
                 go.Scatter(
-                    x=part["param.objective.lambda"], y=part[column], mode="markers",
-                    name=plot_text(arm), showlegend=False, marker=marker,
+                    x=part["param.objective.lambda"],
+                    y=part[column],
+                    mode="markers",
+                    name=plot_text(arm),
+                    showlegend=False,
+                    marker=marker,
                 ),
-                row=r, col=c,
+                row=r,
+                col=c,
             )
         if varying:
             for other in fixed:
                 median = float(frame.loc[frame["arm"] == other, column].median())
                 lam = float(frame.loc[frame["arm"] == other, "param.objective.lambda"].iloc[0])
                 fig.add_hline(
-                    y=median, line_dash="dash", line_color=colors[other], row=r, col=c,
+                    y=median,
+                    line_dash="dash",
+                    line_color=colors[other],
+                    row=r,
+                    col=c,
                     annotation_text=f"{plot_text(other)} median (lambda = {lam:g})",
                     annotation_font_color=colors[other],
                 )
     fig.update_xaxes(type="log", title_text="lambda")
     fig.update_yaxes(title_text=plot_text(label), col=1)
     fig.update_layout(
-        height=320 * rows + 60, title=f"{plot_text(label)} vs lambda",
+        height=320 * rows + 60,
+        title=f"{plot_text(label)} vs lambda",
         margin={"t": 70},
     )
     return fig
@@ -176,15 +208,22 @@ def metric_vs_capacity(
             continue
         fig.add_trace(
             go.Box(
-                x=[capacity_label(level) for level in part["level"]], y=part[column],
-                name=plot_text(arm), marker_color=colors[arm], boxpoints=False,
+                x=[capacity_label(level) for level in part["level"]],
+                y=part[column],
+                name=plot_text(arm),
+                marker_color=colors[arm],
+                boxpoints=False,
             )
         )
     fig.update_layout(
-        height=380, boxmode="group",
+        height=380,
+        boxmode="group",
         title=f"{plot_text(label)} vs decoder capacity",
-        xaxis={"title": {"text": "decoder (kind, width, depth)"}, "categoryorder": "array",
-               "categoryarray": labels},
+        xaxis={
+            "title": {"text": "decoder (kind, width, depth)"},
+            "categoryorder": "array",
+            "categoryarray": labels,
+        },
         yaxis={"title": {"text": plot_text(label)}},
     )
     return fig
@@ -220,14 +259,17 @@ def parallel_coordinates(
         go.Parcoords(
             dimensions=dims,
             line={
-                "color": frame[objective.column], "colorscale": "Viridis",
-                "reversescale": reverse, "showscale": True,
+                "color": frame[objective.column],
+                "colorscale": "Viridis",
+                "reversescale": reverse,
+                "showscale": True,
                 "colorbar": {"title": {"text": plot_text(objective.metric)}},
             },
         )
     )
-    fig.update_layout(height=420, title="Search: parallel coordinates",
-                      margin={"l": 80, "r": 80, "t": 90})
+    fig.update_layout(
+        height=420, title="Search: parallel coordinates", margin={"l": 80, "r": 80, "t": 90}
+    )
     return fig
 
 
@@ -254,14 +296,19 @@ def importance_figure(importances: pd.DataFrame, arms: Sequence[str]) -> go.Figu
             continue
         fig.add_trace(
             go.Bar(
-                x=part["importance"], y=[plot_text(p) for p in part["param"]], orientation="h",
-                name=plot_text(arm), marker_color=colors[arm],
+                x=part["importance"],
+                y=[plot_text(p) for p in part["param"]],
+                orientation="h",
+                name=plot_text(arm),
+                marker_color=colors[arm],
             )
         )
     n_params = max(1, importances["param"].nunique())
     fig.update_layout(
-        barmode="group", height=160 + 28 * n_params * max(1, len(arms)) // 2,
-        title="Hyperparameter importance", xaxis={"title": {"text": "importance"}},
+        barmode="group",
+        height=160 + 28 * n_params * max(1, len(arms)) // 2,
+        title="Hyperparameter importance",
+        xaxis={"title": {"text": "importance"}},
     )
     return fig
 
@@ -284,7 +331,10 @@ def pareto_figure(
         mask = pareto_mask(values, [ox.direction, oy.direction])
         fig.add_trace(
             go.Scatter(
-                x=values[~mask, 0], y=values[~mask, 1], mode="markers", name=plot_text(arm),
+                x=values[~mask, 0],
+                y=values[~mask, 1],
+                mode="markers",
+                name=plot_text(arm),
                 legendgroup=plot_text(arm),
                 marker={"color": _rgba(colors[arm], 0.35), "size": 5},
             )
@@ -293,14 +343,18 @@ def pareto_figure(
         front = front[np.argsort(front[:, 0])]
         fig.add_trace(
             go.Scatter(
-                x=front[:, 0], y=front[:, 1], mode="lines+markers",
-                name=f"{plot_text(arm)} Pareto front", legendgroup=plot_text(arm),
+                x=front[:, 0],
+                y=front[:, 1],
+                mode="lines+markers",
+                name=f"{plot_text(arm)} Pareto front",
+                legendgroup=plot_text(arm),
                 line={"color": colors[arm], "shape": "hv"},
                 marker={"color": colors[arm], "size": 8},
             )
         )
     fig.update_layout(
-        height=420, title="Pareto front",
+        height=420,
+        title="Pareto front",
         xaxis={"title": {"text": f"{plot_text(ox.metric)} ({ox.direction})"}},
         yaxis={"title": {"text": f"{plot_text(oy.metric)} ({oy.direction})"}},
     )
@@ -313,8 +367,11 @@ def learning_curves_figure(bands: pd.DataFrame, arms: Sequence[str]) -> go.Figur
     terms = list(dict.fromkeys(bands["term"]))
     rows, cols = _grid(len(terms))
     fig = subplots(
-        rows=rows, cols=cols, subplot_titles=[plot_text(t) for t in terms],
-        horizontal_spacing=0.07, vertical_spacing=0.14,
+        rows=rows,
+        cols=cols,
+        subplot_titles=[plot_text(t) for t in terms],
+        horizontal_spacing=0.07,
+        vertical_spacing=0.14,
     )
     colors = arm_colors(arms)
     traces: list[go.Scatter] = []
@@ -329,27 +386,40 @@ def learning_curves_figure(bands: pd.DataFrame, arms: Sequence[str]) -> go.Figur
                 continue
             part = part.sort_values("epoch")
             epochs = part["epoch"].to_numpy(dtype=float)
-            traces.append(go.Scatter(
-                x=np.concatenate([epochs, epochs[::-1]]),
-                y=np.concatenate(
-                    [part["high"].to_numpy(float), part["low"].to_numpy(float)[::-1]]
-                ),
-                fill="toself", fillcolor=_rgba(colors[arm], 0.18),
-                line={"width": 0}, hoverinfo="skip", showlegend=False,
-                legendgroup=plot_text(arm), name=f"{plot_text(arm)} band",
-            ))
-            traces.append(go.Scatter(
-                x=epochs, y=part["median"].to_numpy(float), mode="lines", name=plot_text(arm),
-                legendgroup=plot_text(arm), showlegend=i == 0,
-                line={"color": colors[arm], "width": 2},
-            ))
+            traces.append(
+                go.Scatter(
+                    x=np.concatenate([epochs, epochs[::-1]]),
+                    y=np.concatenate(
+                        [part["high"].to_numpy(float), part["low"].to_numpy(float)[::-1]]
+                    ),
+                    fill="toself",
+                    fillcolor=_rgba(colors[arm], 0.18),
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    showlegend=False,
+                    legendgroup=plot_text(arm),
+                    name=f"{plot_text(arm)} band",
+                )
+            )
+            traces.append(
+                go.Scatter(
+                    x=epochs,
+                    y=part["median"].to_numpy(float),
+                    mode="lines",
+                    name=plot_text(arm),
+                    legendgroup=plot_text(arm),
+                    showlegend=i == 0,
+                    line={"color": colors[arm], "width": 2},
+                )
+            )
             where_rows += [r, r]
             where_cols += [c, c]
     if traces:  # one batched call: adding traces one by one to subplots is slow
         fig.add_traces(traces, rows=where_rows, cols=where_cols)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(height=300 * rows + 60,
-                      title="Learning curves (median and 10-90% band over runs)")
+    fig.update_layout(
+        height=300 * rows + 60, title="Learning curves (median and 10-90% band over runs)"
+    )
     return fig
 
 
@@ -363,13 +433,18 @@ def latent_scatter(points: pd.DataFrame, arm: str) -> go.Figure:
         color, alpha = styles[source]
         fig.add_trace(
             go.Scatter(
-                x=part["x"], y=part["y"], mode="markers", name=source,
+                x=part["x"],
+                y=part["y"],
+                mode="markers",
+                name=source,
                 marker={"size": 4, "color": _rgba(color, alpha)},
             )
         )
     fig.update_layout(
-        height=380, title=f"{plot_text(arm)}: q(z|x) vs prior (PCA of z)",
-        xaxis={"title": {"text": "PC 1"}}, yaxis={"title": {"text": "PC 2"}, "scaleanchor": "x"},
+        height=380,
+        title=f"{plot_text(arm)}: q(z|x) vs prior (PCA of z)",
+        xaxis={"title": {"text": "PC 1"}},
+        yaxis={"title": {"text": "PC 2"}, "scaleanchor": "x"},
     )
     return fig
 
@@ -385,15 +460,18 @@ def spectrum_figure(spectra: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
             continue
         fig.add_trace(
             go.Scatter(
-                x=part["index"], y=part["eigenvalue"].clip(lower=1e-8), mode="lines+markers",
-                name=plot_text(arm), line={"color": colors[arm]},
+                x=part["index"],
+                y=part["eigenvalue"].clip(lower=1e-8),
+                mode="lines+markers",
+                name=plot_text(arm),
+                line={"color": colors[arm]},
             )
         )
     if not spectra.empty:
-        fig.add_hline(y=1.0, line_dash="dash", line_color="#777",
-                      annotation_text="prior N(0, I)")
+        fig.add_hline(y=1.0, line_dash="dash", line_color="#777", annotation_text="prior N(0, I)")
     fig.update_layout(
-        height=360, title="Covariance spectrum of z ~ q(z|x)",
+        height=360,
+        title="Covariance spectrum of z ~ q(z|x)",
         xaxis={"title": {"text": "eigenvalue rank"}, "dtick": 1},
         yaxis={"title": {"text": "eigenvalue"}, "type": "log"},
     )

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 import plotly.offline
 
-from sweep.report.aggregate import Interval, MetricVerdict, Verdict
+from sweep.report.aggregate import Interval, MetricVerdict, Verdict, format_number
 from sweep.report.claims import Claim
 from sweep.report.content import (
     Block,
@@ -87,20 +87,6 @@ def esc(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def fmt_number(x: float | int | None) -> str:
-    """Compact number: 4 significant digits, scientific for very small or large values."""
-    if x is None:
-        return "n/a"
-    x = float(x)
-    if math.isnan(x):
-        return "n/a"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
-        return f"{x:.3e}"
-    return f"{x:.4g}"
-
-
 def fmt_p(p: float) -> str:
     if math.isnan(p):
         return "n/a"
@@ -113,10 +99,11 @@ def fmt_interval(interval: Interval, *, with_n: bool = True) -> str:
         return "n/a"
     n = f" (n = {interval.n})" if with_n else ""
     if math.isnan(interval.low):
-        return f"{fmt_number(interval.estimate)}{n}"
+        return f"{format_number(interval.estimate)}{n}"
     return (
-        f"{fmt_number(interval.estimate)}<br>"
-        f'<span class="ci">[{fmt_number(interval.low)}, {fmt_number(interval.high)}]</span>{n}'
+        f"{format_number(interval.estimate)}<br>"
+        f'<span class="ci">[{format_number(interval.low)}, '
+        f"{format_number(interval.high)}]</span>{n}"
     )
 
 
@@ -166,8 +153,11 @@ def render_report(content: ReportContent) -> str:
 
 
 def _render_top(content: ReportContent) -> str:
-    out = ['<header class="top">', f"<h1>{esc(content.title)}</h1>",
-           f'<div class="muted small">Generated {esc(content.generated_at)}</div>']
+    out = [
+        '<header class="top">',
+        f"<h1>{esc(content.title)}</h1>",
+        f'<div class="muted small">Generated {esc(content.generated_at)}</div>',
+    ]
     if content.partial:
         out.append(
             '<div class="banner partial" id="partial-banner">Partial results: the study is '
@@ -180,14 +170,23 @@ def _render_top(content: ReportContent) -> str:
     for number, section in enumerate(content.sections, start=3):
         links.append((section.anchor, f"{number}. {section.title}"))
     links.append(("failures", f"{3 + len(content.sections)}. Failures"))
-    out.append('<nav class="toc">' + "".join(
-        f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in links) + "</nav>")
+    out.append(
+        '<nav class="toc">'
+        + "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in links)
+        + "</nav>"
+    )
     out.append("</header>")
     return "\n".join(out)
 
 
-def _table(columns: Sequence[str], rows: Iterable[Sequence[str]], *, raw: bool = False,
-           numeric: Sequence[bool] | None = None, table_id: str | None = None) -> str:
+def _table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    raw: bool = False,
+    numeric: Sequence[bool] | None = None,
+    table_id: str | None = None,
+) -> str:
     """A table; cells are escaped unless ``raw`` (then the caller escaped them)."""
     numeric = numeric or [False] * len(columns)
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
@@ -200,8 +199,10 @@ def _table(columns: Sequence[str], rows: Iterable[Sequence[str]], *, raw: bool =
             cells.append(f"<td{cls}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     attr = f' id="{esc(table_id)}"' if table_id else ""
-    return (f'<div class="scroll"><table{attr}><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    return (
+        f'<div class="scroll"><table{attr}><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _frame_table(frame: pd.DataFrame) -> str:
@@ -214,7 +215,7 @@ def _cell(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return "" if math.isnan(value) else fmt_number(value)
+        return "" if math.isnan(value) else format_number(value)
     try:
         if pd.isna(value):
             return ""
@@ -229,10 +230,17 @@ def _render_header(header: Header) -> str:
         ("Study", esc(header.study)),
         ("Dataset", esc(header.dataset)),
         ("Search objective(s)", esc(header.objectives)),
-        ("Trials", esc(", ".join(f"{k}: {v}" for k, v in header.status_totals.items())
-                       or "none yet")),
-        ("Total compute time", esc(f"{format_duration(header.compute_seconds)} "
-                                   "(train + evaluation, summed over trials)")),
+        (
+            "Trials",
+            esc(", ".join(f"{k}: {v}" for k, v in header.status_totals.items()) or "none yet"),
+        ),
+        (
+            "Total compute time",
+            esc(
+                f"{format_duration(header.compute_seconds)} "
+                "(train + evaluation, summed over trials)"
+            ),
+        ),
     ]
     if header.description:
         meta.insert(1, ("Description", esc(header.description)))
@@ -241,11 +249,15 @@ def _render_header(header: Header) -> str:
     out.append("<h3>Arms</h3>")
     role_names = {"elbo": "ELBO-like", "infovae": "InfoVAE-like", "other": "other"}
     if header.roles:
-        out.append(_table(
-            ["arm", "role in the claims", "why", "settings"],
-            [[r.arm, role_names[r.role], r.reason, header.arm_settings.get(r.arm, "")]
-             for r in header.roles],
-        ))
+        out.append(
+            _table(
+                ["arm", "role in the claims", "why", "settings"],
+                [
+                    [r.arm, role_names[r.role], r.reason, header.arm_settings.get(r.arm, "")]
+                    for r in header.roles
+                ],
+            )
+        )
     else:
         out.append('<p class="note">No arms in study.yaml and no trials yet.</p>')
     out.append("<h3>Trials per arm and phase</h3>")
@@ -254,12 +266,19 @@ def _render_header(header: Header) -> str:
     else:
         out.append(_frame_table(header.counts))
     out.append("<h3>Hardware</h3>")
-    out.append('<p class="note">No trials yet.</p>' if header.hardware.empty
-               else _frame_table(header.hardware))
+    out.append(
+        '<p class="note">No trials yet.</p>'
+        if header.hardware.empty
+        else _frame_table(header.hardware)
+    )
     out.append("<h3>Library versions</h3>")
-    out.append('<ul class="versions">' + "".join(
-        f"<li><strong>{esc(k)}</strong> {esc(v)}</li>" for k, v in header.versions.items()
-    ) + "</ul>")
+    out.append(
+        '<ul class="versions">'
+        + "".join(
+            f"<li><strong>{esc(k)}</strong> {esc(v)}</li>" for k, v in header.versions.items()
+        )
+        + "</ul>"
+    )
     out.append('<p class="muted small">Of the environment that built this report.</p>')
     out.append("</section>")
     return "\n".join(out)
@@ -271,8 +290,11 @@ def _verdict_table(verdict: Verdict) -> str:
         columns.append(f"{arm} (n = {len(selection.trials)})")
     comparisons = verdict.rows[0].comparisons if verdict.rows else ()
     for comp in comparisons:
-        columns += [f"{comp.treatment} − {comp.reference} [95% CI]",
-                    "p (Welch / Mann-Whitney)", "Hedges' g"]
+        columns += [
+            f"{comp.treatment} − {comp.reference} [95% CI]",
+            "p (Welch / Mann-Whitney)",
+            "Hedges' g",
+        ]
     columns.append("better arm")
     rows = [_verdict_row(row) for row in verdict.rows]
     numeric = [False] + [True] * (len(columns) - 2) + [False]
@@ -288,14 +310,18 @@ def _verdict_row(row: MetricVerdict) -> list[str]:
         label += f'<br><span class="muted small">{better} is better</span>'
     cells = [label] + [fmt_interval(s.interval, with_n=False) for s in row.summaries]
     for comp in row.comparisons:
-        cells += [fmt_interval(comp.difference, with_n=False),
-                  f"{fmt_p(comp.test.welch_p)} / {fmt_p(comp.test.mannwhitney_p)}",
-                  fmt_number(comp.test.hedges_g)]
+        cells += [
+            fmt_interval(comp.difference, with_n=False),
+            f"{fmt_p(comp.test.welch_p)} / {fmt_p(comp.test.mannwhitney_p)}",
+            format_number(comp.test.hedges_g),
+        ]
     if row.winner is None:
         cells.append('<span class="muted">none (not measured or tied)</span>')
     elif row.winner_significant:
-        cells.append(f'<strong>{esc(row.winner)}</strong><br><span class="muted small">'
-                     "p &lt; 0.05 vs all</span>")
+        cells.append(
+            f'<strong>{esc(row.winner)}</strong><br><span class="muted small">'
+            "p &lt; 0.05 vs all</span>"
+        )
     else:
         cells.append(f'{esc(row.winner)}<br><span class="muted small">not significant</span>')
     return cells
@@ -305,12 +331,15 @@ def _render_claim(claim: Claim) -> str:
     status = claim.status.replace(" ", "-")
     pair = ""
     if claim.infovae_arm is not None and claim.elbo_arm is not None:
-        pair = (f' <span class="muted small">({esc(claim.infovae_arm)} vs '
-                f"{esc(claim.elbo_arm)})</span>")
-    return (f'<div class="claim" data-status="{esc(claim.status)}">'
-            f'<span class="badge {status}">{esc(claim.status)}</span>'
-            f"{esc(claim.statement)}{pair}"
-            f'<div class="numbers">{esc(claim.numbers)}</div></div>')
+        pair = (
+            f' <span class="muted small">({esc(claim.infovae_arm)} vs {esc(claim.elbo_arm)})</span>'
+        )
+    return (
+        f'<div class="claim" data-status="{esc(claim.status)}">'
+        f'<span class="badge {status}">{esc(claim.status)}</span>'
+        f"{esc(claim.statement)}{pair}"
+        f'<div class="numbers">{esc(claim.numbers)}</div></div>'
+    )
 
 
 def _render_verdict(verdict: Verdict | None, note: str, claims: Sequence[Claim]) -> str:
@@ -319,10 +348,12 @@ def _render_verdict(verdict: Verdict | None, note: str, claims: Sequence[Claim])
     out.append(f'<p class="muted small">{esc(note)}</p>')
     if verdict is not None:
         out.append(_verdict_table(verdict))
-        out.append('<p class="muted small">Mean over seeds with a 95% percentile-bootstrap '
-                   "interval; differences are bootstrapped per arm; Welch's t-test and the "
-                   "Mann-Whitney U test are two-sided; Hedges' g is the bias-corrected "
-                   "standardised difference.</p>")
+        out.append(
+            '<p class="muted small">Mean over seeds with a 95% percentile-bootstrap '
+            "interval; differences are bootstrapped per arm; Welch's t-test and the "
+            "Mann-Whitney U test are two-sided; Hedges' g is the bias-corrected "
+            "standardised difference.</p>"
+        )
     out.append('</div><div id="claims">')
     out.append("<h3>The paper's claims on these numbers</h3>")
     if claims:
@@ -336,7 +367,10 @@ def _render_verdict(verdict: Verdict | None, note: str, claims: Sequence[Claim])
 def _render_block(block: Block, ids: _PlotIds) -> str:
     if isinstance(block, FigureBlock):
         div = block.figure.to_html(
-            full_html=False, include_plotlyjs=False, div_id=ids.next(), config=_PLOT_CONFIG,
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=ids.next(),
+            config=_PLOT_CONFIG,
             default_height=f"{int(block.figure.layout.height or 450)}px",
         )
         caption = f"<figcaption>{esc(block.caption)}</figcaption>" if block.caption else ""
@@ -345,9 +379,11 @@ def _render_block(block: Block, ids: _PlotIds) -> str:
         return f'<p class="note">{esc(block.text)}</p>'
     if isinstance(block, ImageBlock):
         data = base64.b64encode(block.png).decode("ascii")
-        return (f'<figure class="img"><img alt="{esc(block.title)}" '
-                f'src="data:image/png;base64,{data}"><figcaption>{esc(block.title)}'
-                "</figcaption></figure>")
+        return (
+            f'<figure class="img"><img alt="{esc(block.title)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{esc(block.title)}'
+            "</figcaption></figure>"
+        )
     if isinstance(block, TableBlock):
         caption = f'<p class="muted small">{esc(block.caption)}</p>' if block.caption else ""
         return _frame_table(block.frame) + caption
@@ -386,13 +422,30 @@ def _render_failures(failures: pd.DataFrame, number: int) -> str:
         if len(error) > MAX_ERROR_CHARS:
             cut = f'<div class="muted small">({len(error) - MAX_ERROR_CHARS} more characters)</div>'
             error = error[:MAX_ERROR_CHARS]
-        seed = "" if row.seed is None or (isinstance(row.seed, float) and math.isnan(row.seed)) \
+        seed = (
+            ""
+            if row.seed is None or (isinstance(row.seed, float) and math.isnan(row.seed))
             else str(int(row.seed))
-        rows.append([esc(row.arm), esc(row.phase), esc(row.trial_id), seed,
-                     esc(_cell(row.ended_at)), esc(_cell(row.host)),
-                     f'<pre class="error">{esc(error) or "(no message)"}</pre>{cut}'])
-    out.append(_table(["arm", "phase", "trial", "seed", "ended", "host", "error"], rows,
-                      raw=True, table_id="failures-table"))
+        )
+        rows.append(
+            [
+                esc(row.arm),
+                esc(row.phase),
+                esc(row.trial_id),
+                seed,
+                esc(_cell(row.ended_at)),
+                esc(_cell(row.host)),
+                f'<pre class="error">{esc(error) or "(no message)"}</pre>{cut}',
+            ]
+        )
+    out.append(
+        _table(
+            ["arm", "phase", "trial", "seed", "ended", "host", "error"],
+            rows,
+            raw=True,
+            table_id="failures-table",
+        )
+    )
     if len(failures) > MAX_FAILURES:
         out.append(f'<p class="note">{len(failures) - MAX_FAILURES} more not listed.</p>')
     out.append("</section>")

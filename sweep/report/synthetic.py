@@ -38,21 +38,47 @@ class SyntheticArm:
     latent_scale: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
 
 
-ELBO_MEANS = {"mmd": 0.05, "log_det_cov": -3.0, "mutual_info": 2.0, "nll_iwae": 95.0,
-              "elbo": -100.0, "recon": -80.0, "kl": 20.0, "active_units": 5.0,
-              "probe_acc_100": 0.70}
-INFO_MEANS = {"mmd": 0.005, "log_det_cov": -0.3, "mutual_info": 3.0, "nll_iwae": 94.0,
-              "elbo": -99.0, "recon": -75.0, "kl": 24.0, "active_units": 8.0,
-              "probe_acc_100": 0.80}
-DEFAULT_SD = {"mmd": 0.002, "log_det_cov": 0.2, "mutual_info": 0.1, "nll_iwae": 0.5,
-              "elbo": 0.5, "recon": 0.5, "kl": 0.5, "active_units": 0.5, "probe_acc_100": 0.01}
+ELBO_MEANS = {
+    "mmd": 0.05,
+    "log_det_cov": -3.0,
+    "mutual_info": 2.0,
+    "nll_iwae": 95.0,
+    "elbo": -100.0,
+    "recon": -80.0,
+    "kl": 20.0,
+    "active_units": 5.0,
+    "probe_acc_100": 0.70,
+}
+INFO_MEANS = {
+    "mmd": 0.005,
+    "log_det_cov": -0.3,
+    "mutual_info": 3.0,
+    "nll_iwae": 94.0,
+    "elbo": -99.0,
+    "recon": -75.0,
+    "kl": 24.0,
+    "active_units": 8.0,
+    "probe_acc_100": 0.80,
+}
+DEFAULT_SD = {
+    "mmd": 0.002,
+    "log_det_cov": 0.2,
+    "mutual_info": 0.1,
+    "nll_iwae": 0.5,
+    "elbo": 0.5,
+    "recon": 0.5,
+    "kl": 0.5,
+    "active_units": 0.5,
+    "probe_acc_100": 0.01,
+}
 
 
 def default_arms() -> dict[str, SyntheticArm]:
     """An ELBO arm and an InfoVAE arm where InfoVAE is clearly better on every claim."""
     return {
-        "elbo": SyntheticArm(alpha=0.0, lambda_=1.0, means=ELBO_MEANS,
-                             latent_scale=(1.5, 1.0, 0.2, 0.05)),
+        "elbo": SyntheticArm(
+            alpha=0.0, lambda_=1.0, means=ELBO_MEANS, latent_scale=(1.5, 1.0, 0.2, 0.05)
+        ),
         "infovae": SyntheticArm(alpha=0.0, lambda_=100.0, search_lambda=True, means=INFO_MEANS),
     }
 
@@ -64,12 +90,20 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     raw = b"".join(b"\x00" + img[r].tobytes() for r in range(h))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def write_synthetic_study(
@@ -102,11 +136,9 @@ def write_synthetic_study(
     spec_arms: dict[str, object] = {}
     for arm_index, (arm, truth) in enumerate(arms.items()):
         fixed = {"objective.alpha": truth.alpha, "model.decoder.kind": "mlp"}
-        search: dict[str, object] = {"model.decoder.width": {"type": "int", "low": 64,
-                                                             "high": 512}}
+        search: dict[str, object] = {"model.decoder.width": {"type": "int", "low": 64, "high": 512}}
         if truth.search_lambda:
-            search["objective.lambda"] = {"type": "float", "low": 1.0, "high": 1000.0,
-                                          "log": True}
+            search["objective.lambda"] = {"type": "float", "low": 1.0, "high": 1000.0, "log": True}
             search["objective.kernel"] = {"type": "categorical", "choices": ["rbf", "imq"]}
         else:
             fixed["objective.lambda"] = truth.lambda_
@@ -118,30 +150,49 @@ def write_synthetic_study(
         )
         for phase, status, k in plan:
             trial_id = f"{arm}-{phase[0]}{k:05d}"
-            lam = (float(np.exp(rng.uniform(0, np.log(1000)))) if truth.search_lambda
-                   and phase == "search" else truth.lambda_)
-            kernel = str(rng.choice(["rbf", "imq"])) if truth.search_lambda and \
-                phase == "search" else "rbf"
+            lam = (
+                float(np.exp(rng.uniform(0, np.log(1000))))
+                if truth.search_lambda and phase == "search"
+                else truth.lambda_
+            )
+            kernel = (
+                str(rng.choice(["rbf", "imq"]))
+                if truth.search_lambda and phase == "search"
+                else "rbf"
+            )
             width = int(rng.choice([64, 128, 256, 512])) if phase == "search" else 256
             row: dict[str, object] = {
-                "study": name, "arm": arm, "phase": phase, "trial_id": trial_id,
-                "seed": k if phase == "confirm" else 0, "status": status,
-                "error": None, "started_at": t0 + dt.timedelta(minutes=len(rows)),
+                "study": name,
+                "arm": arm,
+                "phase": phase,
+                "trial_id": trial_id,
+                "seed": k if phase == "confirm" else 0,
+                "status": status,
+                "error": None,
+                "started_at": t0 + dt.timedelta(minutes=len(rows)),
                 "ended_at": t0 + dt.timedelta(minutes=len(rows) + 1),
-                "train_seconds": 50.0, "eval_seconds": 10.0, "host": "node-1",
+                "train_seconds": 50.0,
+                "eval_seconds": 10.0,
+                "host": "node-1",
                 "device": "cpu",
-                "param.objective.alpha": truth.alpha, "param.objective.lambda": lam,
-                "param.objective.kernel": kernel, "param.objective.divergence": "mmd",
+                "param.objective.alpha": truth.alpha,
+                "param.objective.lambda": lam,
+                "param.objective.kernel": kernel,
+                "param.objective.divergence": "mmd",
                 "param.objective.scales": [1.0],
-                "param.model.decoder.kind": "mlp", "param.model.decoder.width": width,
-                "param.model.decoder.depth": 2, "param.model.latent_dim": 4,
-                "param.data.dataset": "digits", "param.train.seed": k,
+                "param.model.decoder.kind": "mlp",
+                "param.model.decoder.width": width,
+                "param.model.decoder.depth": 2,
+                "param.model.latent_dim": 4,
+                "param.data.dataset": "digits",
+                "param.train.seed": k,
             }
             spread = 3.0 if phase == "search" else 1.0
             for metric, mean in truth.means.items():
                 sd = truth.sds.get(metric, DEFAULT_SD.get(metric, 0.1)) * spread
-                row[f"metric.{metric}"] = (float(rng.normal(mean, sd)) if status == "completed"
-                                           else np.nan)
+                row[f"metric.{metric}"] = (
+                    float(rng.normal(mean, sd)) if status == "completed" else np.nan
+                )
             if status == "failed":
                 row["error"] = f"RuntimeError: synthetic failure in {trial_id}\n  at step 3"
                 row["train_seconds"] = 5.0
@@ -150,9 +201,14 @@ def write_synthetic_study(
                 e = np.arange(n_epochs, dtype=float)
                 decay = 1 + 4 * np.exp(-e / 3)
                 base = -float(truth.means.get("elbo", -100.0))
-                frame = pd.DataFrame({
-                    "study": name, "arm": arm, "trial_id": trial_id, "epoch": e.astype(int),
-                })
+                frame = pd.DataFrame(
+                    {
+                        "study": name,
+                        "arm": arm,
+                        "trial_id": trial_id,
+                        "epoch": e.astype(int),
+                    }
+                )
                 for split in ("train", "val"):
                     noise = rng.normal(0, 0.5, size=n_epochs)
                     frame[f"{split}.loss"] = base * decay / 5 * 5 + noise
@@ -170,9 +226,13 @@ def write_synthetic_study(
         "description": "Synthetic study with known answers.",
         "data": {"dataset": "digits"},
         "arms": spec_arms,
-        "search": {"objectives": [{"metric": "nll_iwae", "direction": "minimize"},
-                                  {"metric": "mmd", "direction": "minimize"}],
-                   "sampler": "tpe"},
+        "search": {
+            "objectives": [
+                {"metric": "nll_iwae", "direction": "minimize"},
+                {"metric": "mmd", "direction": "minimize"},
+            ],
+            "sampler": "tpe",
+        },
         "confirm": {"top_k": 1, "seeds": n_seeds},
     }
     (folder / "study.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
@@ -183,8 +243,9 @@ def write_synthetic_study(
     return folder
 
 
-def _write_artifacts(folder: Path, trials: pd.DataFrame, arms: Mapping[str, SyntheticArm],
-                     rng: np.random.Generator) -> None:
+def _write_artifacts(
+    folder: Path, trials: pd.DataFrame, arms: Mapping[str, SyntheticArm], rng: np.random.Generator
+) -> None:
     done = trials[(trials["phase"] == "confirm") & (trials["status"] == "completed")]
     for arm, truth in arms.items():
         ids = done.loc[done["arm"] == arm, "trial_id"]
@@ -211,8 +272,9 @@ def _write_optuna(folder: Path, trials: pd.DataFrame) -> None:
     storage = optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}")
     search = trials[(trials["phase"] == "search") & (trials["status"] == "completed")]
     for arm, part in search.groupby("arm", sort=False):
-        study = optuna.create_study(study_name=str(arm), storage=storage,
-                                    directions=["minimize", "minimize"])
+        study = optuna.create_study(
+            study_name=str(arm), storage=storage, directions=["minimize", "minimize"]
+        )
         distributions: dict[str, object] = {
             "model.decoder.width": IntDistribution(64, 512),
         }
@@ -223,10 +285,13 @@ def _write_optuna(folder: Path, trials: pd.DataFrame) -> None:
         for record in part.to_dict("records"):
             params = {key: record[f"param.{key}"] for key in distributions}
             params["model.decoder.width"] = int(params["model.decoder.width"])
-            batch.append(optuna.trial.create_trial(
-                params=params, distributions=distributions,
-                values=[record["metric.nll_iwae"], record["metric.mmd"]],
-            ))
+            batch.append(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=distributions,
+                    values=[record["metric.nll_iwae"], record["metric.mmd"]],
+                )
+            )
         study.add_trials(batch)
     storage.remove_session()
     storage.engine.dispose()
