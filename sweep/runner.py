@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -325,17 +326,17 @@ def _recover_interrupted(storage_url: str, arm: str, recorded: set[str]) -> int:
 # The driver's record of trials
 
 
-class StoreCallback:
+@functools.cache
+def _store_callback_class() -> type:
+    # Subclass Tune's Callback on first use so importing this module does not import Ray.
+    from ray.tune import Callback
+
+    return type("StoreCallback", (_StoreCallbackMixin, Callback), {})
+
+
+def StoreCallback(*args: Any, **kwargs: Any):  # noqa: N802 - used like the class it builds
     """Tune callback on the driver: collects each trial's epochs, records finished trials."""
-
-    def __new__(cls, *args, **kwargs):
-        from ray.tune import Callback
-
-        # Subclass Tune's Callback lazily so importing this module does not import Ray.
-        klass = type("StoreCallbackImpl", (_StoreCallbackMixin, Callback), {})
-        instance = Callback.__new__(klass)
-        instance.__init__(*args, **kwargs)
-        return instance
+    return _store_callback_class()(*args, **kwargs)
 
 
 class _StoreCallbackMixin:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import socket
-import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +128,4 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
         }
     final.update(base)
     final["ended_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-    final["wall_seconds"] = (dt.datetime.now(dt.timezone.utc) - started_at).total_seconds()
-    time.sleep(0)  # let the report thread flush the last epoch first
     tune.report(final)

@@ -9,8 +9,6 @@ distributions whose means are given per arm, so a report built from it has a kno
 from __future__ import annotations
 
 import datetime as dt
-import struct
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+
+from sweep.images import encode_png
 
 
 @dataclass(frozen=True)
@@ -84,26 +84,8 @@ def default_arms() -> dict[str, SyntheticArm]:
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    """Encode a grey image [h, w] with values in [0, 1] as an 8-bit PNG (no extra libraries)."""
-    img = (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
-    h, w = img.shape
-    raw = b"".join(b"\x00" + img[r].tobytes() for r in range(h))
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body))
-            + kind
-            + body
-            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
+    """Encode a grey image [h, w] with values in [0, 1] as an 8-bit PNG."""
+    return encode_png((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
 
 
 def write_synthetic_study(
