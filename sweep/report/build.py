@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweep.convergence import convergence_summary, describe_rule, trial_convergence
 from sweep.report import figures
 from sweep.report.aggregate import (
     Verdict,
@@ -30,13 +31,16 @@ from sweep.report.aggregate import (
     compute_seconds,
     config_signature_columns,
     covariance_spectrum,
+    format_number,
     latent_projection,
     learning_curve_bands,
     status_counts,
 )
 from sweep.report.claims import ArmClassification, check_claims, classify_arm, reference_arm
 from sweep.report.content import (
+    ArmConvergence,
     Block,
+    ConvergenceReport,
     FigureBlock,
     Header,
     ImageBlock,
@@ -127,6 +131,7 @@ def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
     else:
         verdict_note = _verdict_note(verdict, reference)
     claims = check_claims(verdict, roles, trials)
+    convergence = _convergence(data, verdict)
     failures = trials[trials["status"] == "failed"]
     sections = (
         _hyperparameter_section(data),
@@ -147,6 +152,7 @@ def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
             ["arm", "phase", "trial_id", "seed", "ended_at", "host", "error"]
         ].reset_index(drop=True),
         warnings=data.warnings,
+        convergence=convergence,
     )
 
 
@@ -163,6 +169,46 @@ def _verdict_note(verdict: Verdict, reference: str | None) -> str:
             parts.append(f"{selection.arm}: {n} seed(s)")
     ref = f" Differences are against {reference}." if reference else ""
     return "Confirm phase, completed runs. " + "; ".join(parts) + "." + ref
+
+
+# --------------------------------------------------------------------------- convergence
+
+
+def _convergence(data: StudyData, verdict: Verdict | None) -> ConvergenceReport:
+    """Judge every completed trial (:func:`sweep.convergence.trial_convergence` with the
+    study's metric and tolerance): the per-arm, per-phase table and, per arm of the verdict,
+    how many of its confirm runs did not converge or are unknown."""
+    metric, tolerance = data.convergence
+    judged = trial_convergence(data.trials, data.epochs, metric, tolerance)
+    summary = convergence_summary(judged)
+    table = pd.DataFrame(
+        {
+            "arm": summary["arm"].astype(str),
+            "phase": summary["phase"].astype(str),
+            "converged": summary["converged"],
+            "not converged": summary["not_converged"],
+            "unknown": summary["unknown"],
+            "median relative change": [
+                "" if np.isnan(x) else f"{format_number(100 * x)}%"
+                for x in summary["median_relative_change"]
+            ],
+        }
+    )
+    runs: list[ArmConvergence] = []
+    if verdict is not None:
+        status = dict(zip(judged["trial_id"].astype(str), judged["status"], strict=True))
+        for selection in verdict.selections:
+            ids = [str(t) for t in selection.trials["trial_id"]]
+            found = [status.get(t, "unknown") for t in ids]
+            runs.append(
+                ArmConvergence(
+                    arm=selection.arm,
+                    runs=len(ids),
+                    not_converged=found.count("not_converged"),
+                    unknown=found.count("unknown"),
+                )
+            )
+    return ConvergenceReport(describe_rule(metric, tolerance), table, tuple(runs))
 
 
 # --------------------------------------------------------------------------- header

@@ -77,6 +77,41 @@ class Header:
 
 
 @dataclass(frozen=True)
+class ArmConvergence:
+    """Convergence of the confirm runs of one arm that the verdict compares."""
+
+    arm: str
+    runs: int
+    not_converged: int
+    unknown: int
+
+
+@dataclass(frozen=True)
+class ConvergenceReport:
+    """Every trial judged by :mod:`sweep.convergence`'s rule, shown beside the verdict.
+
+    ``rule``: the rule in words. ``table``: per arm and phase, the counts and the median
+    relative change (display strings). ``verdict_runs``: per arm of the verdict, its confirm
+    runs' judgement; the verdict is *drawn from unconverged runs* when any has
+    ``not_converged > 0``.
+    """
+
+    rule: str
+    table: pd.DataFrame
+    verdict_runs: tuple[ArmConvergence, ...] = ()
+
+    @property
+    def unconverged(self) -> tuple[ArmConvergence, ...]:
+        """Arms of the verdict with at least one confirm run not converged."""
+        return tuple(a for a in self.verdict_runs if a.not_converged > 0)
+
+    @property
+    def unknown(self) -> tuple[ArmConvergence, ...]:
+        """Arms of the verdict with at least one confirm run whose convergence is unknown."""
+        return tuple(a for a in self.verdict_runs if a.unknown > 0)
+
+
+@dataclass(frozen=True)
 class ReportContent:
     """Everything the HTML page shows, top to bottom."""
 
@@ -90,3 +125,4 @@ class ReportContent:
     sections: tuple[Section, ...]
     failures: pd.DataFrame
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    convergence: ConvergenceReport | None = None
