@@ -310,3 +310,35 @@ def test_too_short_runs_are_reported_as_unknown_not_unconverged(tmp_path: Path) 
     page = _verdict_section(build_report(_small(tmp_path / "s", n_epochs=3)).read_text())
     assert 'id="unconverged-banner"' not in page
     assert "Convergence unknown" in page
+
+
+# -- data.train_size -----------------------------------------------------------------------------
+
+
+def test_metrics_are_plotted_against_a_varied_train_size(tmp_path: Path) -> None:
+    folder = _small(tmp_path / "s", artifacts=False)
+    trials = pd.read_parquet(folder / "trials.parquet")
+    sizes = [50, 200, None]  # None: the whole digits training split (1,258 images)
+    trials["param.data.train_size"] = [sizes[i % 3] for i in range(len(trials))]
+    trials.to_parquet(folder / "trials.parquet")
+    page = build_report(folder).read_text()
+    assert "nll_iwae vs training-set size" in page
+    unvaried = build_report(_small(tmp_path / "t", artifacts=False)).read_text()
+    assert "vs training-set size" not in unvaried
+
+
+def test_train_size_figure_draws_each_arm_median_per_size() -> None:
+    from sweep.report.figures import metric_vs_train_size
+
+    trials = pd.DataFrame(
+        {
+            "arm": ["a", "a", "a", "a", "b"],
+            "param.data.train_size": [100.0, 100.0, 1000.0, 1000.0, 100.0],
+            "metric.mmd": [1.0, 3.0, 5.0, np.nan, 7.0],
+        }
+    )
+    fig = metric_vs_train_size(trials, "metric.mmd", "mmd", ["a", "b"])
+    lines = {t.name: (list(t.x), list(t.y)) for t in fig.data if t.mode == "lines+markers"}
+    assert lines["a (median)"] == ([100.0, 1000.0], [2.0, 5.0])  # the NaN is left out
+    assert lines["b (median)"] == ([100.0], [7.0])
+    assert fig.layout.xaxis.type == "log"
