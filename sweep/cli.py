@@ -77,6 +77,13 @@ def train(
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     binarize: Annotated[str, typer.Option(help="dynamic, static or none.")] = "dynamic",
+    train_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Train on a seeded subset of this many training images (default: all); "
+            "validation and test splits are whole."
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -110,6 +117,7 @@ def train(
                 "data.data_dir": str(data_dir) if data_dir is not None else None,
                 "data.binarize": binarize,
                 "data.download": download,
+                "data.train_size": train_size,
                 "model.latent_dim": latent_dim,
                 "model.encoder": {"kind": encoder, "width": width, "depth": depth},
                 "model.decoder": {
@@ -143,6 +151,8 @@ def train(
         result = _fit_with_progress(fit, config, quiet=as_json)
     except DataError as error:
         _fail(str(error), code=1)
+    except ConfigError as error:  # e.g. data.train_size larger than the split actually read
+        _fail(str(error))
     except NonFiniteLossError as error:
         _fail(str(error), code=1)
 
@@ -159,9 +169,10 @@ def train(
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
+    subset = "" if train_size is None else f", {train_size} training images"
     table = Table(
         title=f"{dataset}: {objective.value} (alpha={config.objective.alpha:g}, "
-        f"lambda={config.objective.lambda_:g})"
+        f"lambda={config.objective.lambda_:g}{subset})"
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
