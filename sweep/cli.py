@@ -424,8 +424,9 @@ def show(
     folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
     top: Annotated[int, typer.Option(min=1, help="Trials shown per arm.")] = 5,
 ) -> None:
-    """Print the leaderboard of each arm (best completed trials by the study's objective)."""
-    from sweep.leaderboard import leaderboards
+    """Print the leaderboard of each arm (best completed trials by the study's objective) with
+    each trial's convergence and, per arm, how many trials converged in each phase."""
+    from sweep.leaderboard import convergence_rule, leaderboards
     from sweep.store import StoreError
 
     try:
@@ -439,6 +440,9 @@ def show(
         for row in board.rows:
             table.add_row(*row)
         stdout.print(table)
+        if board.convergence:
+            stdout.print(board.convergence, highlight=False)
+    stdout.print(convergence_rule(folder), highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point
