@@ -265,6 +265,16 @@ class TrainConfig:
     ``amp``: bfloat16 autocast of the training forward pass; ``compile``: ``torch.compile`` of
     the model for training. Both are opt-in, CUDA only, and ignored on the CPU (the trainer
     says so in :attr:`FitResult.notes`).
+
+    ``steps``: a training budget in gradient steps. When set it replaces ``epochs``: the run
+    lasts ``ceil(steps / batches per epoch)`` whole epochs (:meth:`TrialConfig.planned_epochs`),
+    so runs on 500 and on 50,000 images get the same number of updates. Studies that compare
+    training-set sizes need it; with ``steps`` null, ``epochs`` is the budget.
+
+    ``val_points``: the per-epoch validation terms (the learning curves and the convergence
+    rule) are computed on the first ``val_points`` images of the validation split (null: all of
+    it). Runs of many short epochs on a small training set would otherwise spend most of their
+    time validating. The final evaluation metrics always use the test split.
     """
 
     epochs: int = 20
@@ -274,11 +284,21 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     compile: bool = False
+    steps: int | None = None
+    val_points: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 2, "train.batch_size", f"must be >= 2, got {self.batch_size}")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(
+            self.steps is None or self.steps >= 1, "train.steps", f"must be >= 1, got {self.steps}"
+        )
+        _check(
+            self.val_points is None or self.val_points >= 2,
+            "train.val_points",
+            f"must be >= 2, got {self.val_points}",
+        )
 
 
 @dataclass(frozen=True)
@@ -298,6 +318,28 @@ class TrialConfig:
             "data.binarize",
             "the pixelcnn decoder models binary pixels: use dynamic or static binarisation",
         )
+
+    def batches_per_epoch(self, n_train: int | None = None) -> int:
+        """Gradient steps in one epoch over ``n_train`` training images (default: the
+        configured training set, ``data.train_size`` or the whole split). A last batch of one
+        image is skipped by the trainer (a batch-level divergence needs two codes)."""
+        n = n_train if n_train is not None else self.train_images()
+        batch = min(self.train.batch_size, n)
+        full, rest = divmod(n, batch)
+        return full + (1 if rest >= 2 else 0)
+
+    def train_images(self) -> int:
+        """Images the model trains on: ``data.train_size``, else the dataset's training split."""
+        if self.data.train_size is not None:
+            return self.data.train_size
+        return TRAIN_SPLIT_SIZES[self.data.dataset]
+
+    def planned_epochs(self, n_train: int | None = None) -> int:
+        """Epochs the trainer will run: ``train.epochs``, or with ``train.steps`` set the
+        fewest whole epochs holding that many gradient steps, ``ceil(steps / batches)``."""
+        if self.train.steps is None:
+            return self.train.epochs
+        return -(-self.train.steps // self.batches_per_epoch(n_train))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialConfig:

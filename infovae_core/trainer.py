@@ -146,16 +146,20 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     eval_generator = torch.Generator(device=device).manual_seed(config.eval.seed)
     val_split = _prepare(splits.val, mode, eval_generator)
+    val_images = val_split.images
+    if config.train.val_points is not None:
+        val_images = val_images[: config.train.val_points]
 
     train_images = splits.train.images
     n_train = train_images.shape[0]
     batch_size = min(config.train.batch_size, n_train)
+    epochs = config.planned_epochs(n_train)
     history: list[EpochRecord] = []
     # With a zero divergence weight (ELBO, beta-VAE) D is only logged, never trained through.
     weighted = config.objective.divergence_weight > 0
     not_trained = torch.zeros((), device=device)
     started = time.perf_counter()
-    for epoch in range(1, config.train.epochs + 1):
+    for epoch in range(1, epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
         epoch_images = binarize(train_images, generator) if mode == "dynamic" else train_images
@@ -186,7 +190,11 @@ def fit(
         if not all(np.isfinite(list(train_terms.values()))):
             raise NonFiniteLossError(epoch, train_terms)
         model.eval()
-        val_terms = _mean_terms(model, divergence, val_split.images, config)
+        # Validation draws its noise from a forked global RNG: how often and on how many images
+        # we validate must not change the training trajectory (the same seed trains the same
+        # model whatever train.val_points is).
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            val_terms = _mean_terms(model, divergence, val_images, config)
         if not all(np.isfinite(list(val_terms.values()))):
             raise NonFiniteLossError(epoch, {f"val.{k}": v for k, v in val_terms.items()})
         record = EpochRecord(epoch, train_terms, val_terms, time.perf_counter() - epoch_start)

@@ -199,7 +199,7 @@ def _fit_with_progress(fit, config, quiet: bool):
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task("train", total=config.train.epochs, terms="")
+        task = progress.add_task("train", total=config.planned_epochs(), terms="")
 
         def on_epoch(record) -> None:
             terms = (

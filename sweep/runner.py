@@ -576,13 +576,13 @@ def _run_search(run: _StudyRun) -> None:
                     metric=early.metric,
                     mode=early.resolved_mode,
                     time_attr="training_iteration",
-                    max_t=spec.arm_config(arm).train.epochs,
+                    max_t=spec.arm_config(arm).planned_epochs(),
                     grace_period=early.grace_period,
                     reduction_factor=early.reduction_factor,
                 )
                 for arm in budgets
             },
-            {arm: spec.arm_config(arm).train.epochs for arm in budgets},
+            {arm: spec.arm_config(arm).planned_epochs() for arm in budgets},
         )
     context = _context(spec, "search", data_key)
     rank = spec.confirm_rank

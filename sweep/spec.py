@@ -960,8 +960,16 @@ def _study_issues(spec: StudySpec) -> list[tuple[str, str]]:
                 )
         stopping = spec.search.early_stopping
         searched = spec.arms[arm_name].search
-        epochs = config.train.epochs
-        if stopping and "train.epochs" not in searched and stopping.grace_period >= epochs:
+        epochs = config.planned_epochs()
+        if stopping and config.train.steps is not None:
+            issues.append(
+                (
+                    "search.early_stopping",
+                    f"arm {arm_name} sets train.steps: ASHA counts epochs, whose number then "
+                    "depends on the training-set size; size the budget with train.epochs instead",
+                )
+            )
+        elif stopping and "train.epochs" not in searched and stopping.grace_period >= epochs:
             issues.append(
                 (
                     "search.early_stopping.grace_period",
@@ -1125,9 +1133,15 @@ def plan_study(spec: StudySpec) -> StudyPlan:
     """
     arms = []
     for name, arm in spec.arms.items():
-        epochs = spec.arm_config(name).train.epochs
+        config = spec.arm_config(name)
+        epochs = config.planned_epochs()
         if "train.epochs" in arm.search:
             epochs = max(int(v) for v in arm.search["train.epochs"].extremes())
+        if config.train.steps is not None and "data.train_size" in arm.search:
+            # A step budget means more epochs on a smaller training set: plan for the smallest.
+            sizes = [int(v) for v in arm.search["data.train_size"].extremes() if v is not None]
+            if sizes:
+                epochs = max(epochs, config.planned_epochs(min(sizes)))
         confirm = spec.confirm.top_k * spec.confirm.seeds
         arms.append(ArmPlan(name, tuple(arm.search), spec.trials_for(name), confirm, epochs))
     return StudyPlan(

@@ -109,3 +109,44 @@ def test_pixelcnn_on_grey_levels_is_refused_naming_the_key():
 
     with pytest.raises(ConfigError, match="data.binarize"):
         _config(**{"model.decoder.kind": "pixelcnn", "data.binarize": "none"})
+
+
+def test_step_budget_sets_the_number_of_epochs_by_hand_count():
+    # 300 images in batches of 64: 4 full batches and one of 44, so 5 steps an epoch;
+    # 22 steps need ceil(22 / 5) = 5 epochs.
+    config = _config(**{"data.train_size": 300, "train.steps": 22})
+    assert config.batches_per_epoch() == 5
+    assert config.planned_epochs() == 5
+    assert len(fit(config).history) == 5
+
+
+def test_a_last_batch_of_one_image_is_not_counted_as_a_step():
+    # 129 images in batches of 64: 64 + 64 + 1, and the trainer skips a batch of one.
+    config = _config(**{"data.train_size": 129, "train.steps": 4})
+    assert config.batches_per_epoch() == 2
+    assert config.planned_epochs() == 2
+
+
+def test_without_a_step_budget_epochs_is_the_budget():
+    assert _config(**{"train.epochs": 7}).planned_epochs() == 7
+
+
+def test_validation_subset_changes_the_curves_but_not_the_training_trajectory():
+    whole = fit(_config(**{"train.epochs": 3}))
+    subset = fit(_config(**{"train.epochs": 3, "train.val_points": 40}))
+    # Validation draws from a forked RNG: the model trains exactly the same way ...
+    assert [r.train for r in whole.history] == [r.train for r in subset.history]
+    for a, b in zip(whole.model.parameters(), subset.model.parameters(), strict=True):
+        assert np.array_equal(a.detach().numpy(), b.detach().numpy())
+    # ... while its validation curve is measured on other images.
+    assert whole.history[-1].val["recon"] != subset.history[-1].val["recon"]
+
+
+@pytest.mark.parametrize(
+    "key,value", [("train.steps", 0), ("train.val_points", 1)], ids=["steps", "val_points"]
+)
+def test_step_budget_and_validation_subset_are_validated(key, value):
+    from infovae_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        _config(**{key: value})
