@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sweep.spec import StudySpec, StudySpecError
@@ -32,7 +32,10 @@ def _ranked(trials: pd.DataFrame, arm: str, metric: str, direction: str) -> pd.D
     mine = trials[(trials["arm"] == arm) & (trials["status"] == "completed")]
     if metric not in mine:
         return mine.iloc[0:0]
-    mine = mine[mine[metric].astype(float).map(math.isfinite)]
+    # A numpy mask, not ``Series.map``: mapping an empty column gives floats, which pandas then
+    # reads as column labels instead of a row mask (the KeyError of an arm with no completion).
+    finite = np.isfinite(pd.to_numeric(mine[metric], errors="coerce").to_numpy(dtype=np.float64))
+    mine = mine[finite]
     return mine.sort_values([metric, "trial_id"], ascending=[direction == "minimize", True])
 
 
