@@ -23,9 +23,7 @@ import pandas as pd
 
 from sweep.report import figures
 from sweep.report.aggregate import (
-    Verdict,
     best_trial,
-    build_verdict,
     capacity_levels,
     compute_seconds,
     config_signature_columns,
@@ -34,7 +32,8 @@ from sweep.report.aggregate import (
     learning_curve_bands,
     status_counts,
 )
-from sweep.report.claims import ArmClassification, check_claims, classify_arm, reference_arm
+from sweep.report.analysis import analyse
+from sweep.report.claims import ArmClassification
 from sweep.report.content import (
     Block,
     FigureBlock,
@@ -110,23 +109,8 @@ def build_report(study_dir: Path, out: Path | None = None, partial: bool = False
 
 def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
     """Compute every section of the report from the study's data."""
-    arms = data.arms
     trials = data.trials
-    roles = tuple(classify_arm(arm, data.arm_specs.get(arm, {}), trials) for arm in arms)
-    reference = reference_arm(roles, arms)
-    objective = data.primary_objective
-    has_confirm = bool(
-        len(trials) and ((trials["phase"] == "confirm") & (trials["status"] == "completed")).any()
-    )
-    verdict = build_verdict(trials, arms, objective, reference) if has_confirm else None
-    if verdict is None:
-        verdict_note = (
-            "No completed confirm-phase trials yet: the verdict needs the confirm runs "
-            "(the best configurations re-run with several seeds)."
-        )
-    else:
-        verdict_note = _verdict_note(verdict, reference)
-    claims = check_claims(verdict, roles, trials)
+    analysis = analyse(data)
     failures = trials[trials["status"] == "failed"]
     sections = (
         _hyperparameter_section(data),
@@ -138,31 +122,16 @@ def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
         title=f"{data.name}: ELBO vs InfoVAE",
         generated_at=now,
         partial=partial,
-        header=_header(data, roles),
-        verdict=verdict,
-        verdict_note=verdict_note,
-        claims=claims,
+        header=_header(data, analysis.roles),
+        verdict=analysis.verdict,
+        verdict_note=analysis.verdict_note,
+        claims=analysis.claims,
         sections=sections,
         failures=failures[
             ["arm", "phase", "trial_id", "seed", "ended_at", "host", "error"]
         ].reset_index(drop=True),
         warnings=data.warnings,
     )
-
-
-def _verdict_note(verdict: Verdict, reference: str | None) -> str:
-    parts = []
-    for selection in verdict.selections:
-        n = len(selection.trials)
-        if selection.n_configs > 1:
-            parts.append(
-                f"{selection.arm}: {n} seed(s) of the best of {selection.n_configs} confirmed "
-                "configurations"
-            )
-        else:
-            parts.append(f"{selection.arm}: {n} seed(s)")
-    ref = f" Differences are against {reference}." if reference else ""
-    return "Confirm phase, completed runs. " + "; ".join(parts) + "." + ref
 
 
 # --------------------------------------------------------------------------- header
