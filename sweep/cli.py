@@ -491,6 +491,44 @@ def show(
         stdout.print(table)
 
 
+class ExportFormatChoice(str, Enum):
+    """The formats of :mod:`sweep.export` (kept here so the CLI starts without pandas)."""
+
+    csv = "csv"
+    markdown = "markdown"
+    latex = "latex"
+    json = "json"
+
+
+@app.command("export")
+def export_command(
+    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    fmt: Annotated[
+        ExportFormatChoice,
+        typer.Option(
+            "--format",
+            help="csv (one file per table), markdown or latex (one file, pasteable), "
+            "json (one document).",
+        ),
+    ] = ExportFormatChoice.csv,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default FOLDER/export).")] = None,
+    top: Annotated[int, typer.Option(min=1, help="Trials per arm in the leaderboards.")] = 10,
+) -> None:
+    """Export the verdict, the claims and the per-arm leaderboards for a paper or notebook."""
+    from sweep.export import export_study
+    from sweep.report.data import NotAStudyFolderError
+    from sweep.store import StoreError
+
+    try:
+        paths = export_study(folder, fmt.value, out=out, top=top)
+    except (NotAStudyFolderError, StoreError) as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"export not written: {error}", code=1)
+    for path in paths:
+        stdout.print(str(path), highlight=False, soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -14,9 +14,16 @@ from sweep.store import STUDY_FILE, ResultsStore
 
 @dataclass(frozen=True)
 class Leaderboard:
+    """One arm's best completed trials: ``rows`` formatted for a terminal, ``values`` the same
+    cells unformatted (numbers stay numbers, missing values None) for exports."""
+
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+    arm: str = ""
+    metric: str = ""
+    direction: str = ""
+    values: tuple[tuple[object, ...], ...] = ()
 
 
 def _spec(folder: Path) -> StudySpec | None:
@@ -39,7 +46,16 @@ def _ranked(trials: pd.DataFrame, arm: str, metric: str, direction: str) -> pd.D
     return mine.sort_values([metric, "trial_id"], ascending=[direction == "minimize", True])
 
 
-def _format(value) -> str:
+def _plain(value: object) -> object:
+    """A cell as a plain Python value: numpy scalars unwrapped, NaN/NA as None."""
+    if value is None or (
+        not isinstance(value, str) and pd.api.types.is_scalar(value) and pd.isna(value)
+    ):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _format(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "-" if value is None else str(value)
@@ -66,15 +82,18 @@ def leaderboards(folder: Path, top: int = 5) -> list[Leaderboard]:
         ranked = _ranked(trials, arm, metric, direction).head(top) if len(trials) else None
         params = [f"param.{key}" for key in searched.get(arm, [])]
         columns = ("trial", "phase", "seed", *objectives, *[p[len("param.") :] for p in params])
-        rows = []
+        rows, values = [], []
         if ranked is not None:
             for _, row in ranked.iterrows():
-                cells = [row["trial_id"], row["phase"], str(row["seed"])]
-                cells += [_format(row.get(m)) for m in objectives]
-                cells += [_format(row.get(p)) for p in params]
-                rows.append(tuple(cells))
+                raw = [row["trial_id"], row["phase"], _plain(row["seed"])]
+                raw += [_plain(row.get(m)) for m in objectives]
+                raw += [_plain(row.get(p)) for p in params]
+                values.append(tuple(raw))
+                rows.append((str(raw[0]), str(raw[1]), str(raw[2]), *map(_format, raw[3:])))
         title = f"{arm}: best by {metric} ({direction})"
-        boards.append(Leaderboard(title, columns, tuple(rows)))
+        boards.append(
+            Leaderboard(title, columns, tuple(rows), arm, metric, direction, tuple(values))
+        )
     return boards
 
 
