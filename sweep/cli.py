@@ -158,7 +158,7 @@ def train(
         bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")
     ] = False,
 ) -> None:
-    """Train one configuration and print DESIGN.md's evaluation metrics."""
+    """Train one configuration and print every evaluation metric (docs/metrics.md)."""
     from infovae_core.config import ConfigError, TrialConfig
     from infovae_core.data import DataError
 

@@ -37,7 +37,7 @@ The format (every key is checked; unknown keys are refused)::
       seed: 0                    # sampler seed; each arm derives its own            (default 0)
       seed_policy: fixed         # fixed: every search trial trains with train.seed;
                                  # per_trial: train.seed + trial index
-      objectives:                # one or more; metric.<name> from DESIGN.md's metric table
+      objectives:                # one or more; metric.<name> from docs/metrics.md
         - {metric: metric.mmd, direction: minimize}
       early_stopping:            # optional, single-objective only
         {scheduler: asha, metric: val.loss, mode: min, grace_period: 2, reduction_factor: 3}
