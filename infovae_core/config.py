@@ -31,6 +31,13 @@ DivergenceKind = Literal["mmd", "adversarial", "stein"]
 KernelKind = Literal["rbf", "imq"]
 
 
+#: Images in each dataset's training split as :mod:`infovae_core.data` builds it (digits: 70 % of
+#: 1,797; MNIST: 60,000 minus the 10,000 validation images). Kept here so that a too large
+#: ``data.train_size`` is refused when the configuration is built, before any file is read;
+#: tests check these against the loaded splits.
+TRAIN_SPLIT_SIZES: dict[str, int] = {"digits": 1258, "mnist": 50_000}
+
+
 class ConfigError(ValueError):
     """A configuration value is unknown or out of range; the message names the dotted key."""
 
@@ -49,6 +56,12 @@ class DataConfig:
     ``data_dir`` of None means ``$INFOVAE_DATA_DIR``, else the per-user cache (MNIST only).
     ``seed`` fixes the train/validation/test split and static binarisation.
     ``download``: fetch missing MNIST files from the public mirrors (else a clear error).
+    ``train_size``: train on a seeded subset of that many images of the training split (None =
+    all of it); the validation and test splits are unchanged. The subset depends only on
+    ``dataset`` and ``seed`` (never on ``train.seed``), so every arm and model seed of a study
+    trains on the same images, and a smaller size is a subset of a larger one
+    (:func:`infovae_core.data.apply_train_size`). It must be >= 2 and at most the training
+    split (:data:`TRAIN_SPLIT_SIZES`): the knob of the paper's small-data experiment.
     """
 
     dataset: DatasetName = "digits"
@@ -56,6 +69,21 @@ class DataConfig:
     download: bool = True
     binarize: Binarization = "dynamic"
     seed: int = 0
+    train_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_size is None:
+            return
+        _check(
+            self.train_size >= 2, "data.train_size", f"must be >= 2 or null, got {self.train_size}"
+        )
+        available = TRAIN_SPLIT_SIZES.get(self.dataset)
+        _check(
+            available is None or self.train_size <= available,
+            "data.train_size",
+            f"{self.train_size} is more than the {available} images of the {self.dataset} "
+            "training split",
+        )
 
 
 @dataclass(frozen=True)
@@ -227,9 +255,7 @@ class EvalConfig:
         _check(self.iwae_samples >= 1, "eval.iwae_samples", "must be >= 1")
         _check(self.iwae_points >= 1, "eval.iwae_points", "must be >= 1")
         _check(all(n >= 2 for n in self.probe_labels), "eval.probe_labels", "each must be >= 2")
-        _check(
-            self.max_points is None or self.max_points >= 2, "eval.max_points", "must be >= 2"
-        )
+        _check(self.max_points is None or self.max_points >= 2, "eval.max_points", "must be >= 2")
 
 
 @dataclass(frozen=True)

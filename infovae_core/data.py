@@ -53,6 +53,8 @@ __all__ = [
     "load_mnist",
     "load_digits_splits",
     "load_dataset",
+    "apply_train_size",
+    "train_subset_indices",
     "binarize",
     "static_binarize",
 ]
@@ -522,13 +524,61 @@ def load_dataset(config: DataConfig) -> DatasetSplits:
 
     ``digits``: :func:`load_digits_splits`; ``mnist``: :func:`load_mnist` from
     ``resolve_data_dir(config.data_dir)``, downloading missing files only when
-    ``config.download``. ``config.seed`` fixes the split.
+    ``config.download``. ``config.seed`` fixes the split. ``config.train_size`` keeps a seeded
+    subset of the training split (:func:`apply_train_size`); validation and test are whole.
     """
     if config.dataset == "digits":
-        return load_digits_splits(config.seed)
-    if config.dataset == "mnist":
-        return load_mnist(resolve_data_dir(config.data_dir), config.seed, download=config.download)
-    raise ConfigError(f"data.dataset: must be one of ['digits', 'mnist'], got {config.dataset!r}")
+        splits = load_digits_splits(config.seed)
+    elif config.dataset == "mnist":
+        splits = load_mnist(
+            resolve_data_dir(config.data_dir), config.seed, download=config.download
+        )
+    else:
+        raise ConfigError(
+            f"data.dataset: must be one of ['digits', 'mnist'], got {config.dataset!r}"
+        )
+    return apply_train_size(splits, config)
+
+
+#: Second word of the subset generator's seed, so the subset's stream differs from the split's
+#: (``default_rng(seed)``) for the same ``data.seed``.
+_SUBSET_STREAM = 1
+
+
+def train_subset_indices(n_train: int, train_size: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``train_size`` of ``n_train`` training images:
+    ``sort(default_rng([seed, 1]).permutation(n_train)[:train_size])``.
+
+    A function of (``n_train``, ``train_size``, ``seed``) only; for one seed, the subset of a
+    smaller size is contained in that of a larger one (both are prefixes of one permutation).
+    Raises :class:`ConfigError` naming ``data.train_size`` when it is < 2 or > ``n_train``.
+    """
+    if train_size < 2:
+        raise ConfigError(f"data.train_size: must be >= 2 or null, got {train_size}")
+    if train_size > n_train:
+        raise ConfigError(
+            f"data.train_size: {train_size} is more than the {n_train} images of the training split"
+        )
+    perm = np.random.default_rng([seed, _SUBSET_STREAM]).permutation(n_train)
+    return np.sort(perm[:train_size])
+
+
+def apply_train_size(splits: DatasetSplits, config: DataConfig) -> DatasetSplits:
+    """``splits`` with the training split cut to ``config.train_size`` images chosen by
+    :func:`train_subset_indices` (seeded by ``config.seed``); ``splits`` itself when
+    ``train_size`` is None. Validation and test are the same objects, untouched.
+
+    ``splits`` must be the whole splits of ``config`` (as :func:`load_dataset` builds them
+    before the cut): the sweep loads those once and cuts per trial, so a searched
+    ``data.train_size`` shares one copy of the dataset.
+    """
+    if config.train_size is None:
+        return splits
+    index = torch.from_numpy(
+        train_subset_indices(len(splits.train), config.train_size, config.seed)
+    ).to(splits.train.images.device)
+    train = Split(images=splits.train.images[index], labels=splits.train.labels[index])
+    return DatasetSplits(name=splits.name, train=train, val=splits.val, test=splits.test)
 
 
 # ---------------------------------------------------------------------------------------------

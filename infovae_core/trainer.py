@@ -112,8 +112,10 @@ def fit(
 
     Args:
         config: the whole trial (data, model, objective, training, evaluation).
-        data: already-loaded splits (grey levels, any device); loaded from ``config.data`` when
-            None. The sweep passes them so that a dataset is loaded once per worker.
+        data: already-loaded splits (grey levels, any device), as
+            ``load_dataset(config.data)`` returns them (``data.train_size`` already applied);
+            loaded from ``config.data`` when None. The sweep passes them so that a dataset is
+            loaded once per worker.
         callback: called after every epoch with its :class:`EpochRecord` (for logging,
             reporting to a scheduler, or stopping by raising).
 

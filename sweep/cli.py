@@ -137,6 +137,13 @@ def train(
     binarize: Annotated[
         BinarizeChoice, typer.Option(help="Binarisation for Bernoulli decoders.")
     ] = BinarizeChoice["dynamic"],
+    train_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Train on a seeded subset of this many training images (default: all); "
+            "validation and test splits are whole."
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -170,6 +177,7 @@ def train(
                 "data.data_dir": str(data_dir) if data_dir is not None else None,
                 "data.binarize": binarize.value,
                 "data.download": download,
+                "data.train_size": train_size,
                 "model.latent_dim": latent_dim,
                 "model.encoder": {"kind": encoder.value, "width": width, "depth": depth},
                 "model.decoder": {
@@ -204,6 +212,8 @@ def train(
         result = _fit_with_progress(fit, config, quiet=as_json)
     except DataError as error:
         _fail(str(error), code=1)
+    except ConfigError as error:  # e.g. data.train_size larger than the split actually read
+        _fail(str(error))
     except NonFiniteLossError as error:
         _fail(str(error), code=1)
 
@@ -220,9 +230,10 @@ def train(
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
+    subset = "" if train_size is None else f", {train_size} training images"
     table = Table(
         title=f"{dataset.value}: {objective.value} (alpha={config.objective.alpha:g}, "
-        f"lambda={config.objective.lambda_:g})"
+        f"lambda={config.objective.lambda_:g}{subset})"
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -474,8 +485,9 @@ def show(
     folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
     top: Annotated[int, typer.Option(min=1, help="Trials shown per arm.")] = 5,
 ) -> None:
-    """Print the leaderboard of each arm (best completed trials by the study's objective)."""
-    from sweep.leaderboard import leaderboards
+    """Print the leaderboard of each arm (best completed trials by the study's objective) with
+    each trial's convergence and, per arm, how many trials converged in each phase."""
+    from sweep.leaderboard import convergence_rule, leaderboards
     from sweep.store import StoreError
 
     try:
@@ -489,6 +501,9 @@ def show(
         for row in board.rows:
             table.add_row(*row)
         stdout.print(table)
+        if board.convergence:
+            stdout.print(board.convergence, highlight=False)
+    stdout.print(convergence_rule(folder), highlight=False)
 
 
 class ExportFormatChoice(str, Enum):

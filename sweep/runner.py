@@ -27,6 +27,7 @@ history. Each arm runs only the trials still missing from the plan.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -769,7 +770,9 @@ def run_study(
     try:
         # Everything that can refuse the run does so before the study folder is written.
         check_storage(storage, len([n for n in ray.nodes() if n.get("Alive")]))
-        data_config = spec.arm_config(spec.arm_names[0]).data
+        # The whole splits, once: each trial cuts its own data.train_size from them (arms may
+        # fix or search it), so every size shares this one copy in the object store.
+        data_config = dataclasses.replace(spec.arm_config(spec.arm_names[0]).data, train_size=None)
         splits = load_dataset(data_config)
         if store is None:
             store = ResultsStore.create(folder, spec.to_yaml())

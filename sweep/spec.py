@@ -9,11 +9,16 @@ The format (every key is checked; unknown keys are refused)::
 
     name: digits                 # study name = results folder name; [A-Za-z0-9_.-]+
     description: free text       # optional
-    data:                        # -> TrialConfig.data (the only place data.* keys may be set)
+    data:                        # -> TrialConfig.data (data.* keys are set here, except that
+                                 #    an arm may fix or search data.train_size, see below)
       dataset: digits            # digits | mnist                                   (required)
       binarize: dynamic          # dynamic | static | none                 (default dynamic)
-      seed: 0                    # split and static-binarisation seed            (default 0)
+      seed: 0                    # split, static-binarisation and train_size-subset seed
       data_dir: null             # null: $INFOVAE_DATA_DIR, else the per-user cache
+      train_size: null           # null: the whole training split; N: a subset of N training
+                                 # images chosen by data.seed (the same for every arm and
+                                 # train.seed; validation and test whole). 2 <= N <= the split
+                                 # (digits 1,258; mnist 50,000)
     defaults:                    # TrialConfig settings shared by every arm, nested or dotted:
       model: {latent_dim: 8, encoder: {kind: mlp, width: 256, depth: 2}}
       train.epochs: 20           # (see infovae_core/config.py for every key)
@@ -48,6 +53,16 @@ The format (every key is checked; unknown keys are refused)::
       rank_by: null              # objective metric that ranks trials (default: the first)
     resources: {cpu: 1, gpu: 0}  # per trial; fractions allowed, gpu > 1 must be whole
     storage: null                # Ray Tune storage (bucket URI or shared mount) for clusters
+    convergence:                 # optional: how the report and `show` judge each trial's
+      metric: val.elbo           # curve (sweep.convergence); val.<term> or train.<term>
+      tolerance: 0.005           # converged when the relative change of the metric's mean over
+                                 # the last tenth of the epochs is <= this (> 0)
+
+``data.train_size`` is the one data setting an arm may also set, in ``fixed`` or ``search``
+(``{grid: [100, 300, 1258]}`` with ``sampler: grid`` for the paper's small-data experiment): it
+does not change the dataset the runner loads once per study, only the subset each trial trains
+on. An arm's value overrides ``data.train_size`` of the ``data:`` block, like ``fixed`` overrides
+``defaults``. Every other data.* key is refused in ``defaults``, ``fixed`` and ``search``.
 
 Distributions (see :mod:`sweep.space`): ``{uniform: {low, high}}``, ``{log_uniform: {low, high}}``
 (``low > 0``), ``{int: {low, high, step: 1, log: false}}``, ``{choice: [values]}``,
@@ -65,6 +80,10 @@ Rules checked at load, each error naming the file, line and YAML path of the off
 - objectives: ``metric.{mmd, log_det_cov, mutual_info, nll_iwae, elbo, recon, kl,
   active_units}`` or ``metric.probe_acc_<n>`` with n in every arm's ``eval.probe_labels``;
   directions ``minimize``/``maximize``; no metric twice;
+- ``data.train_size`` (in ``data:`` or an arm) is an integer >= 2, at most the training split
+  of the dataset, at every corner of a searched range;
+- ``convergence.metric`` is ``val.<term>`` or ``train.<term>`` with term in ``loss, recon, kl,
+  divergence, elbo``; ``convergence.tolerance > 0``;
 - samplers: ``nsga2`` needs >= 2 objectives; several objectives need ``tpe``, ``random``,
   ``grid`` or ``nsga2`` (``cmaes`` is single-objective); ASHA early stopping is
   single-objective; its metric is ``val.<term>`` or ``train.<term>`` with term in
@@ -100,6 +119,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infovae_core.config import Binarization, DatasetName, TrialConfig
+from sweep.convergence import DEFAULT_CONVERGENCE_METRIC, DEFAULT_CONVERGENCE_TOLERANCE
 from sweep.space import (
     Distribution,
     cmaes_available,
@@ -114,6 +134,7 @@ __all__ = [
     "ArmPlan",
     "ArmSpec",
     "ConfirmSpec",
+    "ConvergenceSpec",
     "DataSpec",
     "EarlyStoppingSpec",
     "ObjectiveSpec",
@@ -148,6 +169,9 @@ _PROBE_RE = re.compile(r"probe_acc_([0-9]+)")
 _STUDY_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _ARM_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _MULTI_OBJECTIVE_SAMPLERS = ("tpe", "random", "grid", "nsga2")
+#: Data settings an arm may fix or search: they select what a trial trains on from the dataset
+#: the runner loads once per study, without changing that dataset.
+ARM_DATA_KEYS: frozenset[str] = frozenset({"data.train_size"})
 _MAX_CORNERS = 4096  # full product of extremes up to this many TrialConfig builds (~ms each)
 # The weight check of ObjectiveConfig names the whole section; these are the keys behind it.
 _SECTION_CULPRITS = {"objective": ("objective.lambda", "objective.alpha")}
@@ -212,6 +236,7 @@ class DataSpec(_Frozen):
     binarize: Binarization = "dynamic"
     seed: StrictInt = 0
     data_dir: str | None = None
+    train_size: StrictInt | None = None  # checked (>= 2, <= the split) by TrialConfig
 
     def as_settings(self) -> dict[str, Any]:
         """Dotted TrialConfig settings: ``{"data.dataset": ..., ...}``."""
@@ -251,6 +276,16 @@ class ObjectiveSpec(_Frozen):
         return "min" if self.direction == "minimize" else "max"
 
 
+def _epoch_metric(metric: str) -> str:
+    """``metric`` if it is a per-epoch column (``val.<term>``/``train.<term>``), else an error
+    listing the allowed ones."""
+    split, _, term = metric.partition(".")
+    if split in ("train", "val") and term in EPOCH_TERMS:
+        return metric
+    allowed = ", ".join(f"{s}.{t}" for s in ("val", "train") for t in EPOCH_TERMS)
+    raise ValueError(f"unknown per-epoch metric {metric!r} (allowed: {allowed})")
+
+
 class EarlyStoppingSpec(_Frozen):
     """ASHA on a per-epoch metric: trials below the top 1/reduction_factor at a rung stop."""
 
@@ -263,11 +298,7 @@ class EarlyStoppingSpec(_Frozen):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, metric: str) -> str:
-        split, _, term = metric.partition(".")
-        if split in ("train", "val") and term in EPOCH_TERMS:
-            return metric
-        allowed = ", ".join(f"{s}.{t}" for s in ("val", "train") for t in EPOCH_TERMS)
-        raise ValueError(f"unknown per-epoch metric {metric!r} (allowed: {allowed})")
+        return _epoch_metric(metric)
 
     @model_validator(mode="after")
     def _consistent_mode(self) -> EarlyStoppingSpec:
@@ -292,6 +323,22 @@ class EarlyStoppingSpec(_Frozen):
     def resolved_mode(self) -> Literal["min", "max"]:
         """``mode`` as given, else the implied one."""
         return self.mode or self.implied_mode
+
+
+class ConvergenceSpec(_Frozen):
+    """How each trial's convergence is judged from its per-epoch curve
+    (:func:`sweep.convergence.judge_curve`): the curve of ``metric`` and the ``tolerance`` on
+    its relative change over the last tenth of training."""
+
+    metric: str = DEFAULT_CONVERGENCE_METRIC
+    tolerance: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] = (
+        DEFAULT_CONVERGENCE_TOLERANCE
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        return _epoch_metric(metric)
 
 
 class SearchSpec(_Frozen):
@@ -419,6 +466,7 @@ class StudySpec(_Frozen):
     confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     storage: str | None = None
+    convergence: ConvergenceSpec = Field(default_factory=ConvergenceSpec)
 
     @field_validator("name")
     @classmethod
@@ -807,13 +855,15 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _key_problem(key: str) -> tuple[str, str] | None:
+def _key_problem(key: str, *, in_arm: bool = False) -> tuple[str, str] | None:
     """Why a dotted key cannot be set in defaults/fixed/search, as (the key to report, what is
     wrong), or None when it is a settable TrialConfig leaf. A mapping under a leaf (for example
-    a distribution written in ``defaults``) is reported once, at the leaf."""
+    a distribution written in ``defaults``) is reported once, at the leaf. ``in_arm``: the key
+    is in an arm's ``fixed``/``search``, where :data:`ARM_DATA_KEYS` are allowed too."""
     if key in _CONFIG_FIELDS:
-        if key.startswith("data."):
-            return key, "data settings belong in the top-level data: section"
+        if key.startswith("data.") and not (in_arm and key in ARM_DATA_KEYS):
+            where = " (or, for data.train_size, in an arm)" if key in ARM_DATA_KEYS else ""
+            return key, f"data settings belong in the top-level data: section{where}"
         return None
     parts = key.split(".")
     for i in range(1, len(parts)):
@@ -983,11 +1033,11 @@ def _arm_issues(
     issues: list[tuple[str, str]] = []
     fixed = arm.fixed_settings
     for key in fixed:
-        problem = _key_problem(key)
+        problem = _key_problem(key, in_arm=True)
         if problem:
             issues.append((f"{arm_path}.fixed.{problem[0]}", problem[1]))
     for key, dist in arm.search.items():
-        key_problem = _key_problem(key)
+        key_problem = _key_problem(key, in_arm=True)
         problem = (key_problem and key_problem[1]) or (
             f"{key} is also fixed in this arm; fix it or search it, not both"
             if key in fixed

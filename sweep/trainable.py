@@ -1,7 +1,8 @@
 """The Ray Tune trainable: a thin layer over :func:`infovae_core.trainer.fit`.
 
 It builds the trial's :class:`TrialConfig` from the arm's settings and the sampled parameters,
-runs the core trainer, reports every epoch's terms with ``ray.tune.report`` and, at the end, one
+cuts the trial's ``data.train_size`` subset from the whole splits the runner shared, runs the
+core trainer, reports every epoch's terms with ``ray.tune.report`` and, at the end, one
 final result holding the evaluation metrics (``metric.<name>``), the trial's status, timings,
 host and small artefacts for the report. Errors inside the trial (a non-finite loss, a bad
 configuration, any exception of the training code) are *reported* as ``trial_status = failed``
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from infovae_core.config import TrialConfig
-from infovae_core.data import DatasetSplits
+from infovae_core.data import DatasetSplits, apply_train_size
 from sweep.images import encode_png, image_grid
 from sweep.space import decode_params
 
@@ -103,7 +104,7 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
 
     try:
         cfg = trial_config(context, config)
-        splits = _dataset(context.data_key, data)
+        splits = apply_train_size(_dataset(context.data_key, data), cfg.data)
         fitted = fit(cfg, splits, callback=on_epoch)
     except NonFiniteLossError as error:
         final = {STATUS_KEY: "failed", ERROR_KEY: f"NonFiniteLossError: {error}"}

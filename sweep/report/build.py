@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from infovae_core.config import TRAIN_SPLIT_SIZES
 from sweep.report import figures
 from sweep.report.aggregate import (
     best_trial,
@@ -131,6 +132,7 @@ def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
             ["arm", "phase", "trial_id", "seed", "ended_at", "host", "error"]
         ].reset_index(drop=True),
         warnings=data.warnings,
+        convergence=analysis.convergence,
     )
 
 
@@ -217,6 +219,17 @@ def _searched_params(data: StudyData, arm: str, frame: pd.DataFrame) -> list[str
     return [c for c in candidates if frame[c].map(hashable_param).nunique(dropna=True) > 1]
 
 
+def _train_sizes(data: StudyData, done: pd.DataFrame) -> pd.Series | None:
+    """``param.data.train_size`` of ``done`` as numbers, a null (the whole split) read as the
+    training split's size of the study's dataset; None when the size does not vary."""
+    column = "param.data.train_size"
+    if column not in done.columns:
+        return None
+    whole = TRAIN_SPLIT_SIZES.get(data.dataset, np.nan)
+    sizes = pd.to_numeric(done[column], errors="coerce").astype(float).fillna(whole)
+    return sizes if sizes.nunique(dropna=True) > 1 else None
+
+
 def _hyperparameter_section(data: StudyData) -> Section:
     trials = data.trials
     arms = data.arms
@@ -237,6 +250,18 @@ def _hyperparameter_section(data: StudyData) -> Section:
             )
     else:
         blocks.append(NoteBlock("lambda was not varied in this study: no metric-vs-lambda plot."))
+    sizes = _train_sizes(data, done)
+    if sizes is not None:
+        for column, label in metrics:
+            blocks.append(
+                FigureBlock(
+                    figures.metric_vs_train_size(
+                        done.assign(**{"param.data.train_size": sizes}), column, label, arms
+                    ),
+                    "Every completed trial (search and confirm) against data.train_size, the "
+                    "whole training split where it was not set; lines join each arm's medians.",
+                )
+            )
     levels = capacity_levels(done)
     if levels.nunique() > 1:
         for column, label in metrics[:2]:

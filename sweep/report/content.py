@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from sweep.report.aggregate import Verdict
+from sweep.report.analysis import ConvergenceReport
 from sweep.report.claims import ArmClassification, Claim
 
 
@@ -90,3 +91,4 @@ class ReportContent:
     sections: tuple[Section, ...]
     failures: pd.DataFrame
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    convergence: ConvergenceReport | None = None

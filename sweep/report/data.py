@@ -19,6 +19,8 @@ from typing import Any, Literal
 import pandas as pd
 import yaml
 
+from sweep.convergence import DEFAULT_CONVERGENCE_METRIC, DEFAULT_CONVERGENCE_TOLERANCE
+
 Direction = Literal["minimize", "maximize"]
 
 #: Columns every trials table has after :func:`load_study_data` (added as nulls when absent).
@@ -150,6 +152,24 @@ class StudyData:
     @property
     def primary_objective(self) -> Objective:
         return self.objectives[0]
+
+    @property
+    def convergence(self) -> tuple[str, float]:
+        """(metric, tolerance) of the spec's ``convergence:`` block, each falling back to the
+        default (:mod:`sweep.convergence`) when absent or not usable."""
+        block = self.spec.get("convergence")
+        block = block if isinstance(block, Mapping) else {}
+        metric = block.get("metric")
+        tolerance = block.get("tolerance")
+        if not (isinstance(metric, str) and metric.partition(".")[0] in ("val", "train")):
+            metric = DEFAULT_CONVERGENCE_METRIC
+        usable = (
+            isinstance(tolerance, (int, float))
+            and not isinstance(tolerance, bool)
+            and math.isfinite(tolerance)
+            and tolerance > 0
+        )
+        return metric, float(tolerance) if usable else DEFAULT_CONVERGENCE_TOLERANCE
 
 
 def _parse_objective(item: Any) -> Objective | None:

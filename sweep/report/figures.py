@@ -229,6 +229,54 @@ def metric_vs_capacity(
     return fig
 
 
+def metric_vs_train_size(
+    trials: pd.DataFrame, column: str, label: str, arms: Sequence[str]
+) -> go.Figure:
+    """Metric against the number of training images (``param.data.train_size``, log x axis):
+    every trial as a point and, per arm, a line through the median at each size, so the arms
+    can be compared size by size (the paper's small-data experiment). Input: completed trials
+    with ``arm``, a numeric ``param.data.train_size`` (the caller fills a null, the whole
+    split, with its size) and ``column``."""
+    size = "param.data.train_size"
+    frame = trials[np.isfinite(trials[column].to_numpy(dtype=np.float64))]
+    frame = frame[np.isfinite(frame[size].to_numpy(dtype=np.float64))]
+    colors = arm_colors(arms)
+    fig = new_figure()
+    for arm in arms:
+        part = frame[frame["arm"] == arm]
+        if part.empty:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=part[size],
+                y=part[column],
+                mode="markers",
+                name=plot_text(arm),
+                legendgroup=arm,
+                showlegend=False,
+                marker={"color": colors[arm], "size": 6, "opacity": 0.5},
+            )
+        )
+        medians = part.groupby(size)[column].median().sort_index()
+        fig.add_trace(
+            go.Scatter(
+                x=medians.index.to_numpy(dtype=np.float64),
+                y=medians.to_numpy(),
+                mode="lines+markers",
+                name=f"{plot_text(arm)} (median)",
+                legendgroup=arm,
+                line={"color": colors[arm]},
+            )
+        )
+    fig.update_layout(
+        height=380,
+        title=f"{plot_text(label)} vs training-set size",
+        xaxis={"type": "log", "title": {"text": "training images (data.train_size)"}},
+        yaxis={"title": {"text": plot_text(label)}},
+    )
+    return fig
+
+
 def parallel_coordinates(
     trials: pd.DataFrame, params: Sequence[str], objective: Objective
 ) -> go.Figure:

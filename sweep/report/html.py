@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.offline
 
 from sweep.report.aggregate import Interval, MetricVerdict, Verdict, format_number
+from sweep.report.analysis import ArmConvergence, ConvergenceReport
 from sweep.report.claims import Claim
 from sweep.report.content import (
     Block,
@@ -52,6 +53,8 @@ nav.toc { margin: 10px 0 0; font-size: 14px; } nav.toc a { margin-right: 14px; }
 .banner.partial { background: #fff4d6; color: var(--warn); border: 1px solid #f0d48a; }
 .banner.warning { background: #fdecea; color: var(--bad); border: 1px solid #f3b8b3;
                   font-weight: 400; }
+.banner.unconverged { background: #fdecea; color: var(--bad); border: 1px solid #f3b8b3; }
+p.unconverged { color: var(--bad); font-weight: 600; margin: 6px 0; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 13.5px; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: var(--bg); font-weight: 600; }
@@ -143,7 +146,7 @@ def render_report(content: ReportContent) -> str:
         "</head><body><main>",
         _render_top(content),
         _render_header(content.header),
-        _render_verdict(content.verdict, content.verdict_note, content.claims),
+        _render_verdict(content.verdict, content.verdict_note, content.claims, content.convergence),
     ]
     for number, section in enumerate(content.sections, start=3):
         parts.append(_render_section(section, number, ids))
@@ -342,8 +345,46 @@ def _render_claim(claim: Claim) -> str:
     )
 
 
-def _render_verdict(verdict: Verdict | None, note: str, claims: Sequence[Claim]) -> str:
-    out = ['<section id="verdict"><h2>2. Verdict</h2>', '<div class="verdict-grid">', "<div>"]
+def _runs_text(arms: Sequence[ArmConvergence], count: str) -> str:
+    """``arm: k of n`` per arm, ``count`` naming the attribute counted."""
+    return "; ".join(f"{a.arm}: {getattr(a, count)} of {a.runs}" for a in arms)
+
+
+def _render_convergence(convergence: ConvergenceReport) -> str:
+    out = ['<div id="convergence">', "<h3>Convergence of the runs</h3>"]
+    out.append(f'<p class="muted small">{esc(convergence.rule)}</p>')
+    if convergence.table.empty:
+        out.append('<p class="note">No completed trials to judge yet.</p>')
+    else:
+        out.append(
+            _table(
+                [str(c) for c in convergence.table.columns],
+                [[_cell(v) for v in row] for row in convergence.table.itertuples(index=False)],
+                numeric=[False, False, True, True, True, True],
+                table_id="convergence-table",
+            )
+        )
+    out.append("</div>")
+    return "\n".join(out)
+
+
+def _render_verdict(
+    verdict: Verdict | None,
+    note: str,
+    claims: Sequence[Claim],
+    convergence: ConvergenceReport | None = None,
+) -> str:
+    out = ['<section id="verdict"><h2>2. Verdict</h2>']
+    unconverged = convergence.unconverged if convergence is not None and verdict else ()
+    unknown = convergence.unknown if convergence is not None and verdict else ()
+    if unconverged:
+        out.append(
+            '<div class="banner unconverged" id="unconverged-banner">Verdict drawn from '
+            "unconverged runs: confirm runs not converged by the rule below ("
+            + esc(_runs_text(unconverged, "not_converged"))
+            + "). Train longer before reading these differences as final.</div>"
+        )
+    out += ['<div class="verdict-grid">', "<div>"]
     out.append("<h3>Confirm-phase metrics per arm</h3>")
     out.append(f'<p class="muted small">{esc(note)}</p>')
     if verdict is not None:
@@ -354,8 +395,22 @@ def _render_verdict(verdict: Verdict | None, note: str, claims: Sequence[Claim])
             "Mann-Whitney U test are two-sided; Hedges' g is the bias-corrected "
             "standardised difference.</p>"
         )
+        if unknown:
+            out.append(
+                '<p class="note">Convergence unknown (too few epochs or no curve) for '
+                f"confirm runs of {esc(_runs_text(unknown, 'unknown'))}.</p>"
+            )
+    if convergence is not None:
+        out.append(_render_convergence(convergence))
     out.append('</div><div id="claims">')
     out.append("<h3>The paper's claims on these numbers</h3>")
+    if unconverged:
+        out.append(
+            '<p class="unconverged" id="claims-unconverged">These claims are drawn from '
+            "unconverged runs ("
+            + esc(_runs_text(unconverged, "not_converged"))
+            + " confirm runs not converged): they may change with longer training.</p>"
+        )
     if claims:
         out.extend(_render_claim(c) for c in claims)
     else:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from infovae_core import data
-from infovae_core.config import ConfigError, DataConfig
+from infovae_core.config import TRAIN_SPLIT_SIZES, ConfigError, DataConfig, TrialConfig
 from infovae_core.data import (
     MNIST_FILES,
     ChecksumError,
@@ -27,6 +27,7 @@ from infovae_core.data import (
     IdxFormatError,
     MissingDataError,
     Split,
+    apply_train_size,
     binarize,
     ensure_mnist,
     load_dataset,
@@ -410,6 +411,111 @@ def test_load_dataset_refuses_an_unknown_dataset() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# data.train_size
+
+
+def _rows(split: Split) -> set[bytes]:
+    """Each image as bytes: a split's content as a set, to compare subsets of images."""
+    return {row.numpy().tobytes() for row in split.images}
+
+
+def test_train_split_sizes_match_the_loaded_digits_split() -> None:
+    assert TRAIN_SPLIT_SIZES["digits"] == len(load_digits_splits(0).train) == 1258
+
+
+def test_train_size_keeps_that_many_training_images_from_the_training_split() -> None:
+    whole = load_dataset(DataConfig(dataset="digits", seed=3))
+    cut = load_dataset(DataConfig(dataset="digits", seed=3, train_size=100))
+    assert len(cut.train) == 100
+    assert _rows(cut.train) <= _rows(whole.train)
+    # labels travel with their images: each subset row is a row of the whole split
+    whole_rows = {
+        img.numpy().tobytes(): int(y)
+        for img, y in zip(whole.train.images, whole.train.labels, strict=True)
+    }
+    assert all(
+        whole_rows[img.numpy().tobytes()] == int(y)
+        for img, y in zip(cut.train.images, cut.train.labels, strict=True)
+    )
+
+
+def test_train_size_leaves_validation_and_test_unchanged() -> None:
+    whole = load_dataset(DataConfig(dataset="digits", seed=3))
+    cut = load_dataset(DataConfig(dataset="digits", seed=3, train_size=50))
+    for a, b in ((whole.val, cut.val), (whole.test, cut.test)):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+
+
+def test_train_size_subset_is_deterministic_and_set_by_the_data_seed() -> None:
+    a = load_dataset(DataConfig(dataset="digits", seed=1, train_size=64))
+    b = load_dataset(DataConfig(dataset="digits", seed=1, train_size=64))
+    c = load_dataset(DataConfig(dataset="digits", seed=2, train_size=64))
+    assert torch.equal(a.train.images, b.train.images) and torch.equal(
+        a.train.labels, b.train.labels
+    )
+    assert _rows(a.train) != _rows(c.train)
+
+
+def test_train_size_subset_does_not_depend_on_the_training_seed() -> None:
+    # Arms and model seeds of one study must train on the same images (paired comparisons).
+    base = {"data.dataset": "digits", "data.seed": 5, "data.train_size": 30}
+    one = TrialConfig.from_dict({**base, "train.seed": 0, "objective.lambda": 1.0})
+    two = TrialConfig.from_dict({**base, "train.seed": 99, "objective.lambda": 50.0})
+    assert torch.equal(load_dataset(one.data).train.images, load_dataset(two.data).train.images)
+
+
+def test_smaller_train_sizes_are_subsets_of_larger_ones() -> None:
+    small = load_dataset(DataConfig(dataset="digits", train_size=20))
+    large = load_dataset(DataConfig(dataset="digits", train_size=200))
+    assert _rows(small.train) <= _rows(large.train)
+
+
+def test_train_size_of_the_whole_split_keeps_every_training_image() -> None:
+    whole = load_dataset(DataConfig(dataset="digits"))
+    full = load_dataset(DataConfig(dataset="digits", train_size=1258))
+    assert _rows(full.train) == _rows(whole.train)
+
+
+def test_apply_train_size_on_whole_splits_equals_load_dataset() -> None:
+    # The sweep loads the whole splits once and cuts them per trial with apply_train_size.
+    config = DataConfig(dataset="digits", seed=2, train_size=40)
+    whole = load_dataset(DataConfig(dataset="digits", seed=2))
+    assert torch.equal(
+        apply_train_size(whole, config).train.images, load_dataset(config).train.images
+    )
+    assert apply_train_size(whole, DataConfig(dataset="digits", seed=2)) is whole
+
+
+@pytest.mark.parametrize("size", [0, 1, -5])
+def test_train_size_below_two_is_refused_naming_the_key(size: int) -> None:
+    with pytest.raises(ConfigError, match=r"data.train_size: must be >= 2"):
+        DataConfig(dataset="digits", train_size=size)
+
+
+def test_train_size_larger_than_the_split_names_the_key_and_the_split_size() -> None:
+    with pytest.raises(ConfigError, match=r"data.train_size: 1259 is more than the 1258 images"):
+        DataConfig(dataset="digits", train_size=1259)
+    with pytest.raises(ConfigError, match=r"data.train_size: 50001 .* 50000 images of the mnist"):
+        TrialConfig.from_dict({"data.dataset": "mnist", "data.train_size": 50_001})
+
+
+def test_train_size_must_be_an_integer() -> None:
+    with pytest.raises(ConfigError, match="data.train_size: must be an integer"):
+        TrialConfig.from_dict({"data.train_size": "100"})
+    assert TrialConfig.from_dict({"data.train_size": None}).data.train_size is None
+
+
+def test_train_size_larger_than_the_actual_split_is_refused_on_load(tmp_path: Path, payloads):
+    # The tiny files have 15 training images: the check against the loaded split names both.
+    write_all(tmp_path / "mnist", payloads)
+    splits = load_mnist(tmp_path, seed=0, val_size=5, download=False)
+    config = DataConfig(dataset="mnist", data_dir=str(tmp_path), train_size=16)
+    with pytest.raises(ConfigError, match=r"data.train_size: 16 is more than the 15 images"):
+        apply_train_size(splits, config)
+    assert len(apply_train_size(splits, DataConfig(dataset="mnist", train_size=15)).train) == 15
+
+
+# ---------------------------------------------------------------------------------------------
 # Split containers
 
 
@@ -504,6 +610,7 @@ def real_mnist_root() -> Path:
 def test_real_mnist_has_50k_10k_10k_images_of_28x28(real_mnist_root: Path) -> None:
     splits = load_dataset(DataConfig(dataset="mnist", data_dir=str(real_mnist_root)))
     assert (len(splits.train), len(splits.val), len(splits.test)) == (50_000, 10_000, 10_000)
+    assert TRAIN_SPLIT_SIZES["mnist"] == len(splits.train)
     assert splits.image_shape == (1, 28, 28)
     for split in (splits.train, splits.val, splits.test):
         assert split.images.dtype == torch.float32

@@ -88,3 +88,29 @@ def test_validate_and_run_refuse_a_file_with_a_nul_byte(tmp_path):
         output = result.output.replace("\n", "")
         assert f"{bad}:" in output and "U+0000 at line" in output, output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nul.yaml"]
+
+
+def test_show_judges_the_convergence_of_every_arm(tmp_path):
+    from dataclasses import replace
+
+    from sweep.leaderboard import leaderboards
+    from sweep.report.synthetic import default_arms
+
+    arms = default_arms()
+    arms["infovae"] = replace(arms["infovae"], still_rising=True)
+    folder = write_synthetic_study(tmp_path / "synthetic", arms=arms, n_search=3, n_seeds=2)
+    boards = {board.title.split(":")[0]: board for board in leaderboards(folder, top=10)}
+    assert boards["elbo"].convergence.startswith(
+        "convergence: search 3 converged, 0 not, 0 unknown"
+    )
+    assert "confirm 2 converged, 0 not" in boards["elbo"].convergence
+    assert "search 0 converged, 3 not, 0 unknown" in boards["infovae"].convergence
+    assert "confirm 0 converged, 2 not" in boards["infovae"].convergence
+    column = boards["infovae"].columns.index("converged")
+    assert all(row[column].startswith("no ") for row in boards["infovae"].rows)
+    assert all(row[column].startswith("yes ") for row in boards["elbo"].rows)
+
+    result = runner.invoke(app, ["show", str(folder)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "convergence: search 0 converged, 3 not" in result.stdout
+    assert "A run has converged when the mean of val.elbo" in result.stdout

@@ -135,3 +135,41 @@ def test_train_on_missing_mnist_says_where_to_put_files(tmp_path):
     )
     assert result.exit_code == 1
     assert "mnist" in result.output.lower()
+
+
+def test_train_size_reaches_the_trained_configuration(monkeypatch):
+    import infovae_core.trainer as trainer
+
+    seen = {}
+    real_load = trainer.load_dataset
+
+    def load(config):
+        splits = real_load(config)
+        seen["train"] = len(splits.train)
+        return splits
+
+    monkeypatch.setattr(trainer, "load_dataset", load)
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--train-size",
+            "64",
+            "--epochs",
+            "1",
+            "--width",
+            "32",
+            "--iwae-samples",
+            "2",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config"]["data.train_size"] == 64
+    assert seen["train"] == 64
+
+
+def test_train_refuses_a_train_size_above_the_split_naming_it_and_the_size():
+    result = runner.invoke(app, ["train", "--train-size", "5000", "--epochs", "1"])
+    assert result.exit_code == 2
+    assert "data.train_size" in result.output and "1258" in result.output

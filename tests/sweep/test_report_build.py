@@ -241,3 +241,104 @@ def test_report_is_reproducible(full_study: Path, tmp_path: Path) -> None:
     one = body(build_report(full_study, out=tmp_path / "1.html"))
     two = body(build_report(full_study, out=tmp_path / "2.html"))
     assert one == two
+
+
+# -- convergence -------------------------------------------------------------------------------
+
+
+def _rising_infovae(folder: Path, **kwargs: object) -> Path:
+    """The default synthetic study but InfoVAE's curves still improve 7 % per epoch at the end."""
+    from dataclasses import replace
+
+    from sweep.report.synthetic import default_arms
+
+    arms = default_arms()
+    arms["infovae"] = replace(arms["infovae"], still_rising=True)
+    return write_synthetic_study(folder, arms=arms, artifacts=False, **kwargs)  # type: ignore[arg-type]
+
+
+def _verdict_section(page: str) -> str:
+    return page[page.index('<section id="verdict"') : page.index('<section id="hyperparameters"')]
+
+
+def test_a_verdict_on_still_rising_confirm_runs_is_marked_unconverged(tmp_path: Path) -> None:
+    page = _verdict_section(build_report(_rising_infovae(tmp_path / "s")).read_text())
+    assert 'id="unconverged-banner"' in page
+    assert "Verdict drawn from unconverged runs" in page
+    assert "infovae: 5 of 5" in page
+    claims = page[page.index('<div id="claims">') :]
+    assert 'id="claims-unconverged"' in claims and "drawn from unconverged runs" in claims
+    table = re.search(r'<table id="convergence-table">(.*?)</table>', page).group(1)
+    rows = re.findall(
+        r"<tr><td>(.*?)</td><td>(.*?)</td><td[^>]*>(\d+)</td><td[^>]*>(\d+)</td>", table
+    )
+    assert ("infovae", "confirm", "0", "5") in rows and ("elbo", "confirm", "5", "0") in rows
+
+
+def test_a_verdict_on_flat_confirm_runs_is_not_marked(full_report: str) -> None:
+    page = _verdict_section(full_report)
+    assert 'id="convergence-table"' in page
+    assert "unconverged" not in page.replace("banner.unconverged", "")
+    assert "val.elbo" in page and "0.5%" in page  # the rule, stated with its settings
+
+
+def test_the_study_convergence_block_sets_the_tolerance_of_the_report(tmp_path: Path) -> None:
+    folder = _rising_infovae(tmp_path / "s")
+    spec = yaml.safe_load((folder / "study.yaml").read_text())
+    spec["convergence"] = {"metric": "val.elbo", "tolerance": 0.1}  # 7 % per epoch is within it
+    (folder / "study.yaml").write_text(yaml.safe_dump(spec))
+    page = _verdict_section(build_report(folder).read_text())
+    assert 'id="unconverged-banner"' not in page
+    assert "at most 10% of the last mean" in page
+
+
+def test_only_the_confirm_runs_of_the_verdict_mark_it(tmp_path: Path) -> None:
+    # Unconverged search trials alone do not mark the verdict (they are not compared in it).
+    folder = _rising_infovae(tmp_path / "s")
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    trials = pd.read_parquet(folder / "trials.parquet")
+    confirm = set(trials.loc[trials["phase"] == "confirm", "trial_id"])
+    flat = epochs["trial_id"].isin(confirm)
+    epochs.loc[flat, "val.elbo"] = -100.0
+    epochs.to_parquet(folder / "epochs.parquet")
+    page = _verdict_section(build_report(folder).read_text())
+    assert 'id="unconverged-banner"' not in page
+    assert re.search(r"<td>infovae</td><td>search</td><td[^>]*>0</td><td[^>]*>12</td>", page)
+
+
+def test_too_short_runs_are_reported_as_unknown_not_unconverged(tmp_path: Path) -> None:
+    page = _verdict_section(build_report(_small(tmp_path / "s", n_epochs=3)).read_text())
+    assert 'id="unconverged-banner"' not in page
+    assert "Convergence unknown" in page
+
+
+# -- data.train_size -----------------------------------------------------------------------------
+
+
+def test_metrics_are_plotted_against_a_varied_train_size(tmp_path: Path) -> None:
+    folder = _small(tmp_path / "s", artifacts=False)
+    trials = pd.read_parquet(folder / "trials.parquet")
+    sizes = [50, 200, None]  # None: the whole digits training split (1,258 images)
+    trials["param.data.train_size"] = [sizes[i % 3] for i in range(len(trials))]
+    trials.to_parquet(folder / "trials.parquet")
+    page = build_report(folder).read_text()
+    assert "nll_iwae vs training-set size" in page
+    unvaried = build_report(_small(tmp_path / "t", artifacts=False)).read_text()
+    assert "vs training-set size" not in unvaried
+
+
+def test_train_size_figure_draws_each_arm_median_per_size() -> None:
+    from sweep.report.figures import metric_vs_train_size
+
+    trials = pd.DataFrame(
+        {
+            "arm": ["a", "a", "a", "a", "b"],
+            "param.data.train_size": [100.0, 100.0, 1000.0, 1000.0, 100.0],
+            "metric.mmd": [1.0, 3.0, 5.0, np.nan, 7.0],
+        }
+    )
+    fig = metric_vs_train_size(trials, "metric.mmd", "mmd", ["a", "b"])
+    lines = {t.name: (list(t.x), list(t.y)) for t in fig.data if t.mode == "lines+markers"}
+    assert lines["a (median)"] == ([100.0, 1000.0], [2.0, 5.0])  # the NaN is left out
+    assert lines["b (median)"] == ([100.0], [7.0])
+    assert fig.layout.xaxis.type == "log"

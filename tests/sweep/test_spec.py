@@ -361,3 +361,125 @@ def test_a_non_printable_character_is_a_study_spec_error_with_its_position(
     assert (issue.source, issue.line) == (str(source), 3)
     assert f"U+{ord(character):04X} at line 3, column 5" in str(caught.value)
     assert str(caught.value).startswith(f"{source}:3: invalid YAML")
+
+
+# -- data.train_size ---------------------------------------------------------------------------
+
+EXPLODING = """\
+name: exploding
+data: {dataset: digits, seed: 3}
+arms:
+  elbo:
+    fixed: {objective.alpha: 0.0, objective.lambda: 1.0}
+    search:
+      data.train_size: {grid: [50, 200, 1258]}
+  infovae:
+    fixed: {objective.alpha: 1.0, objective.lambda: 10.0}
+    search:
+      data.train_size: {grid: [50, 200, 1258]}
+search:
+  sampler: grid
+  objectives: [{metric: metric.nll_iwae, direction: minimize}]
+"""
+
+
+def test_train_size_in_the_data_block_reaches_every_arm() -> None:
+    spec = StudySpec.from_yaml_text(
+        MINIMAL.replace("{dataset: digits}", "{dataset: digits, train_size: 300}")
+    )
+    assert spec.data.train_size == 300
+    assert spec.arm_config("infovae").data.train_size == 300
+    assert StudySpec.from_yaml_text(spec.to_yaml()) == spec
+
+
+def test_train_size_defaults_to_the_whole_split() -> None:
+    assert StudySpec.from_yaml_text(MINIMAL).arm_config("infovae").data.train_size is None
+
+
+def test_a_study_gridding_train_size_validates_and_plans_the_grid() -> None:
+    spec = StudySpec.from_yaml_text(EXPLODING)
+    assert spec.trials_for("elbo") == spec.trials_for("infovae") == 3
+    config = spec.arm_config("infovae", {"data.train_size": 50})
+    assert (config.data.train_size, config.data.seed) == (50, 3)
+    assert "data.train_size" in plan_study(spec).arms[0].searched
+
+
+def test_an_arm_may_fix_train_size_overriding_the_data_block() -> None:
+    text = MINIMAL.replace("{dataset: digits}", "{dataset: digits, train_size: 300}").replace(
+        "{objective.alpha: 0.5}", "{objective.alpha: 0.5, data.train_size: 100}"
+    )
+    assert StudySpec.from_yaml_text(text).arm_config("infovae").data.train_size == 100
+
+
+def test_a_searched_train_size_above_the_split_is_refused_naming_the_key_and_size() -> None:
+    text = EXPLODING.replace("[50, 200, 1258]}\n  infovae", "[50, 200, 5000]}\n  infovae")
+    with pytest.raises(StudySpecError) as caught:
+        StudySpec.from_yaml_text(text, source="s.yaml")
+    message = str(caught.value)
+    assert (
+        "s.yaml:7: arms.elbo.search.data.train_size: 5000 is more than the 1258 images" in message
+    )
+
+
+def test_train_size_in_the_data_block_is_checked_against_the_split() -> None:
+    text = MINIMAL.replace("{dataset: digits}", "{dataset: mnist, train_size: 60000}")
+    with pytest.raises(StudySpecError, match=r":2: data.train_size: 60000 is more than the 50000"):
+        StudySpec.from_yaml_text(text)
+
+
+@pytest.mark.parametrize("value", ["1", "100.5", "'100'"])
+def test_train_size_must_be_an_integer_of_at_least_two(value: str) -> None:
+    text = MINIMAL.replace("{dataset: digits}", f"{{dataset: digits, train_size: {value}}}")
+    with pytest.raises(StudySpecError, match=r"data.train_size: "):
+        StudySpec.from_yaml_text(text)
+
+
+def test_other_data_keys_are_still_refused_in_arms() -> None:
+    text = MINIMAL.replace("{objective.alpha: 0.5}", "{objective.alpha: 0.5, data.seed: 1}")
+    with pytest.raises(StudySpecError, match=r"arms.infovae.fixed.data.seed: data settings belong"):
+        StudySpec.from_yaml_text(text)
+
+
+def test_train_size_in_defaults_is_refused_pointing_at_data_or_an_arm() -> None:
+    text = MINIMAL.replace("arms:", "defaults: {data.train_size: 10}\narms:")
+    with pytest.raises(
+        StudySpecError, match=r"defaults.data.train_size: .*or, for data.train_size, in an arm"
+    ):
+        StudySpec.from_yaml_text(text)
+
+
+# -- convergence ---------------------------------------------------------------------------
+
+
+def test_convergence_defaults_to_the_validation_elbo_at_half_a_percent() -> None:
+    spec = StudySpec.from_yaml_text(MINIMAL)
+    assert (spec.convergence.metric, spec.convergence.tolerance) == ("val.elbo", 0.005)
+
+
+def test_convergence_block_sets_metric_and_tolerance_and_round_trips() -> None:
+    spec = StudySpec.from_yaml_text(
+        MINIMAL + "convergence: {metric: train.loss, tolerance: 0.01}\n"
+    )
+    assert (spec.convergence.metric, spec.convergence.tolerance) == ("train.loss", 0.01)
+    assert StudySpec.from_yaml_text(spec.to_yaml()) == spec
+
+
+@pytest.mark.parametrize(
+    ("block", "path", "phrase"),
+    [
+        ("{tolerance: 0}", "convergence.tolerance", "greater than 0"),
+        ("{tolerance: -0.1}", "convergence.tolerance", "greater than 0"),
+        ("{tolerance: .nan}", "convergence.tolerance", "finite"),
+        ("{metric: metric.mmd}", "convergence.metric", "unknown per-epoch metric 'metric.mmd'"),
+        ("{metric: val.elob}", "convergence.metric", "allowed: val.loss"),
+        ("{window: 3}", "convergence.window", "unknown key"),
+    ],
+)
+def test_a_bad_convergence_block_is_refused_naming_the_key(
+    block: str, path: str, phrase: str
+) -> None:
+    with pytest.raises(StudySpecError) as caught:
+        StudySpec.from_yaml_text(MINIMAL + f"convergence: {block}\n", source="s.yaml")
+    message = str(caught.value)
+    assert f"s.yaml:11: {path}: " in message, message
+    assert phrase in message, message
