@@ -4,10 +4,11 @@ The numbers are those of the HTML report (:func:`sweep.report.analysis.analyse`)
 ``infovae-sweep show`` (:func:`sweep.leaderboard.leaderboards`): :func:`collect_tables` computes
 them once as plain tables, and one renderer per format writes them.
 
-- ``csv``: one file per table: ``verdict.csv``, ``claims.csv``, ``leaderboard-<arm>.csv``;
-  raw numbers (full precision, empty cell for a missing value).
+- ``csv``: one file per table: ``verdict.csv``, ``claims.csv``, ``convergence.csv``,
+  ``leaderboard-<arm>.csv``; raw numbers (full precision, empty cell for a missing value).
 - ``json``: one document, ``export.json``: ``{"study", "verdict_note", "reference",
-  "tables": {name: {"title", "columns", "rows": [{column: value}]}}}``; missing values are null.
+  "significance_level", "convergence_rule", "verdict_unconverged", "tables": {name: {"title",
+  "note", "columns", "rows": [{column: value}]}}}``; missing values are null.
 - ``markdown``: ``export.md``, one pipe table per table, numbers to 4 significant digits.
 - ``latex``: ``export.tex``, one booktabs ``tabular`` per table (needs ``\\usepackage{booktabs}``),
   every cell escaped for LaTeX.
@@ -18,7 +19,14 @@ Markdown and LaTeX show the verdict in a shorter form for a paper (:func:`displa
 The verdict has one row per (metric, arm): the arm's mean over its confirm seeds with the 95%
 percentile-bootstrap CI, and, for arms other than the reference, the difference to the reference
 (on ``|x|`` for metrics whose goal is 0) with its CI, Welch's t-test, the Mann-Whitney U test and
-Hedges' g; then the metric's best arm and whether it beats every other arm at p < 0.05.
+Hedges' g; then the metric's best arm and whether it beats every other arm at p < 0.05, and
+how many of the arm's confirm runs did not converge or have an unknown convergence.
+
+Convergence (:mod:`sweep.convergence`, the study's ``convergence:`` rule) as in the report: the
+``convergence`` table counts converged / not converged / unknown trials per arm and phase with
+the median relative change (a fraction), each leaderboard has a ``converged`` column, and when a
+confirm run the verdict compares did not converge the verdict's and the claims' titles say
+"drawn from unconverged runs" (in every format; JSON also has ``verdict_unconverged: true``).
 Files are written atomically (temporary file, then rename) after every table is computed.
 """
 
@@ -38,7 +46,7 @@ from typing import Literal
 
 from sweep.leaderboard import leaderboards
 from sweep.report.aggregate import SIGNIFICANCE_LEVEL, Verdict, format_number
-from sweep.report.analysis import analyse
+from sweep.report.analysis import ArmConvergence, ConvergenceReport, analyse, runs_text
 from sweep.report.claims import Claim
 from sweep.report.data import load_study_data
 
@@ -69,18 +77,31 @@ VERDICT_COLUMNS: tuple[str, ...] = (
     "hedges_g",
     "winner",
     "winner_significant",
+    "runs_not_converged",
+    "runs_convergence_unknown",
 )
 CLAIM_COLUMNS: tuple[str, ...] = ("statement", "status", "infovae_arm", "elbo_arm", "numbers")
+CONVERGENCE_COLUMNS: tuple[str, ...] = (
+    "arm",
+    "phase",
+    "converged",
+    "not_converged",
+    "unknown",
+    "median_relative_change",
+)
+UNCONVERGED = "drawn from unconverged runs"
 
 
 @dataclass(frozen=True)
 class Table:
-    """A table to export: ``name`` (file stem, JSON key), a title, columns and raw cells."""
+    """A table to export: ``name`` (file stem, JSON key), a title, columns and raw cells, and
+    an optional ``note`` shown under the title (Markdown, LaTeX comment, JSON; not in CSV)."""
 
     name: str
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[Cell, ...], ...]
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,8 @@ class StudyTables:
     verdict_note: str
     reference: str | None
     tables: tuple[Table, ...]
+    convergence_rule: str = ""
+    verdict_unconverged: bool = False
 
 
 def _number(x: float | int | None) -> float | None:
@@ -101,8 +124,17 @@ def _number(x: float | int | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def verdict_table(verdict: Verdict | None) -> Table:
-    """The verdict as one row per (metric, arm); empty before any completed confirm trial."""
+def _unconverged_title(title: str, unconverged: Sequence[ArmConvergence]) -> str:
+    if not unconverged:
+        return title
+    return f"{title}, {UNCONVERGED} ({runs_text(tuple(unconverged), 'not_converged')})"
+
+
+def verdict_table(verdict: Verdict | None, convergence: ConvergenceReport | None = None) -> Table:
+    """The verdict as one row per (metric, arm); empty before any completed confirm trial.
+    With ``convergence``, each row counts the arm's confirm runs not converged / unknown, and
+    the title says the verdict is drawn from unconverged runs when any did not converge."""
+    runs = {a.arm: a for a in convergence.verdict_runs} if convergence is not None else {}
     rows: list[tuple[Cell, ...]] = []
     for row in verdict.rows if verdict is not None else ():
         comparisons = {c.treatment: c for c in row.comparisons}
@@ -135,14 +167,39 @@ def verdict_table(verdict: Verdict | None) -> Table:
                     _number(comp.test.hedges_g),
                 ]
             cells += [row.winner, row.winner_significant if row.winner is not None else None]
+            judged = runs.get(summary.arm)
+            cells += [None, None] if judged is None else [judged.not_converged, judged.unknown]
             rows.append(tuple(cells))
-    return Table("verdict", "Verdict (confirm phase)", VERDICT_COLUMNS, tuple(rows))
+    unconverged = convergence.unconverged if convergence is not None and verdict else ()
+    title = _unconverged_title("Verdict (confirm phase)", unconverged)
+    return Table("verdict", title, VERDICT_COLUMNS, tuple(rows))
 
 
-def claims_table(claims: Sequence[Claim]) -> Table:
-    """The paper's claims checked on this study, with the numbers each rests on."""
+def claims_table(claims: Sequence[Claim], unconverged: Sequence[ArmConvergence] = ()) -> Table:
+    """The paper's claims checked on this study, with the numbers each rests on (the title
+    marked when the verdict they rest on is drawn from unconverged runs)."""
     rows = tuple((c.statement, c.status, c.infovae_arm, c.elbo_arm, c.numbers) for c in claims)
-    return Table("claims", "Claims of Zhao, Song & Ermon (2017)", CLAIM_COLUMNS, rows)
+    title = _unconverged_title("Claims of Zhao, Song & Ermon (2017)", unconverged)
+    return Table("claims", title, CLAIM_COLUMNS, rows)
+
+
+def convergence_table(convergence: ConvergenceReport) -> Table:
+    """Per arm and phase: converged / not converged / unknown trials and the median relative
+    change (a fraction), with the rule in words as the note."""
+    rows = tuple(
+        (
+            str(r.arm),
+            str(r.phase),
+            int(r.converged),
+            int(r.not_converged),
+            int(r.unknown),
+            _number(r.median_relative_change),
+        )
+        for r in convergence.summary.itertuples(index=False)
+    )
+    return Table(
+        "convergence", "Convergence of the runs", CONVERGENCE_COLUMNS, rows, convergence.rule
+    )
 
 
 def _safe_name(arm: str) -> str:
@@ -157,7 +214,11 @@ def collect_tables(folder: Path, top: int = 10) -> StudyTables:
     """
     data = load_study_data(Path(folder))
     analysis = analyse(data)
-    tables = [verdict_table(analysis.verdict), claims_table(analysis.claims)]
+    tables = [
+        verdict_table(analysis.verdict, analysis.convergence),
+        claims_table(analysis.claims, analysis.unconverged),
+        convergence_table(analysis.convergence),
+    ]
     for board in leaderboards(Path(folder), top=top):
         tables.append(
             Table(
@@ -167,7 +228,14 @@ def collect_tables(folder: Path, top: int = 10) -> StudyTables:
                 tuple(tuple(_cell(v) for v in row) for row in board.values),
             )
         )
-    return StudyTables(data.name, analysis.verdict_note, analysis.reference, tuple(tables))
+    return StudyTables(
+        data.name,
+        analysis.verdict_note,
+        analysis.reference,
+        tuple(tables),
+        analysis.convergence.rule,
+        bool(analysis.unconverged),
+    )
 
 
 def _cell(value: object) -> Cell:
@@ -273,9 +341,12 @@ def to_json(tables: StudyTables) -> str:
         "verdict_note": tables.verdict_note,
         "reference": tables.reference,
         "significance_level": SIGNIFICANCE_LEVEL,
+        "convergence_rule": tables.convergence_rule,
+        "verdict_unconverged": tables.verdict_unconverged,
         "tables": {
             t.name: {
                 "title": t.title,
+                "note": t.note,
                 "columns": list(t.columns),
                 "rows": [dict(zip(t.columns, row, strict=True)) for row in t.rows],
             }
@@ -294,6 +365,8 @@ def to_markdown(tables: StudyTables) -> str:
     out = [f"# {_markdown_cell(tables.study)}: ELBO vs InfoVAE", "", tables.verdict_note, ""]
     for table in _for_people(tables):
         out += [f"## {_markdown_cell(table.title)}", ""]
+        if table.note:
+            out += [" ".join(table.note.split()), ""]
         if not table.rows:
             out += ["(no rows)", ""]
             continue
@@ -354,6 +427,7 @@ def to_latex(tables: StudyTables) -> str:
             r"\centering",
             r"\caption{" + latex_escape(table.title) + "}",
             r"\label{tab:" + re.sub(r"[^A-Za-z0-9.-]+", "-", table.name) + "}",
+            *([f"% {latex_escape(table.note)}"] if table.note else []),
             r"\begin{tabular}{" + spec + "}",
             r"\toprule",
             " & ".join(latex_escape(c) for c in table.columns) + r" \\",
@@ -421,6 +495,7 @@ __all__ = [
     "Table",
     "claims_table",
     "collect_tables",
+    "convergence_table",
     "display_verdict",
     "export_study",
     "latex_escape",

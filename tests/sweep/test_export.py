@@ -43,6 +43,7 @@ def test_csv_has_one_file_per_table_holding_the_reports_numbers(study, tmp_path)
     paths = _export(study, "csv", tmp_path)
     assert sorted(p.name for p in paths) == [
         "claims.csv",
+        "convergence.csv",
         "leaderboard-elbo_plain.csv",
         "leaderboard-info_mmd.csv",
         "verdict.csv",
@@ -77,6 +78,17 @@ def test_csv_has_one_file_per_table_holding_the_reports_numbers(study, tmp_path)
     (expected,) = [b for b in leaderboards(study, top=10) if b.arm == "info_mmd"]
     assert list(board.columns) == list(expected.columns)
     assert list(board["trial"]) == [row[0] for row in expected.values]
+    assert list(board["converged"]) == [row[-1] for row in expected.values]
+    assert set(board["converged"]) == {"converged"}  # the synthetic curves are flat
+    assert (verdict["runs_not_converged"] == 0).all()
+    assert (verdict["runs_convergence_unknown"] == 0).all()
+    assert "unconverged" not in (tmp_path / "verdict.csv").read_text()
+    convergence = pd.read_csv(tmp_path / "convergence.csv")
+    expected_table = report.convergence.table  # the report's per-arm, per-phase table
+    assert list(convergence["arm"]) == list(expected_table["arm"])
+    assert list(convergence["phase"]) == list(expected_table["phase"])
+    assert list(convergence["converged"]) == list(expected_table["converged"])
+    assert list(convergence["not_converged"]) == list(expected_table["not converged"])
 
 
 def test_json_is_one_document_with_every_table(study, tmp_path):
@@ -86,6 +98,7 @@ def test_json_is_one_document_with_every_table(study, tmp_path):
     assert set(document["tables"]) == {
         "verdict",
         "claims",
+        "convergence",
         "leaderboard-elbo_plain",
         "leaderboard-info_mmd",
     }
@@ -95,6 +108,9 @@ def test_json_is_one_document_with_every_table(study, tmp_path):
     pd.testing.assert_series_equal(verdict["mean"], from_csv["mean"], check_exact=False)
     reference_rows = verdict[verdict["arm"] == "elbo_plain"]
     assert reference_rows["welch_p"].isna().all()  # null in JSON
+    assert document["verdict_unconverged"] is False
+    assert document["convergence_rule"].startswith("A run has converged when the mean of val.elbo")
+    assert document["tables"]["convergence"]["note"] == document["convergence_rule"]
 
 
 def test_latex_is_booktabs_with_escaped_text_and_balanced_environments(study, tmp_path):
@@ -103,8 +119,8 @@ def test_latex_is_booktabs_with_escaped_text_and_balanced_environments(study, tm
     body = "\n".join(line for line in text.splitlines() if not line.startswith("%"))
     for env in ("table", "tabular"):
         begins = len(re.findall(r"\\begin\{" + env + r"\}", body))
-        assert begins == len(re.findall(r"\\end\{" + env + r"\}", body)) == 4
-    assert body.count(r"\toprule") == body.count(r"\bottomrule") == 4
+        assert begins == len(re.findall(r"\\end\{" + env + r"\}", body)) == 5
+    assert body.count(r"\toprule") == body.count(r"\bottomrule") == 5
     assert re.search(r"(?<!\\)_", body.replace(r"\_", "")) is None  # every _ escaped
     assert r"info\_mmd" in body and r"metric.log\_det\_cov" not in body  # labels, not columns
     assert re.search(r"(?<!\\)[%#$]", body) is None  # & is checked by the column count
@@ -130,9 +146,9 @@ def test_latex_escape_escapes_every_special_character():
 def test_markdown_pipe_tables_have_one_cell_per_column(study, tmp_path):
     (path,) = _export(study, "markdown", tmp_path)
     text = path.read_text()
-    assert text.count("## ") == 4
+    assert text.count("## ") == 5
     blocks = [b for b in text.split("\n\n") if b.startswith("| ")]
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     for block in blocks:
         lines = block.splitlines()
         widths = {len(re.findall(r"(?<!\\)\|", line)) for line in lines}
@@ -146,16 +162,56 @@ def test_default_out_is_the_study_export_folder_and_nothing_temporary_stays(tmp_
     result = runner.invoke(app, ["export", str(folder)])
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (folder / "export").iterdir())
-    assert names == ["claims.csv", "leaderboard-elbo.csv", "leaderboard-infovae.csv", "verdict.csv"]
+    assert names == [
+        "claims.csv",
+        "convergence.csv",
+        "leaderboard-elbo.csv",
+        "leaderboard-infovae.csv",
+        "verdict.csv",
+    ]
 
 
 def test_export_before_any_confirm_trial_writes_empty_verdict(tmp_path):
     folder = write_synthetic_study(tmp_path / "s", n_search=2, n_seeds=0, artifacts=False)
     paths = _export(folder, "csv", tmp_path / "out")
     assert pd.read_csv(tmp_path / "out" / "verdict.csv").empty
-    assert len(paths) == 4
+    assert len(paths) == 5
     (tex,) = _export(folder, "latex", tmp_path / "tex")
     assert "(no rows)" in tex.read_text()
+
+
+def _rising_infovae(folder: Path) -> Path:
+    """The default synthetic study but InfoVAE's curves still improve 7 % per epoch at the end."""
+    from dataclasses import replace
+
+    from sweep.report.synthetic import default_arms
+
+    arms = default_arms()
+    arms["infovae"] = replace(arms["infovae"], still_rising=True)
+    return write_synthetic_study(folder, arms=arms, n_search=3, n_seeds=3, artifacts=False)
+
+
+def test_a_verdict_on_unconverged_confirm_runs_is_marked_in_every_format(tmp_path):
+    folder = _rising_infovae(tmp_path / "s")
+    _export(folder, "csv", tmp_path / "csv")
+    verdict = pd.read_csv(tmp_path / "csv" / "verdict.csv").set_index(["metric", "arm"])
+    assert (verdict.xs("infovae", level="arm")["runs_not_converged"] == 3).all()
+    assert (verdict.xs("elbo", level="arm")["runs_not_converged"] == 0).all()
+    convergence = pd.read_csv(tmp_path / "csv" / "convergence.csv").set_index(["arm", "phase"])
+    assert convergence.loc[("infovae", "confirm"), "not_converged"] == 3
+    assert convergence.loc[("elbo", "confirm"), "converged"] == 3
+    assert convergence.loc[("infovae", "confirm"), "median_relative_change"] > 0.005
+    board = pd.read_csv(tmp_path / "csv" / "leaderboard-infovae.csv")
+    assert set(board["converged"]) == {"not_converged"}
+
+    (path,) = _export(folder, "json", tmp_path / "json")
+    document = json.loads(path.read_text())
+    assert document["verdict_unconverged"] is True
+    for name in ("verdict", "claims"):
+        assert "drawn from unconverged runs (infovae: 3 of 3)" in document["tables"][name]["title"]
+    for fmt in ("markdown", "latex"):
+        (path,) = _export(folder, fmt, tmp_path / fmt)
+        assert path.read_text().count("drawn from unconverged runs (infovae: 3 of 3)") == 2
 
 
 def test_a_folder_that_is_not_a_study_is_refused_and_nothing_written(tmp_path):
