@@ -10,7 +10,7 @@ script trains
 - *minimal*: the same model (``build_model`` of the same config, same seed), the same batch
   size, Adam, the data as one tensor with index-slice batches and dynamic binarisation
   ``torch.rand < x``; the loss written inline: BCE-with-logits reconstruction, Gaussian KL and,
-  for InfoVAE-MMD, the biased RBF MMD^2 to as many N(0, I) draws with DESIGN.md's bandwidth
+  for InfoVAE-MMD, the biased RBF MMD^2 to as many N(0, I) draws with docs/kernels.md's bandwidth
   ``k(a, b) = exp(-||a - b||^2 / (2 d s^2))``. It exists for mlp/conv networks with the ELBO or
   MMD only; other entries (PixelCNN decoder, adversarial and Stein divergences) are measured
   as *ours* alone, and only when this checkout's config accepts them.

@@ -5,7 +5,7 @@ study's settings plus the sampled hyperparameters and hands it to :func:`infovae
 Nested dicts with dotted keys (``objective.lambda``, ``model.decoder.width``) map one-to-one onto
 these fields; :func:`TrialConfig.from_dict` refuses unknown keys and checks every invariant.
 
-The objective weights follow DESIGN.md (maximised, per data point)::
+The objective weights follow docs/objective.md (maximised, per data point)::
 
     L = E_q(z|x)[log p(x|z)] - (1 - alpha) KL(q(z|x) || p(z)) - (alpha + lambda - 1) D(q(z) || p(z))
 
@@ -167,7 +167,7 @@ class ObjectiveConfig:
 
     ELBO: ``alpha=0, lambda_=1``.  beta-VAE: ``alpha=1-beta, lambda_=beta``.
     InfoVAE-MMD: ``divergence='mmd'`` with ``lambda_ > 1 - alpha``.
-    ``kernel``/``scales`` set the training MMD kernel (DESIGN.md convention, scales summed);
+    ``kernel``/``scales`` set the training MMD kernel (docs/kernels.md convention, scales summed);
     ``mmd_unbiased`` picks the unbiased U-statistic instead of the biased V-statistic.
     ``divergence='adversarial'``: D is the Jensen-Shannon estimate of an MLP discriminator on z
     (two hidden layers of ``discriminator_width`` units) trained by its own Adam optimiser
@@ -236,7 +236,7 @@ class ObjectiveConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Sizes of the post-training evaluation (DESIGN.md metric table).
+    """Sizes of the post-training evaluation (docs/metrics.md).
 
     ``max_points``: evaluation points used for MMD / log-det / MI (None = the whole split).
     ``iwae_samples`` k and ``iwae_points`` (test subset) for ``metric.nll_iwae``.

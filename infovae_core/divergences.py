@@ -2,7 +2,7 @@
 
 - :func:`gaussian_kl_to_standard_normal`: the per-sample KL(q(z|x) || p(z)) of the objective.
 - :func:`mmd_squared`: MMD^2 between a batch of codes z ~ q(z) and prior draws, the ``mmd``
-  choice of D(q(z) || p(z)) in the InfoVAE objective (DESIGN.md).
+  choice of D(q(z) || p(z)) in the InfoVAE objective (docs/objective.md).
 
 - :func:`jensen_shannon_estimate` and :class:`AdversarialDivergence`: the ``adversarial`` choice,
   a discriminator on z with its own optimiser.
@@ -65,7 +65,7 @@ def mmd_squared(
     scales: Sequence[float] = (1.0,),
     unbiased: bool = False,
 ) -> Tensor:
-    """Squared maximum mean discrepancy between samples ``x`` and ``y`` (DESIGN.md kernels).
+    """Squared maximum mean discrepancy between samples ``x`` and ``y`` (docs/kernels.md kernels).
 
     Biased V-statistic (default)::
 
@@ -112,8 +112,9 @@ def mmd_squared(
 
 # --- Stein variational gradient (SVGD) -----------------------------------------------------------
 #
-# The SVGD kernel is NOT DESIGN.md's MMD kernel: it is k(a, b) = exp(-||a - b||^2 / h) with the
-# bandwidth h set per batch by the median heuristic, as in Liu & Wang (2016) and the InfoVAE paper.
+# The SVGD kernel is NOT the MMD kernel of docs/kernels.md: it is
+# k(a, b) = exp(-||a - b||^2 / h) with the bandwidth h set per batch by the median heuristic,
+# as in Liu & Wang (2016) and the InfoVAE paper.
 
 
 def median_heuristic_bandwidth(z: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Post-training evaluation of one model: every metric of DESIGN.md's table, seeded.
+"""Post-training evaluation of one model: every metric of docs/metrics.md, seeded.
 
 :func:`evaluate` returns an :class:`EvaluationResult` whose ``metrics`` keys are the metric
 names without the ``metric.`` prefix the results store adds:
@@ -212,7 +212,7 @@ def evaluate(
         iwae_images = test_images[: config.iwae_points]
         metrics["nll_iwae"] = nll_iwae(model, iwae_images, config.iwae_samples, generator=generator)
 
-        # Probes on posterior means (DESIGN.md); n beyond the training split is skipped.
+        # Probes on posterior means (docs/metrics.md); n beyond the training split is skipped.
         train_mu = _encode_all(model, train_images, device).mu.numpy()
         for n_labels in config.probe_labels:
             if n_labels > train_images.shape[0]:

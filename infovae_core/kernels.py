@@ -1,7 +1,7 @@
 """Positive-definite kernels on latent codes, with the project's scale convention.
 
-Kernel convention (DESIGN.md; raw MMD values are meaningless without it). With ``d`` the latent
-dimension (the number of columns of the inputs) and ``s`` a scale:
+Kernel convention (docs/kernels.md; raw MMD values are meaningless without it). With ``d``
+the latent dimension (the number of columns of the inputs) and ``s`` a scale:
 
 - RBF:  ``k(a, b) = exp(-||a - b||^2 / (2 d s^2))``
 - IMQ:  ``k(a, b) = C / (C + ||a - b||^2)`` with ``C = 2 d s^2``

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN.md metric table): plain functions returning Python floats.
+"""Evaluation metrics (docs/metrics.md): plain functions returning Python floats.
 
 Full-data metrics (:func:`mmd`, :func:`mutual_information`) are CHUNKED: blocks of rows meet
 blocks of columns and only running sums are kept, so no ``N x N`` matrix is ever held. Memory is
@@ -146,7 +146,7 @@ def mmd(
 
     Args:
         x: ``[n, d]``; y: ``[m, d]`` (tensors or arrays, any device).
-        kernel: ``"rbf"`` or ``"imq"`` (DESIGN.md convention, bandwidth ``2 d s^2``).
+        kernel: ``"rbf"`` or ``"imq"`` (docs/kernels.md convention, bandwidth ``2 d s^2``).
         scales: positive scales, summed.
         unbiased: U-statistic (needs ``n, m >= 2``) instead of the V-statistic.
         chunk_size: rows (and columns) per block; peak extra memory ~ a few ``chunk_size^2``
@@ -328,7 +328,7 @@ def linear_probe_accuracy(
     If the chosen labels hold a single class, that class is predicted everywhere.
 
     Args:
-        train_latents: ``[N_train, d]`` (the posterior means, per DESIGN.md).
+        train_latents: ``[N_train, d]`` (the posterior means, per docs/metrics.md).
         train_labels: ``[N_train]`` integer classes.
         test_latents: ``[N_test, d]``; test_labels: ``[N_test]``.
         n_labels: number of labelled training points, ``1 <= n_labels <= N_train``.

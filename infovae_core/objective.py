@@ -1,4 +1,4 @@
-"""The InfoVAE objective (Zhao, Song & Ermon 2017, eq. 6 with DESIGN.md's weights).
+"""The InfoVAE objective (Zhao, Song & Ermon 2017, eq. 6; docs/objective.md).
 
 Per data point, maximised::
 
@@ -71,7 +71,7 @@ class DivergenceEstimator(Protocol):
 
 class MMDDivergence:
     """D = MMD^2 between the batch z ~ q(z) and as many fresh draws from p(z) = N(0, I), with
-    DESIGN.md's kernel convention (see :func:`infovae_core.divergences.mmd_squared`)."""
+    docs/kernels.md's kernel convention (see :func:`infovae_core.divergences.mmd_squared`)."""
 
     def __init__(self, kernel: str, scales: tuple[float, ...], unbiased: bool):
         self.kernel = kernel
@@ -91,7 +91,7 @@ def build_divergence(
 ) -> DivergenceEstimator:
     """The estimator of D(q(z) || p(z)) named by ``config.divergence``.
 
-    - ``mmd``: :class:`MMDDivergence` (MMD^2 to prior draws, DESIGN.md kernel).
+    - ``mmd``: :class:`MMDDivergence` (MMD^2 to prior draws, docs/kernels.md kernel).
     - ``adversarial``: :class:`~infovae_core.divergences.AdversarialDivergence`, the
       Jensen-Shannon estimate of a discriminator on ``device`` with its own Adam optimiser
       (``discriminator_lr``, ``discriminator_width``, ``discriminator_steps``); its parameters

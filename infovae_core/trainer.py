@@ -52,8 +52,9 @@ EpochCallback = Callable[[EpochRecord], None]
 
 @dataclass(frozen=True)
 class FitResult:
-    """What one trial produced: evaluation ``metrics`` (DESIGN.md names without the ``metric.``
-    prefix), the per-epoch ``history``, timings, the device used, and small artefacts for reports:
+    """What one trial produced: evaluation ``metrics`` (the names of docs/metrics.md
+    without the ``metric.`` prefix), the per-epoch ``history``, timings, the device used, and
+    small artefacts for reports:
     ``latents`` [n, d] (z ~ q(z|x) on test points), ``samples`` [n, C, H, W] (decoder means of
     prior draws) and ``reconstructions`` [2, n, C, H, W] (test inputs, then their reconstructions).
     """
@@ -119,7 +120,7 @@ def fit(
             reporting to a scheduler, or stopping by raising).
 
     Returns:
-        :class:`FitResult` with DESIGN.md's evaluation metrics.
+        :class:`FitResult` with every evaluation metric of docs/metrics.md.
 
     Raises:
         NonFiniteLossError: a training or validation term became NaN or infinite.

@@ -10,17 +10,27 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from infovae_core.config import (  # light: dataclasses and the Literal choices, no torch
+    Binarization,
+    DatasetName,
+    DecoderKind,
+    DivergenceKind,
+    EncoderKind,
+    KernelKind,
+    LikelihoodKind,
+)
+
 app = typer.Typer(
     name="infovae-sweep",
     help="Studies of InfoVAE against the ELBO: train, search, resume and report.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True, soft_wrap=True)  # never break paths in messages
@@ -34,14 +44,54 @@ class ObjectivePreset(str, Enum):
     infovae = "infovae"
 
 
+def _choices(name: str, literal: Any) -> type[Enum]:
+    """A ``str`` Enum of a core ``Literal``'s values, so Typer lists them and refuses others
+    (exit 2); the core's Literal stays the one source of the choices."""
+    return Enum(name, {value: value for value in get_args(literal)}, type=str)  # type: ignore[return-value]
+
+
+DatasetChoice = _choices("DatasetChoice", DatasetName)
+EncoderChoice = _choices("EncoderChoice", EncoderKind)
+DecoderChoice = _choices("DecoderChoice", DecoderKind)
+LikelihoodChoice = _choices("LikelihoodChoice", LikelihoodKind)
+DivergenceChoice = _choices("DivergenceChoice", DivergenceKind)
+KernelChoice = _choices("KernelChoice", KernelKind)
+BinarizeChoice = _choices("BinarizeChoice", Binarization)
+
+
 # infovae: the MMD-VAE point of the InfoVAE family (alpha = 1: no per-sample KL; D weighted by
 # lambda). On the 8x8 digits, alpha = 0 with lambda >= 100 collapses q(z|x) onto the prior within
 # 20 epochs, so the preset uses lambda = 10; studies search lambda and alpha properly.
 PRESETS = {"elbo": (0.0, 1.0), "infovae": (1.0, 10.0)}
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("infovae-sweep")
+    except metadata.PackageNotFoundError:  # running from a checkout that is not installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        stdout.print(f"infovae-sweep {_version()}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
     """Studies of InfoVAE against the ELBO: train, search, resume and report."""
 
 
@@ -52,7 +102,9 @@ def _fail(message: str, code: int = USAGE_ERROR) -> None:
 
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option(help="digits (bundled) or mnist.")] = "digits",
+    dataset: Annotated[
+        DatasetChoice, typer.Option(help="digits (bundled, no download) or mnist.")
+    ] = DatasetChoice["digits"],
     objective: Annotated[
         ObjectivePreset,
         typer.Option(help="elbo (alpha=0, lambda=1) or infovae (MMD, alpha=1, lambda=10)."),
@@ -64,19 +116,27 @@ def train(
         float | None,
         typer.Option("--lambda", help="Override lambda (D weight is alpha + lambda - 1)."),
     ] = None,
-    kernel: Annotated[str, typer.Option(help="MMD kernel: rbf or imq.")] = "rbf",
+    divergence: Annotated[
+        DivergenceChoice,
+        typer.Option(help="D(q(z) || p(z)): mmd, adversarial (discriminator) or stein (SVGD)."),
+    ] = DivergenceChoice["mmd"],
+    kernel: Annotated[KernelChoice, typer.Option(help="MMD kernel.")] = KernelChoice["rbf"],
     scales: Annotated[str, typer.Option(help="Comma-separated kernel scales, summed.")] = "1.0",
-    encoder: Annotated[str, typer.Option(help="Encoder kind: mlp or conv.")] = "mlp",
-    decoder: Annotated[str, typer.Option(help="Decoder kind: mlp or conv.")] = "mlp",
+    encoder: Annotated[EncoderChoice, typer.Option(help="Encoder kind.")] = EncoderChoice["mlp"],
+    decoder: Annotated[DecoderChoice, typer.Option(help="Decoder kind.")] = DecoderChoice["mlp"],
     width: Annotated[int, typer.Option(help="Encoder and decoder width.")] = 256,
     depth: Annotated[int, typer.Option(help="Encoder and decoder depth.")] = 2,
-    likelihood: Annotated[str, typer.Option(help="bernoulli or gaussian.")] = "bernoulli",
+    likelihood: Annotated[
+        LikelihoodChoice, typer.Option(help="Decoder likelihood p(x|z).")
+    ] = LikelihoodChoice["bernoulli"],
     latent_dim: Annotated[int, typer.Option(help="Latent dimension d.")] = 8,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 20,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
-    binarize: Annotated[str, typer.Option(help="dynamic, static or none.")] = "dynamic",
+    binarize: Annotated[
+        BinarizeChoice, typer.Option(help="Binarisation for Bernoulli decoders.")
+    ] = BinarizeChoice["dynamic"],
     train_size: Annotated[
         int | None,
         typer.Option(
@@ -105,7 +165,7 @@ def train(
         bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")
     ] = False,
 ) -> None:
-    """Train one configuration and print DESIGN.md's evaluation metrics."""
+    """Train one configuration and print every evaluation metric (docs/metrics.md)."""
     from infovae_core.config import ConfigError, TrialConfig
     from infovae_core.data import DataError
 
@@ -113,22 +173,23 @@ def train(
     try:
         config = TrialConfig.from_dict(
             {
-                "data.dataset": dataset,
+                "data.dataset": dataset.value,
                 "data.data_dir": str(data_dir) if data_dir is not None else None,
-                "data.binarize": binarize,
+                "data.binarize": binarize.value,
                 "data.download": download,
                 "data.train_size": train_size,
                 "model.latent_dim": latent_dim,
-                "model.encoder": {"kind": encoder, "width": width, "depth": depth},
+                "model.encoder": {"kind": encoder.value, "width": width, "depth": depth},
                 "model.decoder": {
-                    "kind": decoder,
+                    "kind": decoder.value,
                     "width": width,
                     "depth": depth,
-                    "likelihood": likelihood,
+                    "likelihood": likelihood.value,
                 },
                 "objective.alpha": preset_alpha if alpha is None else alpha,
                 "objective.lambda": preset_lambda if lambda_ is None else lambda_,
-                "objective.kernel": kernel,
+                "objective.divergence": divergence.value,
+                "objective.kernel": kernel.value,
                 "objective.scales": [float(s) for s in scales.split(",") if s.strip()],
                 "train": {
                     "epochs": epochs,
@@ -171,7 +232,7 @@ def train(
         return
     subset = "" if train_size is None else f", {train_size} training images"
     table = Table(
-        title=f"{dataset}: {objective.value} (alpha={config.objective.alpha:g}, "
+        title=f"{dataset.value}: {objective.value} (alpha={config.objective.alpha:g}, "
         f"lambda={config.objective.lambda_:g}{subset})"
     )
     table.add_column("metric")
@@ -443,6 +504,44 @@ def show(
         if board.convergence:
             stdout.print(board.convergence, highlight=False)
     stdout.print(convergence_rule(folder), highlight=False)
+
+
+class ExportFormatChoice(str, Enum):
+    """The formats of :mod:`sweep.export` (kept here so the CLI starts without pandas)."""
+
+    csv = "csv"
+    markdown = "markdown"
+    latex = "latex"
+    json = "json"
+
+
+@app.command("export")
+def export_command(
+    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    fmt: Annotated[
+        ExportFormatChoice,
+        typer.Option(
+            "--format",
+            help="csv (one file per table), markdown or latex (one file, pasteable), "
+            "json (one document).",
+        ),
+    ] = ExportFormatChoice.csv,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default FOLDER/export).")] = None,
+    top: Annotated[int, typer.Option(min=1, help="Trials per arm in the leaderboards.")] = 10,
+) -> None:
+    """Export the verdict, the claims and the per-arm leaderboards for a paper or notebook."""
+    from sweep.export import export_study
+    from sweep.report.data import NotAStudyFolderError
+    from sweep.store import StoreError
+
+    try:
+        paths = export_study(folder, fmt.value, out=out, top=top)
+    except (NotAStudyFolderError, StoreError) as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"export not written: {error}", code=1)
+    for path in paths:
+        stdout.print(str(path), highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

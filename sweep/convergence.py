@@ -118,7 +118,7 @@ def trial_convergence(
 ) -> pd.DataFrame:
     """Judge every completed trial of ``trials`` from its rows in ``epochs``.
 
-    ``trials``: ``trial_id``, ``arm``, ``phase``, ``status`` (DESIGN.md's trials.parquet);
+    ``trials``: ``trial_id``, ``arm``, ``phase``, ``status`` (docs/results.md's trials.parquet);
     ``epochs``: ``trial_id``, ``epoch`` and ``metric`` (epochs.parquet). A trial's curve is its
     rows sorted by ``epoch`` (the last row kept for a repeated epoch). A completed trial without
     epoch rows or without ``metric`` is ``unknown``. Failed and stopped trials are left out.

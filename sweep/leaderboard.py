@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sweep.convergence import convergence_summary, describe_rule, trial_convergence
@@ -15,25 +16,37 @@ from sweep.store import STUDY_FILE, ResultsStore
 
 @dataclass(frozen=True)
 class Leaderboard:
-    """One arm's best trials. ``convergence``: the arm's trials judged by
-    :mod:`sweep.convergence` (counts per phase), one line."""
+    """One arm's best completed trials: ``rows`` formatted for a terminal, ``values`` the same
+    cells unformatted (numbers stay numbers, missing values None) for exports. The last column,
+    ``converged``, is the trial's judgement by :mod:`sweep.convergence`: in ``rows`` the status
+    and relative change (``yes 0.12%``, ``no 7.1%``, ``unknown``), in ``values`` the status
+    (``converged``, ``not_converged`` or ``unknown``). ``convergence``: the arm's trials judged
+    (counts per phase), one line."""
 
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+    arm: str = ""
+    metric: str = ""
+    direction: str = ""
+    values: tuple[tuple[object, ...], ...] = ()
     convergence: str = ""
 
 
 _STATUS_WORD = {"converged": "yes", "not_converged": "no", "unknown": "unknown"}
 
 
+def _converged_status(judged: pd.DataFrame, trial_id: str) -> str:
+    """``converged``, ``not_converged`` or ``unknown`` (also for a trial not judged)."""
+    return str(judged.loc[trial_id, "status"]) if trial_id in judged.index else "unknown"
+
+
 def _converged_cell(judged: pd.DataFrame, trial_id: str) -> str:
     """``yes 0.12%`` / ``no 7.1%`` / ``unknown``: the trial's status and relative change."""
     if trial_id not in judged.index:
         return "unknown"
-    row = judged.loc[trial_id]
-    word = _STATUS_WORD[str(row["status"])]
-    change = float(row["relative_change"])
+    word = _STATUS_WORD[_converged_status(judged, trial_id)]
+    change = float(judged.loc[trial_id, "relative_change"])
     return word if math.isnan(change) else f"{word} {100 * change:.2g}%"
 
 
@@ -63,11 +76,23 @@ def _ranked(trials: pd.DataFrame, arm: str, metric: str, direction: str) -> pd.D
     mine = trials[(trials["arm"] == arm) & (trials["status"] == "completed")]
     if metric not in mine:
         return mine.iloc[0:0]
-    mine = mine[mine[metric].astype(float).map(math.isfinite)]
+    # A numpy mask, not ``Series.map``: mapping an empty column gives floats, which pandas then
+    # reads as column labels instead of a row mask (the KeyError of an arm with no completion).
+    finite = np.isfinite(pd.to_numeric(mine[metric], errors="coerce").to_numpy(dtype=np.float64))
+    mine = mine[finite]
     return mine.sort_values([metric, "trial_id"], ascending=[direction == "minimize", True])
 
 
-def _format(value) -> str:
+def _plain(value: object) -> object:
+    """A cell as a plain Python value: numpy scalars unwrapped, NaN/NA as None."""
+    if value is None or (
+        not isinstance(value, str) and pd.api.types.is_scalar(value) and pd.isna(value)
+    ):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _format(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "-" if value is None else str(value)
@@ -106,16 +131,31 @@ def leaderboards(folder: Path, top: int = 5) -> list[Leaderboard]:
             *[p[len("param.") :] for p in params],
             "converged",
         )
-        rows = []
+        rows, values = [], []
         if ranked is not None:
             for _, row in ranked.iterrows():
-                cells = [row["trial_id"], row["phase"], str(row["seed"])]
-                cells += [_format(row.get(m)) for m in objectives]
-                cells += [_format(row.get(p)) for p in params]
-                cells.append(_converged_cell(judged, str(row["trial_id"])))
+                trial_id = str(row["trial_id"])
+                raw = [row["trial_id"], row["phase"], _plain(row["seed"])]
+                raw += [_plain(row.get(m)) for m in objectives]
+                raw += [_plain(row.get(p)) for p in params]
+                cells = [str(raw[0]), str(raw[1]), str(raw[2]), *map(_format, raw[3:])]
+                raw.append(_converged_status(judged, trial_id))
+                cells.append(_converged_cell(judged, trial_id))
+                values.append(tuple(raw))
                 rows.append(tuple(cells))
         title = f"{arm}: best by {metric} ({direction})"
-        boards.append(Leaderboard(title, columns, tuple(rows), _convergence_line(summary, arm)))
+        boards.append(
+            Leaderboard(
+                title,
+                columns,
+                tuple(rows),
+                arm,
+                metric,
+                direction,
+                tuple(values),
+                _convergence_line(summary, arm),
+            )
+        )
     return boards
 
 

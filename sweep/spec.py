@@ -42,7 +42,7 @@ The format (every key is checked; unknown keys are refused)::
       seed: 0                    # sampler seed; each arm derives its own            (default 0)
       seed_policy: fixed         # fixed: every search trial trains with train.seed;
                                  # per_trial: train.seed + trial index
-      objectives:                # one or more; metric.<name> from DESIGN.md's metric table
+      objectives:                # one or more; metric.<name> from docs/metrics.md
         - {metric: metric.mmd, direction: minimize}
       early_stopping:            # optional, single-objective only
         {scheduler: asha, metric: val.loss, mode: min, grace_period: 2, reduction_factor: 3}
@@ -680,7 +680,10 @@ def _parse_yaml(text: str) -> tuple[dict[str, Any] | None, _LineIndex, list[_Raw
     """YAML text -> (top-level mapping or None when unusable, line index, issues)."""
     index = _LineIndex()
     issues: list[_RawIssue] = []
-    loader = _StudyLoader(text)
+    try:
+        loader = _StudyLoader(text)  # the reader refuses non-printable characters (NUL, ...) here
+    except yaml.reader.ReaderError as err:
+        return None, index, [_reader_issue(text, err)]
     try:
         node = loader.get_single_node()
         if node is None:
@@ -712,6 +715,8 @@ def _parse_yaml(text: str) -> tuple[dict[str, Any] | None, _LineIndex, list[_Raw
             if err.context_mark.line != err.problem_mark.line:
                 what += f" (the construct began at line {err.context_mark.line + 1})"
         return None, index, [("", line, f"invalid YAML: {what}")]
+    except yaml.reader.ReaderError as err:
+        return None, index, [_reader_issue(text, err)]
     except yaml.YAMLError as err:
         return None, index, [("", None, f"invalid YAML: {err}")]
     finally:
@@ -719,6 +724,22 @@ def _parse_yaml(text: str) -> tuple[dict[str, Any] | None, _LineIndex, list[_Raw
     if issues:
         return None, index, issues
     return data, index, issues
+
+
+def _reader_issue(text: str, err: yaml.reader.ReaderError) -> _RawIssue:
+    """A character YAML refuses (NUL, other control characters) as an issue with its line and
+    column, computed from the reader's character offset."""
+    position = max(0, min(int(err.position), len(text)))
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    code = err.character if isinstance(err.character, int) else ord(str(err.character)[:1] or " ")
+    return (
+        "",
+        line,
+        f"invalid YAML: character U+{code:04X} at line {line}, column {column} "
+        f"(character offset {position}): {err.reason}; YAML allows only printable characters, "
+        "tabs and line breaks (is this a binary or corrupted file?)",
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Results store: a folder per study with ``trials.parquet``, ``epochs.parquet``, ``study.yaml``.
 
-Layout of ``results/<study>/`` (DESIGN.md, "Results store")::
+Layout of ``results/<study>/`` (docs/results.md)::
 
     study.yaml        the study spec as run (written once, atomically)
     trials.parquet    one row per trial
@@ -511,7 +511,7 @@ def _read_table(path: Path, fixed: pa.Schema, columns: Sequence[str] | None = No
         if field.name not in names:
             if field.nullable and field.name not in _TRIAL_REQUIRED:
                 # An optional column (e.g. attempt, node_id) absent from a file written
-                # elsewhere to DESIGN.md's schema: read as nulls.
+                # elsewhere to the schema of docs/results.md: read as nulls.
                 table = table.append_column(field, pa.nulls(table.num_rows, field.type))
                 names = table.column_names
                 continue

@@ -22,26 +22,21 @@ import numpy as np
 import pandas as pd
 
 from infovae_core.config import TRAIN_SPLIT_SIZES
-from sweep.convergence import convergence_summary, describe_rule, trial_convergence
 from sweep.report import figures
 from sweep.report.aggregate import (
-    Verdict,
     best_trial,
-    build_verdict,
     capacity_levels,
     compute_seconds,
     config_signature_columns,
     covariance_spectrum,
-    format_number,
     latent_projection,
     learning_curve_bands,
     status_counts,
 )
-from sweep.report.claims import ArmClassification, check_claims, classify_arm, reference_arm
+from sweep.report.analysis import analyse
+from sweep.report.claims import ArmClassification
 from sweep.report.content import (
-    ArmConvergence,
     Block,
-    ConvergenceReport,
     FigureBlock,
     Header,
     ImageBlock,
@@ -115,24 +110,8 @@ def build_report(study_dir: Path, out: Path | None = None, partial: bool = False
 
 def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
     """Compute every section of the report from the study's data."""
-    arms = data.arms
     trials = data.trials
-    roles = tuple(classify_arm(arm, data.arm_specs.get(arm, {}), trials) for arm in arms)
-    reference = reference_arm(roles, arms)
-    objective = data.primary_objective
-    has_confirm = bool(
-        len(trials) and ((trials["phase"] == "confirm") & (trials["status"] == "completed")).any()
-    )
-    verdict = build_verdict(trials, arms, objective, reference) if has_confirm else None
-    if verdict is None:
-        verdict_note = (
-            "No completed confirm-phase trials yet: the verdict needs the confirm runs "
-            "(the best configurations re-run with several seeds)."
-        )
-    else:
-        verdict_note = _verdict_note(verdict, reference)
-    claims = check_claims(verdict, roles, trials)
-    convergence = _convergence(data, verdict)
+    analysis = analyse(data)
     failures = trials[trials["status"] == "failed"]
     sections = (
         _hyperparameter_section(data),
@@ -144,72 +123,17 @@ def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
         title=f"{data.name}: ELBO vs InfoVAE",
         generated_at=now,
         partial=partial,
-        header=_header(data, roles),
-        verdict=verdict,
-        verdict_note=verdict_note,
-        claims=claims,
+        header=_header(data, analysis.roles),
+        verdict=analysis.verdict,
+        verdict_note=analysis.verdict_note,
+        claims=analysis.claims,
         sections=sections,
         failures=failures[
             ["arm", "phase", "trial_id", "seed", "ended_at", "host", "error"]
         ].reset_index(drop=True),
         warnings=data.warnings,
-        convergence=convergence,
+        convergence=analysis.convergence,
     )
-
-
-def _verdict_note(verdict: Verdict, reference: str | None) -> str:
-    parts = []
-    for selection in verdict.selections:
-        n = len(selection.trials)
-        if selection.n_configs > 1:
-            parts.append(
-                f"{selection.arm}: {n} seed(s) of the best of {selection.n_configs} confirmed "
-                "configurations"
-            )
-        else:
-            parts.append(f"{selection.arm}: {n} seed(s)")
-    ref = f" Differences are against {reference}." if reference else ""
-    return "Confirm phase, completed runs. " + "; ".join(parts) + "." + ref
-
-
-# --------------------------------------------------------------------------- convergence
-
-
-def _convergence(data: StudyData, verdict: Verdict | None) -> ConvergenceReport:
-    """Judge every completed trial (:func:`sweep.convergence.trial_convergence` with the
-    study's metric and tolerance): the per-arm, per-phase table and, per arm of the verdict,
-    how many of its confirm runs did not converge or are unknown."""
-    metric, tolerance = data.convergence
-    judged = trial_convergence(data.trials, data.epochs, metric, tolerance)
-    summary = convergence_summary(judged)
-    table = pd.DataFrame(
-        {
-            "arm": summary["arm"].astype(str),
-            "phase": summary["phase"].astype(str),
-            "converged": summary["converged"],
-            "not converged": summary["not_converged"],
-            "unknown": summary["unknown"],
-            "median relative change": [
-                "" if np.isnan(x) else f"{format_number(100 * x)}%"
-                for x in summary["median_relative_change"]
-            ],
-        }
-    )
-    runs: list[ArmConvergence] = []
-    if verdict is not None:
-        status = dict(zip(judged["trial_id"].astype(str), judged["status"], strict=True))
-        for selection in verdict.selections:
-            ids = [str(t) for t in selection.trials["trial_id"]]
-            found = [status.get(t, "unknown") for t in ids]
-            runs.append(
-                ArmConvergence(
-                    arm=selection.arm,
-                    runs=len(ids),
-                    not_converged=found.count("not_converged"),
-                    unknown=found.count("unknown"),
-                )
-            )
-    return ConvergenceReport(describe_rule(metric, tolerance), table, tuple(runs))
 
 
 # --------------------------------------------------------------------------- header

@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from sweep.report.aggregate import Verdict
+from sweep.report.analysis import ConvergenceReport
 from sweep.report.claims import ArmClassification, Claim
 
 
@@ -74,41 +75,6 @@ class Header:
     hardware: pd.DataFrame
     versions: dict[str, str]
     objectives: str
-
-
-@dataclass(frozen=True)
-class ArmConvergence:
-    """Convergence of the confirm runs of one arm that the verdict compares."""
-
-    arm: str
-    runs: int
-    not_converged: int
-    unknown: int
-
-
-@dataclass(frozen=True)
-class ConvergenceReport:
-    """Every trial judged by :mod:`sweep.convergence`'s rule, shown beside the verdict.
-
-    ``rule``: the rule in words. ``table``: per arm and phase, the counts and the median
-    relative change (display strings). ``verdict_runs``: per arm of the verdict, its confirm
-    runs' judgement; the verdict is *drawn from unconverged runs* when any has
-    ``not_converged > 0``.
-    """
-
-    rule: str
-    table: pd.DataFrame
-    verdict_runs: tuple[ArmConvergence, ...] = ()
-
-    @property
-    def unconverged(self) -> tuple[ArmConvergence, ...]:
-        """Arms of the verdict with at least one confirm run not converged."""
-        return tuple(a for a in self.verdict_runs if a.not_converged > 0)
-
-    @property
-    def unknown(self) -> tuple[ArmConvergence, ...]:
-        """Arms of the verdict with at least one confirm run whose convergence is unknown."""
-        return tuple(a for a in self.verdict_runs if a.unknown > 0)
 
 
 @dataclass(frozen=True)

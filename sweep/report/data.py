@@ -2,8 +2,9 @@
 
 The report reads the files directly with pandas so that it works on any folder the runner
 left behind, finished or not: a missing or unreadable file becomes an empty table plus a
-warning shown in the report, never a traceback. Column names follow DESIGN.md's results
-schema (``param.<dotted key>``, ``metric.<name>``, ``train.<term>``, ``val.<term>``).
+warning shown in the report, never a traceback. Column names follow the results
+schema of docs/results.md (``param.<dotted key>``, ``metric.<name>``, ``train.<term>``,
+``val.<term>``).
 """
 
 from __future__ import annotations

@@ -17,11 +17,10 @@ import pandas as pd
 import plotly.offline
 
 from sweep.report.aggregate import Interval, MetricVerdict, Verdict, format_number
+from sweep.report.analysis import ArmConvergence, ConvergenceReport
 from sweep.report.claims import Claim
 from sweep.report.content import (
-    ArmConvergence,
     Block,
-    ConvergenceReport,
     FigureBlock,
     Header,
     ImageBlock,

@@ -1,6 +1,6 @@
 """Write a synthetic study folder with known answers, for tests, benchmarks and demos.
 
-The folder has the layout the runner writes (DESIGN.md): ``study.yaml``, ``trials.parquet``,
+The folder has the layout the runner writes (docs/results.md): ``study.yaml``, ``trials.parquet``,
 ``epochs.parquet``, optionally ``optuna.db`` and ``artifacts/<trial_id>/`` with
 ``latents.npy``, ``samples.png`` and ``reconstructions.png``. Metrics are drawn from normal
 distributions whose means are given per arm, so a report built from it has a known verdict.

@@ -75,6 +75,21 @@ def test_commands_refuse_a_folder_that_is_not_a_study(tmp_path):
         assert "not a study folder" in result.output.replace("\n", " ")
 
 
+def test_validate_and_run_refuse_a_file_with_a_nul_byte(tmp_path):
+    bad = tmp_path / "nul.yaml"
+    bad.write_bytes((STUDIES / "digits.yaml").read_bytes().replace(b"name:", b"\x00name:", 1))
+    for command in (
+        ["validate", str(bad)],
+        ["run", str(bad), "--results", str(tmp_path / "results")],
+    ):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        output = result.output.replace("\n", "")
+        assert f"{bad}:" in output and "U+0000 at line" in output, output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nul.yaml"]
+
+
 def test_show_judges_the_convergence_of_every_arm(tmp_path):
     from dataclasses import replace
 

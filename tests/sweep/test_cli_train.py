@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
 from typer.testing import CliRunner
 
 from sweep.cli import app
@@ -56,10 +58,65 @@ def test_train_refuses_a_negative_divergence_weight_naming_it():
     assert "alpha + lambda - 1" in result.output
 
 
-def test_train_refuses_an_unknown_kernel():
-    result = runner.invoke(app, ["train", "--kernel", "laplace", "--epochs", "1"])
+@pytest.mark.parametrize(
+    ("option", "choices"),
+    [
+        ("--dataset", ("digits", "mnist")),
+        ("--encoder", ("mlp", "conv")),
+        ("--decoder", ("mlp", "conv", "pixelcnn")),
+        ("--objective", ("elbo", "infovae")),
+        ("--divergence", ("mmd", "adversarial", "stein")),
+        ("--kernel", ("rbf", "imq")),
+        ("--binarize", ("dynamic", "static", "none")),
+        ("--likelihood", ("bernoulli", "gaussian")),
+    ],
+)
+def test_train_refuses_an_unknown_choice_listing_the_choices(option, choices):
+    result = runner.invoke(app, ["train", option, "laplace", "--epochs", "1"])
     assert result.exit_code == 2
-    assert "objective.kernel" in result.output
+    message = " ".join(re.sub("[\u2500-\u257f]", " ", result.output).split())  # no box lines
+    assert f"'laplace' is not one of {', '.join(repr(c) for c in choices)}" in message, message
+
+
+def test_train_choices_are_the_cores_literals():
+    from typing import get_args
+
+    from infovae_core import config
+    from sweep import cli
+
+    pairs = [
+        (cli.DatasetChoice, config.DatasetName),
+        (cli.EncoderChoice, config.EncoderKind),
+        (cli.DecoderChoice, config.DecoderKind),
+        (cli.DivergenceChoice, config.DivergenceKind),
+        (cli.KernelChoice, config.KernelKind),
+        (cli.BinarizeChoice, config.Binarization),
+        (cli.LikelihoodChoice, config.LikelihoodKind),
+    ]
+    for choice, literal in pairs:
+        assert tuple(member.value for member in choice) == get_args(literal)
+
+
+def test_train_passes_the_divergence_choice_to_the_config():
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--divergence",
+            "stein",
+            "--epochs",
+            "1",
+            "--width",
+            "16",
+            "--latent-dim",
+            "2",
+            "--iwae-samples",
+            "2",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config"]["objective.divergence"] == "stein"
 
 
 def test_train_on_missing_mnist_says_where_to_put_files(tmp_path):

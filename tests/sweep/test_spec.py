@@ -347,6 +347,22 @@ def test_a_space_too_large_for_all_corners_is_checked_one_key_at_a_time() -> Non
     assert StudySpec.from_yaml_text(text.replace("low: 0.1", "low: 1.0")).trials_for("infovae") == 4
 
 
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b"], ids=["nul", "bell", "escape"])
+def test_a_non_printable_character_is_a_study_spec_error_with_its_position(
+    tmp_path: Path, character: str
+) -> None:
+    source = tmp_path / "binary.yaml"
+    lines = MINIMAL.splitlines(keepends=True)
+    lines[2] = lines[2][:4] + character + lines[2][4:]  # line 3, column 5
+    source.write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(StudySpecError) as caught:
+        load_study(source)
+    (issue,) = caught.value.issues
+    assert (issue.source, issue.line) == (str(source), 3)
+    assert f"U+{ord(character):04X} at line 3, column 5" in str(caught.value)
+    assert str(caught.value).startswith(f"{source}:3: invalid YAML")
+
+
 # -- data.train_size ---------------------------------------------------------------------------
 
 EXPLODING = """\
