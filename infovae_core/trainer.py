@@ -1,7 +1,10 @@
 """Train and evaluate one configuration: :func:`fit`.
 
 Seeded and reproducible on a given device: ``train.seed`` seeds parameter initialisation, the
-reparameterisation noise, batch order and dynamic binarisation. Each split is one tensor on the
+reparameterisation noise, batch order and dynamic binarisation. The per-epoch validation pass
+draws its noise from a forked RNG, so the training trajectory does not depend on how (or on how
+many images) we validate: the same seed trains the same model as a plain loop over the same
+streams (tests/core/test_trainer.py pins both). Each split is one tensor on the
 trial's device and batches are index slices of it (no per-sample DataLoader). Loss terms are
 accumulated on the device and read once per epoch, so the GPU is never synchronised per step.
 """

@@ -150,3 +150,39 @@ def test_step_budget_and_validation_subset_are_validated(key, value):
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         _config(**{key: value})
+
+
+def test_fit_trains_exactly_like_a_minimal_loop_from_the_same_seed():
+    """The trainer adds nothing to the optimisation (issue 13: a reference library's loop and
+    ours, from the same weights, data order and noise, must reach the same model). A plain loop
+    over the same seeded streams ends with the same parameters as fit, validation included."""
+    import torch
+
+    from infovae_core.data import binarize, load_dataset
+    from infovae_core.models import build_model
+    from infovae_core.objective import build_divergence, infovae_loss
+
+    config = _config(**{"train.epochs": 2, "objective.alpha": 0.0, "objective.lambda": 100.0})
+    result = fit(config)
+
+    torch.manual_seed(config.train.seed)
+    splits = load_dataset(config.data)
+    model = build_model(config.model, splits.image_shape)
+    divergence = build_divergence(config.objective, config.model.latent_dim)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    generator = torch.Generator().manual_seed(config.train.seed)
+    images = splits.train.images
+    for _ in range(config.train.epochs):
+        epoch_images = binarize(images, generator)
+        order = torch.randperm(images.shape[0], generator=generator)
+        for start in range(0, images.shape[0], config.train.batch_size):
+            index = order[start : start + config.train.batch_size]
+            if index.shape[0] < 2:
+                continue
+            output = model(epoch_images[index])
+            loss = infovae_loss(output, divergence(output.z), config.objective).total
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for ours, plain in zip(result.model.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(ours, plain, rtol=0, atol=1e-6)
