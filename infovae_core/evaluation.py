@@ -8,6 +8,7 @@ names without the ``metric.`` prefix the results store adds:
                           points and as many N(0, I) draws
 ``log_det_cov``           log det of the sample covariance of those z_i
 ``mutual_info``           I_q(x; z), exact mixture over the evaluation points, nats
+``mutual_info_cap``       log N of those N evaluation points: the most ``mutual_info`` can show
 ``nll_iwae``              -log p(x), IWAE with ``iwae_samples`` on the first ``iwae_points``
                           test images, nats per image
 ``recon``                 E_q log p(x|z) with one sample, nats per image (test mean)
@@ -24,6 +25,7 @@ SKIPPED (the key is absent) rather than computed on fewer labels under a mislead
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -208,6 +210,8 @@ def evaluate(
         metrics["mutual_info"] = mutual_information(
             mu_all[points].to(device), logvar_all[points].to(device), generator=generator
         )
+        # Each term of the estimator is at most log N: models at the cap cannot be told apart.
+        metrics["mutual_info_cap"] = math.log(points.numel())
 
         iwae_images = test_images[: config.iwae_points]
         metrics["nll_iwae"] = nll_iwae(model, iwae_images, config.iwae_samples, generator=generator)

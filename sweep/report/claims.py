@@ -146,6 +146,7 @@ def _pair_claim(
     info: np.ndarray,
     elbo_arm: str,
     elbo: np.ndarray,
+    mi_cap: float | None = None,
 ) -> Claim:
     if info.size < 2 or elbo.size < 2:
         return Claim(
@@ -169,6 +170,13 @@ def _pair_claim(
         f"Mann-Whitney p {_fmt_p(result.test.mannwhitney_p)}, "
         f"Hedges' g = {_fmt(result.test.hedges_g)}"
     )
+    if metric.key == "mutual_info" and mi_cap is not None:
+        top = max(float(info.mean()), float(elbo.mean()))
+        if top >= mi_cap - MI_CAP_MARGIN:
+            numbers += (
+                f"; the estimator's cap is log N = {_fmt(mi_cap)} nats and an arm sits within "
+                f"{MI_CAP_MARGIN:g} of it: differences near the cap are invisible to it"
+            )
     if not holds:
         if result.better == info_arm:
             numbers += f"; {direction} on average but not significant at {SIGNIFICANCE_LEVEL}"
@@ -202,12 +210,28 @@ def check_claims(
         templates.append(("probe_acc", "InfoVAE's latents give a better linear-probe accuracy"))
     claims: list[Claim] = []
     missing = _missing_roles(info_arms, elbo_arms)
+    cap = _mutual_info_cap(trials)
     for key, statement in templates[:3]:
-        claims.extend(_claims_for(key, statement, metrics, verdict, info_arms, elbo_arms, missing))
+        claims.extend(
+            _claims_for(key, statement, metrics, verdict, info_arms, elbo_arms, missing, cap)
+        )
     claims.append(expressive_decoder_claim(trials, roles))
     for key, statement in templates[3:]:
-        claims.extend(_claims_for(key, statement, metrics, verdict, info_arms, elbo_arms, missing))
+        claims.extend(
+            _claims_for(key, statement, metrics, verdict, info_arms, elbo_arms, missing, cap)
+        )
     return tuple(claims)
+
+
+MI_CAP_MARGIN = 0.1  # nats: an arm's mean mutual information this close to log N is "at the cap"
+
+
+def _mutual_info_cap(trials: pd.DataFrame) -> float | None:
+    """The smallest ``metric.mutual_info_cap`` (log N) of the completed trials, if recorded."""
+    if "metric.mutual_info_cap" not in trials.columns:
+        return None
+    caps = pd.to_numeric(trials["metric.mutual_info_cap"], errors="coerce").dropna()
+    return float(caps.min()) if len(caps) else None
 
 
 def _missing_roles(info_arms: list[str], elbo_arms: list[str]) -> str | None:
@@ -228,6 +252,7 @@ def _claims_for(
     info_arms: list[str],
     elbo_arms: list[str],
     missing: str | None,
+    mi_cap: float | None = None,
 ) -> list[Claim]:
     if missing is not None:
         return [Claim(statement, "not measured", missing)]
@@ -242,6 +267,7 @@ def _claims_for(
             _samples(verdict, info, metric),
             elbo,
             _samples(verdict, elbo, metric),
+            mi_cap,
         )
         for info in info_arms
         for elbo in elbo_arms

@@ -99,6 +99,7 @@ def test_every_metric_is_reported_as_a_float(setup) -> None:
         "mmd",
         "log_det_cov",
         "mutual_info",
+        "mutual_info_cap",
         "nll_iwae",
         "elbo",
         "recon",
@@ -201,6 +202,7 @@ def test_max_points_caps_the_aggregate_metrics() -> None:
     result = evaluate(model, split, split, config, "cpu")
     assert result.metrics["mutual_info"] <= math.log(40) + 1e-9
     assert result.metrics["mutual_info"] > math.log(40) - 0.1
+    assert result.metrics["mutual_info_cap"] == pytest.approx(math.log(40))
 
 
 def test_probe_sizes_beyond_the_training_split_are_skipped() -> None:

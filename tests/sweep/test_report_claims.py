@@ -229,3 +229,28 @@ def test_arm_whose_trials_all_failed_is_not_measured(status: str) -> None:
     rows = _confirm("elbo", 0.0, 1.0, BAD) + failed
     _, claims = _claims(rows, ["elbo", "info"])
     assert all(c.status == "not measured" for c in _by_metric(claims, "lower MMD"))
+
+
+def _with_cap(rows: list[dict[str, object]], cap: float) -> list[dict[str, object]]:
+    return [{**row, "metric.mutual_info_cap": cap} for row in rows]
+
+
+def test_mutual_information_claim_says_when_an_arm_sits_at_the_estimators_cap() -> None:
+    # log 20 = 3.0: the InfoVAE arm's mean MI of 3.0 is at the cap, the ELBO's 2.0 is not.
+    rows = _with_cap(
+        _confirm("elbo", 0.0, 1.0, BAD, seed=1) + _confirm("info", 1.0, 10.0, GOOD, seed=2),
+        math.log(20),
+    )
+    _, claims = _claims(rows, ["elbo", "info"])
+    (claim,) = _by_metric(claims, "mutual information I(x; z) than")
+    assert "cap is log N = 2.996" in claim.numbers
+
+
+def test_mutual_information_claim_is_silent_about_the_cap_far_below_it() -> None:
+    rows = _with_cap(
+        _confirm("elbo", 0.0, 1.0, BAD, seed=1) + _confirm("info", 1.0, 10.0, GOOD, seed=2),
+        math.log(10_000),
+    )
+    _, claims = _claims(rows, ["elbo", "info"])
+    (claim,) = _by_metric(claims, "mutual information I(x; z) than")
+    assert "cap" not in claim.numbers
