@@ -544,6 +544,57 @@ def export_command(
         stdout.print(str(path), highlight=False, soft_wrap=True)
 
 
+@app.command("summary")
+def summary_command(
+    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="param.* column to group on (repeatable; default: every searched setting "
+            "except seeds)."
+        ),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="Metric without the metric. prefix (repeatable; default: the paper's)."),
+    ] = None,
+    phase: Annotated[
+        list[str] | None, typer.Option(help="search and/or confirm (default: both).")
+    ] = None,
+    csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
+) -> None:
+    """Per arm and setting: mean and 95% t interval of each metric over the seeds."""
+    from sweep.report.data import NotAStudyFolderError, load_study_data
+    from sweep.store import StoreError
+    from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
+
+    try:
+        data = load_study_data(folder)
+    except (NotAStudyFolderError, StoreError) as error:
+        _fail(str(error))
+    metrics = tuple(metric) if metric else DEFAULT_METRICS
+    try:
+        table = configuration_summary(
+            data.trials, by=by, metrics=metrics, phases=tuple(phase or ("search", "confirm"))
+        )
+    except KeyError as error:
+        _fail(f"--by: {error.args[0]}")
+    if csv is not None:
+        from sweep.export import write_text_atomic
+
+        write_text_atomic(csv, table.to_csv(index=False))
+    shown = [m for m in metrics if m in table.columns]
+    keys = [c for c in table.columns if c.startswith("param.")]
+    view = Table(title=f"{data.name}: mean [95% t interval] over completed trials")
+    for column in ["arm", *[k[len("param.") :] for k in keys], "n", *shown]:
+        view.add_column(column)
+    for _, row in table.iterrows():
+        cells = [str(row["arm"]), *[str(row[k]) for k in keys], str(row["n"])]
+        cells += [format_cell(row[m], row[f"{m}.low"], row[f"{m}.high"]) for m in shown]
+        view.add_row(*cells)
+    stdout.print(view)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -457,7 +457,7 @@ def render(tables: StudyTables, fmt: ExportFormat) -> dict[str, str]:
     return renderers[fmt]()
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
@@ -483,7 +483,7 @@ def export_study(
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in files.items():
-        _write_atomic(target / name, text)
+        write_text_atomic(target / name, text)
         written.append(target / name)
     return written
 
