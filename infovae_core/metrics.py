@@ -224,8 +224,13 @@ def mutual_information(
     when the true value approaches it. The ``N x N`` table of ``log q(z_i|x_j)`` is never held:
     for a row block of z it is built column block by column block from two matrix products
     (``sum_d (z_id - mu_jd)^2 / v_jd = [z^2, z] @ [1/v, -2 mu/v]^T + sum_d mu_jd^2 / v_jd``) and
-    folded into a running log-sum-exp. Everything is float64: the expansion cancels large terms
-    when posterior variances are small.
+    folded into a running log-sum-exp. Everything is float64, and where the expansion cannot be
+    trusted it is not used: when posterior variances are tiny (an encoder without a KL term,
+    alpha = 1, drives them towards 0) the expansion cancels terms of size ``mu^2 / v`` and its
+    rounding error, about ``1e-15 * sum_d (z_id^2 + mu_jd^2) / v_jd``, can exceed the quadratic
+    form itself. Every entry whose error bound is above 1e-3 and that could still matter (its
+    expanded value is below 1e3 plus the bound) is recomputed from the differences
+    ``z_i - mu_j`` directly; there are few (the own term i = j, near-duplicate codes).
 
     Args:
         mu: ``[N, d]`` posterior means; logvar: ``[N, d]`` posterior log-variances.
@@ -253,18 +258,30 @@ def mutual_information(
 
         precision = torch.exp(-lv_t)
         columns = torch.cat([precision, -2.0 * mu_t * precision], dim=1)  # [N, 2d]
-        offsets = (mu_t.pow(2) * precision + lv_t).sum(dim=1) + d * _LOG_2PI  # [N]
+        mu_sq_p = (mu_t.pow(2) * precision).sum(dim=1)  # [N]
+        offsets = lv_t.sum(dim=1) + d * _LOG_2PI  # [N]
         rows = torch.cat([z.pow(2), z], dim=1)  # [N, 2d]
+        z_sq = z.pow(2)
+        unit = 8.0 * torch.finfo(torch.float64).eps  # rounding of the expansion, per unit scale
 
         log_mix = torch.empty(n, dtype=torch.float64, device=mu_t.device)
         for i in range(0, n, chunk_size):
             r = rows[i : i + chunk_size]
             running = torch.full((r.shape[0],), -math.inf, dtype=torch.float64, device=r.device)
             for j in range(0, n, chunk_size):
-                # log q(z_i | x_j) for the block: -0.5 * (quadratic form + offsets)
-                block = torch.addmm(
-                    offsets[j : j + chunk_size].unsqueeze(0), r, columns[j : j + chunk_size].T
-                ).mul_(-0.5)
+                cols = slice(j, j + chunk_size)
+                # Quadratic forms sum_d (z_id - mu_jd)^2 / v_jd of the block, expanded ...
+                quad = torch.addmm(mu_sq_p[cols].unsqueeze(0), r, columns[cols].T)
+                # ... and the size of the terms that cancelled in it.
+                bound = torch.addmm(
+                    mu_sq_p[cols].unsqueeze(0), z_sq[i : i + chunk_size], precision[cols].T
+                ).mul_(unit)
+                redo = (bound > 1e-3) & (quad < 1e3 + bound)
+                if bool(redo.any()):
+                    a, b = redo.nonzero(as_tuple=True)
+                    diff = z[i + a] - mu_t[j + b]
+                    quad[a, b] = (diff.pow(2) * precision[j + b]).sum(dim=1)
+                block = quad.add_(offsets[cols].unsqueeze(0)).mul_(-0.5)
                 running = torch.logaddexp(running, torch.logsumexp(block, dim=1))
             log_mix[i : i + chunk_size] = running - math.log(n)
         return float((log_q_own - log_mix).mean())

@@ -373,3 +373,29 @@ def test_sixty_thousand_latents_of_dimension_64_stay_well_under_2_gb() -> None:
     growth = _peak_growth(60_000, 64)
     assert growth["mmd_mb"] < 1000, growth
     assert growth["mi_mb"] < 1000, growth
+
+
+@pytest.mark.parametrize("logvar", [-40.0, -20.0])
+def test_mutual_information_of_near_deterministic_distinct_codes_is_log_n(logvar: float) -> None:
+    # No KL term (alpha = 1) drives posterior variances towards 0: the codes of distinct
+    # images are then far apart in units of their spread, so I(x; z) = log N exactly. The
+    # expanded quadratic form cancels terms of size mu^2 / v ~ 1e18 here and must not be used
+    # for the entries that matter (issue: an MNIST trial reported -920 nats).
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(500, 16, generator=g) * 3.0
+    estimate = mutual_information(
+        mu, torch.full_like(mu, logvar), generator=torch.Generator().manual_seed(1)
+    )
+    assert estimate == pytest.approx(math.log(500), abs=1e-6)
+
+
+def test_mutual_information_sees_near_duplicate_codes_as_one() -> None:
+    # Two copies of every code (tiny variance): q(z) has N / 2 distinct components, so
+    # I(x; z) = log(N / 2), which the expansion alone gets wrong for the duplicate pairs.
+    g = torch.Generator().manual_seed(0)
+    half = torch.randn(250, 16, generator=g) * 3.0
+    mu = torch.cat([half, half])
+    estimate = mutual_information(
+        mu, torch.full_like(mu, -40.0), generator=torch.Generator().manual_seed(1)
+    )
+    assert estimate == pytest.approx(math.log(250), abs=1e-6)
