@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from sweep.files import atomic_write, atomic_write_bytes, fsync_dir
 from sweep.spec import StudySpec
 from sweep.store import ResultsStore, json_columns
 from sweep.trainable import (
@@ -456,17 +457,18 @@ def _write_artifacts(folder: Path, trial_id: str, result: dict[str, Any]) -> Non
     target.mkdir(parents=True, exist_ok=True)
     latents = result.get(f"{ARTIFACT_PREFIX}latents")
     if latents:
-        temp = target / ".latents.npy.partial"
-        with open(temp, "wb") as handle:
-            np.save(handle, np.asarray(latents, dtype=np.float32), allow_pickle=False)
-        os.replace(temp, target / "latents.npy")
+        array = np.asarray(latents, dtype=np.float32)
+        atomic_write(
+            target / "latents.npy",
+            lambda handle: np.save(handle, array, allow_pickle=False),
+            sync_dir=False,
+        )
     images = (("samples_png", "samples.png"), ("reconstructions_png", "reconstructions.png"))
     for key, name in images:
         encoded = result.get(f"{ARTIFACT_PREFIX}{key}")
         if encoded:
-            temp = target / f".{name}.partial"
-            temp.write_bytes(base64.b64decode(encoded))
-            os.replace(temp, target / name)
+            atomic_write_bytes(target / name, base64.b64decode(encoded), sync_dir=False)
+    fsync_dir(target)
 
 
 # --------------------------------------------------------------------------------------------
