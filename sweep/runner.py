@@ -3,25 +3,28 @@
 Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it):
 
 1. The study folder is created (or re-entered) and locked: one driver per study.
-2. Ray starts embedded on this machine (``address=None``: bound to 127.0.0.1, no dashboard) or
+2. Ray starts embedded on this machine (``address=None``: a local instance, no dashboard) or
    attaches to a cluster (``address="auto"`` / ``"HOST:PORT"``).
 3. The dataset is loaded once on the driver and put in the object store once; reused trial
    actors fetch it once per worker process.
 4. For each arm, in file order, the search phase: ``trials_per_arm`` trials sampled by Optuna
-   (``OptunaSearch`` with the arm's seeded sampler and the study's SQLite storage
-   ``optuna.db``, one Optuna study per arm, named after it), at most ``max_concurrent`` at a
-   time, ASHA early stopping when configured.
+   (:mod:`sweep.searcher`, Optuna's public ask/tell with the arm's seeded sampler and the
+   study's SQLite storage ``optuna.db``, one Optuna study per arm, named after it), at most
+   ``max_concurrent`` at a time, ASHA early stopping when configured. A suggestion whose full
+   TrialConfig (seed included) equals a completed search trial's is not trained: it is
+   recorded as a copy (``copy_of``) and Optuna is told the original's values.
 5. For each arm, the confirm phase: the best ``confirm.top_k`` completed search trials are
    trained again with each confirm seed.
 6. Every trial is recorded in the Parquet store by the driver as it finishes (a Tune callback),
    with its epochs and artefacts; a failed trial is recorded with its error and Optuna is told
    it failed.
 
-Resume: completed (and failed or stopped) trials are in ``trials.parquet`` and are never run
+Resume: completed (and failed or stopped) trials are in the store and are never run
 again. Optuna trials still marked RUNNING belonged to trials interrupted with the driver: they
-are marked failed in Optuna (with the user attribute ``interrupted``) and their parameters are
-enqueued, so the same configurations run again; the sampler keeps every earlier trial as
-history. Each arm runs only the trials still missing from the plan.
+are failed in Optuna with ``Study.tell(number, state=FAIL)`` (their numbers listed in the
+study's user attribute ``interrupted_trials``) and their parameters are enqueued, so the
+same configurations run again; the sampler keeps every earlier trial as history. Each arm
+runs only the trials still missing from the plan.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import datetime as dt
 import functools
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -40,8 +42,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from sweep.files import atomic_write, atomic_write_bytes, fsync_dir
+from sweep.ranking import better, rank_trials
+from sweep.searcher import (
+    ArmSearch,
+    DuplicateIndex,
+    FixedArm,
+    arms_searcher,
+    recover_interrupted,
+)
 from sweep.spec import StudySpec
 from sweep.store import ResultsStore, json_columns
 from sweep.trainable import (
@@ -124,108 +135,11 @@ class StudyEvents:
 # Optuna through Ray Tune
 
 
-def _ray_search_classes():
-    """Ray-dependent classes, defined on first use so importing this module stays light."""
-    from optuna.trial import TrialState
+@functools.cache
+def _per_arm_scheduler_class() -> type:
+    """Ray's scheduler base class is imported on first use so importing this module stays
+    light."""
     from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search import Searcher
-    from ray.tune.search.optuna import OptunaSearch
-
-    class ArmOptunaSearch(OptunaSearch):
-        """Ray's OptunaSearch for one arm, told about failures explicitly and naming trials.
-
-        Ray's version drops non-finite and missing values silently and reads the metric from
-        every intermediate result; here intermediate results are ignored (ASHA, not Optuna,
-        stops trials early) and the final result's ``trial_status`` decides the Optuna state.
-        """
-
-        def __init__(self, *args, arm: str, seed_for: Callable[[int], int | None], **kwargs):
-            super().__init__(*args, **kwargs)
-            self._arm = arm
-            self._seed_for = seed_for
-
-        def suggest(self, trial_id: str):
-            config = super().suggest(trial_id)
-            if config is None:
-                return None
-            ot_trial = self._ot_trials[trial_id]
-            study_trial_id = f"{self._arm}-{ot_trial.number:04d}"
-            ot_trial.set_user_attr("trial_id", study_trial_id)
-            config[TRIAL_KEY] = {
-                "arm": self._arm,
-                "trial_id": study_trial_id,
-                "seed": self._seed_for(ot_trial.number),
-            }
-            return config
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            return None
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error=False):
-            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-                return
-            ot_trial = self._ot_trials[trial_id]
-            status = (result or {}).get(STATUS_KEY)
-            metrics = self._metric if isinstance(self._metric, list) else [self._metric]
-            values = [(result or {}).get(m) for m in metrics]
-            if status == "completed" and all(v is not None and math.isfinite(v) for v in values):
-                tell = values if len(values) > 1 else values[0]
-                self._ot_study.tell(ot_trial, tell, state=TrialState.COMPLETE)
-            elif status in ("completed", "failed") or error:
-                if result and result.get(ERROR_KEY):
-                    ot_trial.set_user_attr("error", str(result[ERROR_KEY])[:1000])
-                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-            else:  # stopped early by the scheduler
-                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
-
-        def save(self, checkpoint_path: str) -> None:
-            # The search's state lives in optuna.db; resume reads it from there, so nothing is
-            # pickled into the study folder (and nothing has to be unpickled from it).
-            return None
-
-        def restore(self, checkpoint_path: str) -> None:
-            raise NotImplementedError("resume reads the search history from optuna.db")
-
-    class ArmsSearcher(Searcher):
-        """All arms in one Tuner: each suggestion comes from the arm with the most trials
-        still to run (file order breaks ties), so arms interleave and share the machine's
-        conditions; results go back to the arm's own Optuna search."""
-
-        def __init__(self, searchers: dict[str, ArmOptunaSearch], budgets: dict[str, int]):
-            super().__init__()
-            self._searchers = searchers
-            self._budgets = dict(budgets)
-            self._arm_of: dict[str, str] = {}
-
-        def set_search_properties(self, metric, mode, config, **spec) -> bool:
-            return True
-
-        def suggest(self, trial_id: str):
-            open_arms = [arm for arm, left in self._budgets.items() if left > 0]
-            if not open_arms:
-                return Searcher.FINISHED
-            arm = max(open_arms, key=lambda a: self._budgets[a])
-            config = self._searchers[arm].suggest(trial_id)
-            if config is None:
-                return None
-            self._budgets[arm] -= 1
-            self._arm_of[trial_id] = arm
-            return config
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            return None
-
-        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-            arm = self._arm_of.get(trial_id)
-            if arm is not None:
-                self._searchers[arm].on_trial_complete(trial_id, result=result, error=error)
-
-        def save(self, checkpoint_path: str) -> None:
-            return None
-
-        def restore(self, checkpoint_path: str) -> None:
-            raise NotImplementedError("resume reads the search history from optuna.db")
 
     class PerArmScheduler(FIFOScheduler):
         """One scheduler per arm (ASHA compares a trial only with trials of its own arm: the
@@ -268,59 +182,11 @@ def _ray_search_classes():
         def debug_string(self) -> str:
             return "per-arm ASHA"
 
-    return ArmOptunaSearch, ArmsSearcher, PerArmScheduler
-
-
-class _UnsearchedArm:
-    """An arm with no search space: every trial is the arm's fixed configuration, trained with
-    the seed that ``search.seed_policy`` gives its index (Optuna has nothing to sample)."""
-
-    def __init__(self, arm: str, seed_for: Callable[[int], int | None], taken: set[str]):
-        self._arm = arm
-        self._seed_for = seed_for
-        self._taken = set(taken)
-        self._next = 0
-
-    def suggest(self, trial_id: str) -> dict[str, Any]:
-        while f"{self._arm}-{self._next:04d}" in self._taken:
-            self._next += 1
-        index, self._next = self._next, self._next + 1
-        study_trial_id = f"{self._arm}-{index:04d}"
-        self._taken.add(study_trial_id)
-        return {
-            TRIAL_KEY: {"arm": self._arm, "trial_id": study_trial_id, "seed": self._seed_for(index)}
-        }
-
-    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-        return None
+    return PerArmScheduler
 
 
 def optuna_storage_url(folder: Path) -> str:
     return f"sqlite:///{(folder / OPTUNA_FILE).resolve()}"
-
-
-def _recover_interrupted(storage_url: str, arm: str, recorded: set[str]) -> int:
-    """Mark Optuna trials left RUNNING by a dead driver as failed and enqueue their parameters
-    again (unless the store already recorded them, in which case Optuna is told their result).
-
-    Returns the number of configurations enqueued for a re-run."""
-    import optuna
-    from optuna.trial import TrialState
-
-    try:
-        study = optuna.load_study(study_name=arm, storage=storage_url)
-    except KeyError:
-        return 0
-    enqueued = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study_trial_id = trial.user_attrs.get("trial_id")
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        if study_trial_id in recorded:
-            continue
-        study.enqueue_trial(trial.params, skip_if_exists=False)
-        enqueued += 1
-    return enqueued
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,18 +214,20 @@ class _StoreCallbackMixin:
         events: StudyEvents,
         rank_metric: str,
         rank_direction: str,
+        duplicates: DuplicateIndex | None = None,
     ) -> None:
         self.store = store
         self.context = context
         self.events = events
         self.rank_metric = rank_metric
         self.rank_direction = rank_direction
+        self.duplicates = duplicates
         self.epochs: dict[str, list[dict[str, Any]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the driver-side store and
         # events are not state to restore (resume rebuilds them from the study folder).
-        return {"context": self.context, "epochs": {}}
+        return {"context": self.context, "epochs": {}, "duplicates": None}
 
     def _progress(self, trial) -> ArmProgress:
         return self.events.arms[trial.config[TRIAL_KEY]["arm"]]
@@ -436,19 +304,110 @@ class _StoreCallbackMixin:
         if self.store.record_trial(row, epochs):
             if status == "completed":
                 _write_artifacts(self.store.folder, study_trial_id, result)
-            progress.done += status == "completed"
-            progress.failed += status == "failed"
-            progress.stopped += status == "stopped"
-            value = result.get(self.rank_metric) if status == "completed" else None
-            if value is not None and math.isfinite(value):
-                better = (
-                    progress.best is None
-                    or (self.rank_direction == "minimize" and value < progress.best)
-                    or (self.rank_direction == "maximize" and value > progress.best)
-                )
-                if better:
-                    progress.best = float(value)
+                if self.duplicates is not None and params:
+                    key = DuplicateIndex.canonical(_unprefixed(params))
+                    self.duplicates.add(key, study_trial_id)
+            _count(progress, status, result, self.rank_metric, self.rank_direction)
         self.events.changed()
+
+
+def _unprefixed(params: dict[str, Any]) -> dict[str, Any]:
+    return {k[len("param.") :]: v for k, v in params.items() if k.startswith("param.")}
+
+
+def _count(
+    progress: ArmProgress, status: str, result: dict[str, Any], metric: str, direction: str
+) -> None:
+    """Count a recorded trial in its arm's progress and keep the best value so far."""
+    progress.done += status == "completed"
+    progress.failed += status == "failed"
+    progress.stopped += status == "stopped"
+    value = result.get(metric) if status == "completed" else None
+    if isinstance(value, int | float) and better(float(value), progress.best, direction):
+        progress.best = float(value)
+
+
+def _duplicate_index(run: _StudyRun, context: TrialContext) -> DuplicateIndex:
+    """The study's completed search configurations, and how a repeat is recorded as a copy."""
+    from sweep.trainable import trial_config
+
+    store, events = run.store, run.events
+    rank = run.spec.confirm_rank
+
+    def key(config: dict[str, Any]) -> str | None:
+        try:
+            return DuplicateIndex.canonical(trial_config(context, config).to_flat_dict())
+        except Exception:  # noqa: BLE001 - a config that cannot be built is never a repeat
+            return None
+
+    def copy(config: dict[str, Any], original: str) -> dict[str, Any]:
+        meta = config[TRIAL_KEY]
+        row = _stored_row(store, original)
+        now = dt.datetime.now(dt.timezone.utc)
+        row.update(
+            {
+                "arm": meta["arm"],  # the original may belong to another arm
+                "phase": "search",
+                "trial_id": meta["trial_id"],
+                "copy_of": original,
+                "attempt": 0,
+                "error": None,
+                "started_at": now,
+                "ended_at": now,
+                "train_seconds": 0.0,
+                "eval_seconds": 0.0,
+            }
+        )
+        epochs = [
+            {k: v for k, v in rec.items() if k not in ("study", "arm", "trial_id")}
+            for rec in store.epochs_table()
+            .filter(pc.equal(store.epochs_table().column("trial_id"), original))
+            .to_pylist()
+        ]
+        result = {
+            STATUS_KEY: "completed",
+            **{k: v for k, v in row.items() if k.startswith("metric.")},
+        }
+        if store.record_trial(row, epochs):
+            _copy_artifacts(store.folder, original, meta["trial_id"])
+            _count(events.arms[meta["arm"]], "completed", result, rank.metric, rank.direction)
+            events.changed()
+        return result
+
+    index = DuplicateIndex(key, copy)
+    trials = store.trials_table()
+    encoded = set(json_columns(trials.schema))
+    for row in trials.to_pylist():
+        if row["phase"] == "search" and row["status"] == "completed":
+            params = {
+                k: (json.loads(v) if k in encoded and isinstance(v, str) else v)
+                for k, v in row.items()
+                if k.startswith("param.")
+            }
+            index.add(DuplicateIndex.canonical(_unprefixed(params)), row["trial_id"])
+    return index
+
+
+def _stored_row(store: ResultsStore, trial_id: str) -> dict[str, Any]:
+    """A recorded trial row as :meth:`ResultsStore.record_trial` takes it (JSON decoded)."""
+    table = store.trials_table()
+    row = table.filter(pc.equal(table.column("trial_id"), trial_id)).to_pylist()[0]
+    for name in json_columns(table.schema):
+        if isinstance(row.get(name), str):
+            row[name] = json.loads(row[name])
+    return row
+
+
+def _copy_artifacts(folder: Path, original: str, trial_id: str) -> None:
+    source = folder / ARTIFACTS_DIR / original
+    if not source.is_dir():
+        return
+    target = folder / ARTIFACTS_DIR / trial_id
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file():
+            atomic_write_bytes(target / path.name, path.read_bytes(), sync_dir=False)
+    fsync_dir(target)
 
 
 def _write_artifacts(folder: Path, trial_id: str, result: dict[str, Any]) -> None:
@@ -541,29 +500,29 @@ def _run_search(run: _StudyRun) -> None:
     storage_path, data_refs, data_key = run.storage_path, run.data_refs, run.data_key
     max_concurrent, verbose = run.max_concurrent, run.verbose
 
-    arm_search, arms_searcher, per_arm_scheduler = _ray_search_classes()
     url = optuna_storage_url(store.folder)
+    storage = _optuna_storage(url)
     recorded = _recorded_by_arm(store, "search")
-    metrics = list(spec.search.metrics)
-    modes = ["min" if d == "minimize" else "max" for d in spec.search.directions]
-    searchers, budgets = {}, {}
+    context = _context(spec, "search", data_key)
+    duplicates = _duplicate_index(run, context)
+    searchers: dict[str, ArmSearch | FixedArm] = {}
+    budgets: dict[str, int] = {}
     for arm in spec.arm_names:
-        _recover_interrupted(url, arm, recorded.get(arm, set()))
+        recover_interrupted(storage, arm, recorded.get(arm, set()))
         remaining = spec.trials_for(arm) - len(recorded.get(arm, ()))
         if remaining <= 0:
             continue
         budgets[arm] = remaining
         if not spec.arms[arm].search:
-            searchers[arm] = _UnsearchedArm(arm, _SeedPolicy(spec, arm), recorded.get(arm, set()))
+            searchers[arm] = FixedArm(arm, _SeedPolicy(spec, arm), recorded.get(arm, set()))
             continue
-        searchers[arm] = arm_search(
-            space=spec.optuna_space(arm),
-            metric=metrics if len(metrics) > 1 else metrics[0],
-            mode=modes if len(modes) > 1 else modes[0],
-            sampler=spec.sampler(arm),
-            study_name=arm,
-            storage=_optuna_storage(url),
+        searchers[arm] = ArmSearch(
             arm=arm,
+            storage=storage,
+            sampler=spec.sampler(arm),
+            space=spec.optuna_space(arm),
+            metrics=spec.search.metrics,
+            directions=spec.search.directions,
             seed_for=_SeedPolicy(spec, arm),
         )
     if not budgets:
@@ -571,7 +530,7 @@ def _run_search(run: _StudyRun) -> None:
     scheduler = None
     early = spec.search.early_stopping
     if early is not None:
-        scheduler = per_arm_scheduler(
+        scheduler = _per_arm_scheduler_class()(
             {
                 arm: ASHAScheduler(
                     metric=early.metric,
@@ -585,13 +544,12 @@ def _run_search(run: _StudyRun) -> None:
             },
             {arm: spec.arm_config(arm).train.epochs for arm in budgets},
         )
-    context = _context(spec, "search", data_key)
     rank = spec.confirm_rank
-    callback = StoreCallback(store, context, events, rank.metric, rank.direction)
+    callback = StoreCallback(store, context, events, rank.metric, rank.direction, duplicates)
     tuner = tune.Tuner(
         _trainable(spec, context, data_refs),
         tune_config=tune.TuneConfig(
-            search_alg=arms_searcher(searchers, budgets),
+            search_alg=arms_searcher(searchers, budgets, duplicates),
             scheduler=scheduler,
             num_samples=sum(budgets.values()),
             max_concurrent_trials=max_concurrent,
@@ -620,22 +578,16 @@ def _optuna_storage(url: str):
 
 
 def confirm_candidates(spec: StudySpec, store: ResultsStore, arm: str) -> list[dict[str, Any]]:
-    """The best ``confirm.top_k`` completed search trials of ``arm`` by ``confirm_rank``, as
-    dotted settings of their searched keys (ties broken by trial id)."""
+    """The best ``confirm.top_k`` search trials of ``arm`` by :func:`sweep.ranking.rank_trials`
+    (the study's objectives, Pareto-first when there are several, ``confirm_rank`` within a
+    front, ties by trial id), as dotted settings of their searched keys."""
     trials = store.trials()
     if not len(trials):
         return []
-    rank = spec.confirm_rank
-    column = rank.metric
-    done = trials[
-        (trials["arm"] == arm) & (trials["phase"] == "search") & (trials["status"] == "completed")
-    ]
-    if column not in done or not len(done):
-        return []
-    done = done[np.isfinite(done[column].astype(float))]
-    done = done.sort_values(
-        [column, "trial_id"], ascending=[rank.direction == "minimize", True]
-    ).head(spec.confirm.top_k)
+    mine = trials[(trials["arm"] == arm) & (trials["phase"] == "search")]
+    objectives = [(o.metric, o.direction) for o in spec.search.objectives]
+    done = rank_trials(mine, objectives, rank_by=spec.confirm_rank.metric)
+    done = done.head(spec.confirm.top_k)
     encoded = set(json_columns(store.trials_table().schema))
     candidates = []
     for _, row in done.iterrows():
@@ -696,7 +648,7 @@ def _stamp() -> str:
 
 
 def start_ray(address: str | None, verbose: bool, num_cpus: int | None = None) -> bool:
-    """Start embedded Ray (address None) on 127.0.0.1 or attach to a cluster.
+    """Start embedded Ray (address None) on this machine or attach to a cluster.
 
     Returns True when this call started (and so must stop) Ray."""
     import ray
@@ -710,7 +662,9 @@ def start_ray(address: str | None, verbose: bool, num_cpus: int | None = None) -
         "configure_logging": True,
     }
     if address is None:
-        ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
+        # No ``_node_ip_address``: it is private, and Ray resolves "127.0.0.1" to the node's
+        # address anyway (measured with Ray 2.60: the same listening sockets with or without).
+        ray.init(address="local", num_cpus=num_cpus, **common)
     else:
         ray.init(address=address, **common)
     return True
@@ -794,7 +748,13 @@ def run_study(
                 events.changed()
                 run_phase(
                     _StudyRun(
-                        spec, store, storage_path, data_refs, data_key, events, concurrency,
+                        spec,
+                        store,
+                        storage_path,
+                        data_refs,
+                        data_key,
+                        events,
+                        concurrency,
                         verbose,
                     )
                 )

@@ -13,7 +13,10 @@ Layout of ``results/<study>/`` (DESIGN.md, "Results store")::
 * fixed (:data:`TRIAL_SCHEMA`): ``study``, ``arm``, ``phase`` (``search``/``confirm``),
   ``trial_id``, ``attempt``, ``seed``, ``status`` (``completed``/``failed``/``stopped``),
   ``error``, ``started_at``, ``ended_at`` (``timestamp[us, tz=UTC]``), ``train_seconds``,
-  ``eval_seconds`` (float64 seconds), ``host``, ``node_id``, ``device``;
+  ``eval_seconds`` (float64 seconds), ``host``, ``node_id``, ``device``, ``copy_of``
+  (null, or the ``trial_id`` of the completed trial whose configuration, seed included, this
+  search trial repeated: it was not trained again, its metrics and epochs are the original's,
+  its ``train_seconds``/``eval_seconds`` are 0);
 * then, sorted by name, ``param.<dotted.key>`` (one per hyperparameter) and ``metric.<name>``.
 
 ``epochs.parquet`` columns: ``study``, ``arm``, ``trial_id``, ``epoch`` (:data:`EPOCH_SCHEMA`),
@@ -135,7 +138,8 @@ _UTC_US = pa.timestamp("us", tz="UTC")
 
 #: Fixed columns of ``trials.parquet``, in file order. ``study``, ``arm``, ``phase``,
 #: ``trial_id``, ``seed`` and ``status`` are required in every row; the rest may be omitted
-#: (null). ``attempt`` counts retries of the same trial (the runner decides the base).
+#: (null). ``attempt`` counts retries of the same trial (the runner decides the base);
+#: ``copy_of`` names the original of a search trial that repeated a completed configuration.
 TRIAL_SCHEMA: pa.Schema = pa.schema(
     [
         pa.field("study", pa.string(), nullable=False),
@@ -153,6 +157,7 @@ TRIAL_SCHEMA: pa.Schema = pa.schema(
         pa.field("host", pa.string()),
         pa.field("node_id", pa.string()),
         pa.field("device", pa.string()),
+        pa.field("copy_of", pa.string()),
     ]
 )
 _TRIAL_REQUIRED = ("study", "arm", "phase", "trial_id", "seed", "status")
@@ -333,7 +338,7 @@ def _trial_table(row: Mapping[str, Any]) -> pa.Table:
     values: dict[str, Any] = {}
     for name in ("study", "arm", "phase", "trial_id", "status"):
         values[name] = _text(name, row[name], required=True)
-    for name in ("error", "host", "node_id", "device"):
+    for name in ("error", "host", "node_id", "device", "copy_of"):
         values[name] = _text(name, row.get(name), required=False)
     if values["phase"] not in PHASES:
         raise RowError(f"phase: must be one of {list(PHASES)}, got {values['phase']!r}")
