@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sweep import names
 from sweep.store import ResultsStore
 
 POINTS = (10, 100, 1000, 2000)
@@ -48,8 +49,8 @@ def _row(index: int) -> dict[str, Any]:
         "eval_seconds": 1.0,
         "host": "bench",
         "device": "cpu",
-        **{f"param.p{j}": float(index + j) for j in range(8)},
-        **{f"metric.m{j}": float(index * j) for j in range(10)},
+        **{names.param(f"p{j}"): float(index + j) for j in range(8)},
+        **{names.metric(f"m{j}"): float(index * j) for j in range(10)},
     }
 
 

@@ -30,13 +30,14 @@ runs only the trials still missing from the plan.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import functools
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
+from sweep import names
 from sweep.files import atomic_write, atomic_write_bytes, fsync_dir
 from sweep.ranking import better, rank_trials
 from sweep.searcher import (
@@ -64,17 +66,38 @@ from sweep.trainable import (
     run_trial,
 )
 
-# Ray reads these when Tune starts: no auto loggers (the driver's store is the record), our
-# own Ctrl-C handling, no usage reporting.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-# Epoch results carry no final metric; the searcher reads it from the final result only.
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+#: Ray reads these when Tune starts: no auto loggers (the driver's store is the record), our
+#: own Ctrl-C handling, no usage reporting; epoch results carry no final metric (the searcher
+#: reads it from the final result only). Set by :func:`_tune_environment` for a run, never at
+#: import: importing the runner must not change the environment of the importing program.
+TUNE_ENVIRONMENT: dict[str, str] = {
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
 
-OPTUNA_FILE = "optuna.db"
-ARTIFACTS_DIR = "artifacts"
+
+@contextlib.contextmanager
+def _tune_environment() -> Iterator[None]:
+    """Set :data:`TUNE_ENVIRONMENT`'s variables that the user left unset, for the duration of
+    a run (Ray workers started meanwhile inherit them); restore the environment after."""
+    saved = {name: os.environ.get(name) for name in TUNE_ENVIRONMENT}
+    for name, value in TUNE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+OPTUNA_FILE = names.OPTUNA_FILE
+ARTIFACTS_DIR = names.ARTIFACTS_DIR
 
 
 class StorageError(ValueError):
@@ -123,7 +146,7 @@ class StudyEvents:
     spec: StudySpec
     started: float = field(default_factory=time.monotonic)
     arms: dict[str, ArmProgress] = field(default_factory=dict)
-    phase: str = "search"
+    phase: str = names.SEARCH
     listeners: list[Callable[[StudyEvents], None]] = field(default_factory=list)
 
     def changed(self) -> None:
@@ -167,7 +190,7 @@ def _per_arm_scheduler_class() -> type:
                 return FIFOScheduler.CONTINUE
             decision = self._of(trial).on_trial_result(tune_controller, trial, result)
             arm = trial.config[TRIAL_KEY]["arm"]
-            if result.get("epoch", 0) >= self._epochs[arm]:
+            if result.get(names.EPOCH, 0) >= self._epochs[arm]:
                 # Training is over: let the trial evaluate and report its metrics (ASHA
                 # would stop every trial at max_t, before its evaluation).
                 return FIFOScheduler.CONTINUE
@@ -245,9 +268,9 @@ class _StoreCallbackMixin:
         self.epochs[trial.trial_id] = []
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result and STATUS_KEY not in result:
-            row = {"epoch": int(result["epoch"])}
-            row.update({k: v for k, v in result.items() if k.startswith(("train.", "val."))})
+        if names.EPOCH in result and STATUS_KEY not in result:
+            row = {names.EPOCH: int(result[names.EPOCH])}
+            row.update({k: v for k, v in result.items() if k.startswith((names.TRAIN, names.VAL))})
             self.epochs.setdefault(trial.trial_id, []).append(row)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -265,44 +288,44 @@ class _StoreCallbackMixin:
         progress.running = max(0, progress.running - 1)
         status = result.get(STATUS_KEY)
         if error is not None:
-            status, message = "failed", error
+            status, message = names.FAILED, error
         elif status is None:
-            status, message = "stopped", "stopped early by the scheduler"
+            status, message = names.STOPPED, "stopped early by the scheduler"
         else:
             message = result.get(ERROR_KEY)
         from sweep.trainable import trial_config
 
         try:
             config = trial_config(self.context, trial.config)
-            params = {f"param.{k}": v for k, v in config.to_flat_dict().items()}
+            params = {names.param(k): v for k, v in config.to_flat_dict().items()}
             seed = config.train.seed
         except Exception as problem:  # noqa: BLE001 - a config error is the trial's failure
             params, seed = {}, int(meta.get("seed") or 0)
-            status, message = "failed", message or f"{type(problem).__name__}: {problem}"
+            status, message = names.FAILED, message or f"{type(problem).__name__}: {problem}"
         now = dt.datetime.now(dt.timezone.utc)
         row: dict[str, Any] = {
-            "study": self.context.study,
-            "arm": arm,
-            "phase": self.context.phase,
-            "trial_id": study_trial_id,
-            "attempt": int(getattr(trial, "num_failures", 0) or 0),
-            "seed": seed,
-            "status": status,
-            "error": message,
-            "started_at": result.get("started_at") or now,
-            "ended_at": result.get("ended_at") or now,
-            "train_seconds": result.get("train_seconds"),
-            "eval_seconds": result.get("eval_seconds"),
-            "host": result.get("host") or result.get("hostname"),
-            "node_id": result.get("node_id") or result.get("node_ip"),
-            "device": result.get("device"),
+            names.STUDY: self.context.study,
+            names.ARM: arm,
+            names.PHASE: self.context.phase,
+            names.TRIAL_ID: study_trial_id,
+            names.ATTEMPT: int(getattr(trial, "num_failures", 0) or 0),
+            names.SEED: seed,
+            names.STATUS: status,
+            names.ERROR: message,
+            names.STARTED_AT: result.get(names.STARTED_AT) or now,
+            names.ENDED_AT: result.get(names.ENDED_AT) or now,
+            names.TRAIN_SECONDS: result.get(names.TRAIN_SECONDS),
+            names.EVAL_SECONDS: result.get(names.EVAL_SECONDS),
+            names.HOST: result.get(names.HOST) or result.get("hostname"),
+            names.NODE_ID: result.get(names.NODE_ID) or result.get("node_ip"),
+            names.DEVICE: result.get(names.DEVICE),
             **params,
         }
-        if status == "completed":
-            row.update({k: v for k, v in result.items() if k.startswith("metric.")})
+        if status == names.COMPLETED:
+            row.update({k: v for k, v in result.items() if k.startswith(names.METRIC)})
         epochs = self.epochs.pop(trial.trial_id, [])
         if self.store.record_trial(row, epochs):
-            if status == "completed":
+            if status == names.COMPLETED:
                 _write_artifacts(self.store.folder, study_trial_id, result)
                 if self.duplicates is not None and params:
                     key = DuplicateIndex.canonical(_unprefixed(params))
@@ -312,17 +335,17 @@ class _StoreCallbackMixin:
 
 
 def _unprefixed(params: dict[str, Any]) -> dict[str, Any]:
-    return {k[len("param.") :]: v for k, v in params.items() if k.startswith("param.")}
+    return {names.strip(k, names.PARAM): v for k, v in params.items() if k.startswith(names.PARAM)}
 
 
 def _count(
     progress: ArmProgress, status: str, result: dict[str, Any], metric: str, direction: str
 ) -> None:
     """Count a recorded trial in its arm's progress and keep the best value so far."""
-    progress.done += status == "completed"
-    progress.failed += status == "failed"
-    progress.stopped += status == "stopped"
-    value = result.get(metric) if status == "completed" else None
+    progress.done += status == names.COMPLETED
+    progress.failed += status == names.FAILED
+    progress.stopped += status == names.STOPPED
+    value = result.get(metric) if status == names.COMPLETED else None
     if isinstance(value, int | float) and better(float(value), progress.best, direction):
         progress.best = float(value)
 
@@ -346,16 +369,16 @@ def _duplicate_index(run: _StudyRun, context: TrialContext) -> DuplicateIndex:
         now = dt.datetime.now(dt.timezone.utc)
         row.update(
             {
-                "arm": meta["arm"],  # the original may belong to another arm
-                "phase": "search",
-                "trial_id": meta["trial_id"],
-                "copy_of": original,
-                "attempt": 0,
-                "error": None,
-                "started_at": now,
-                "ended_at": now,
-                "train_seconds": 0.0,
-                "eval_seconds": 0.0,
+                names.ARM: meta["arm"],  # the original may belong to another arm
+                names.PHASE: names.SEARCH,
+                names.TRIAL_ID: meta["trial_id"],
+                names.COPY_OF: original,
+                names.ATTEMPT: 0,
+                names.ERROR: None,
+                names.STARTED_AT: now,
+                names.ENDED_AT: now,
+                names.TRAIN_SECONDS: 0.0,
+                names.EVAL_SECONDS: 0.0,
             }
         )
         epochs = [
@@ -365,12 +388,12 @@ def _duplicate_index(run: _StudyRun, context: TrialContext) -> DuplicateIndex:
             .to_pylist()
         ]
         result = {
-            STATUS_KEY: "completed",
-            **{k: v for k, v in row.items() if k.startswith("metric.")},
+            STATUS_KEY: names.COMPLETED,
+            **{k: v for k, v in row.items() if k.startswith(names.METRIC)},
         }
         if store.record_trial(row, epochs):
             _copy_artifacts(store.folder, original, meta["trial_id"])
-            _count(events.arms[meta["arm"]], "completed", result, rank.metric, rank.direction)
+            _count(events.arms[meta["arm"]], names.COMPLETED, result, rank.metric, rank.direction)
             events.changed()
         return result
 
@@ -378,13 +401,13 @@ def _duplicate_index(run: _StudyRun, context: TrialContext) -> DuplicateIndex:
     trials = store.trials_table()
     encoded = set(json_columns(trials.schema))
     for row in trials.to_pylist():
-        if row["phase"] == "search" and row["status"] == "completed":
+        if row[names.PHASE] == names.SEARCH and row[names.STATUS] == names.COMPLETED:
             params = {
                 k: (json.loads(v) if k in encoded and isinstance(v, str) else v)
                 for k, v in row.items()
-                if k.startswith("param.")
+                if k.startswith(names.PARAM)
             }
-            index.add(DuplicateIndex.canonical(_unprefixed(params)), row["trial_id"])
+            index.add(DuplicateIndex.canonical(_unprefixed(params)), row[names.TRIAL_ID])
     return index
 
 
@@ -486,8 +509,8 @@ def _recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, set[str]]:
     trials = store.trials()
     recorded: dict[str, set[str]] = {}
     if len(trials):
-        mine = trials[trials["phase"] == phase]
-        for arm, trial_id in zip(mine["arm"], mine["trial_id"], strict=False):
+        mine = trials[trials[names.PHASE] == phase]
+        for arm, trial_id in zip(mine[names.ARM], mine[names.TRIAL_ID], strict=False):
             recorded.setdefault(arm, set()).add(trial_id)
     return recorded
 
@@ -502,8 +525,8 @@ def _run_search(run: _StudyRun) -> None:
 
     url = optuna_storage_url(store.folder)
     storage = _optuna_storage(url)
-    recorded = _recorded_by_arm(store, "search")
-    context = _context(spec, "search", data_key)
+    recorded = _recorded_by_arm(store, names.SEARCH)
+    context = _context(spec, names.SEARCH, data_key)
     duplicates = _duplicate_index(run, context)
     searchers: dict[str, ArmSearch | FixedArm] = {}
     budgets: dict[str, int] = {}
@@ -584,7 +607,7 @@ def confirm_candidates(spec: StudySpec, store: ResultsStore, arm: str) -> list[d
     trials = store.trials()
     if not len(trials):
         return []
-    mine = trials[(trials["arm"] == arm) & (trials["phase"] == "search")]
+    mine = trials[(trials[names.ARM] == arm) & (trials[names.PHASE] == names.SEARCH)]
     objectives = [(o.metric, o.direction) for o in spec.search.objectives]
     done = rank_trials(mine, objectives, rank_by=spec.confirm_rank.metric)
     done = done.head(spec.confirm.top_k)
@@ -593,13 +616,13 @@ def confirm_candidates(spec: StudySpec, store: ResultsStore, arm: str) -> list[d
     for _, row in done.iterrows():
         params = {}
         for key in spec.arms[arm].search:
-            value = row.get(f"param.{key}")
-            if f"param.{key}" in encoded and isinstance(value, str):
+            value = row.get(names.param(key))
+            if names.param(key) in encoded and isinstance(value, str):
                 value = json.loads(value)
             if isinstance(value, np.generic):
                 value = value.item()
             params[key] = value
-        candidates.append({"source": row["trial_id"], "params": params})
+        candidates.append({"source": row[names.TRIAL_ID], "params": params})
     return candidates
 
 
@@ -619,15 +642,15 @@ def _run_confirm(run: _StudyRun) -> None:
                 if trial_id not in recorded:
                     todo.append(
                         {
-                            "arm": arm,
-                            "trial_id": trial_id,
-                            "seed": seed,
+                            names.ARM: arm,
+                            names.TRIAL_ID: trial_id,
+                            names.SEED: seed,
                             "params": candidate["params"],
                         }
                     )
     if not todo:
         return
-    context = _context(spec, "confirm", data_key)
+    context = _context(spec, names.CONFIRM, data_key)
     rank = spec.confirm_rank
     callback = StoreCallback(store, context, events, rank.metric, rank.direction)
     tuner = tune.Tuner(
@@ -661,12 +684,13 @@ def start_ray(address: str | None, verbose: bool, num_cpus: int | None = None) -
         "logging_level": logging.INFO if verbose else logging.ERROR,
         "configure_logging": True,
     }
-    if address is None:
-        # No ``_node_ip_address``: it is private, and Ray resolves "127.0.0.1" to the node's
-        # address anyway (measured with Ray 2.60: the same listening sockets with or without).
-        ray.init(address="local", num_cpus=num_cpus, **common)
-    else:
-        ray.init(address=address, **common)
+    with _tune_environment():  # the raylet and its workers inherit the environment
+        if address is None:
+            # No ``_node_ip_address``: it is private, and Ray resolves "127.0.0.1" to the
+            # node's address anyway (Ray 2.60: the same listening sockets with or without).
+            ray.init(address="local", num_cpus=num_cpus, **common)
+        else:
+            ray.init(address=address, **common)
     return True
 
 
@@ -710,6 +734,33 @@ def run_study(
     Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished, and
     :class:`StorageError` for a local storage path on a multi-node cluster (before any trial).
     """
+    with _tune_environment():
+        return _run_study(
+            spec,
+            folder,
+            address=address,
+            max_concurrent=max_concurrent,
+            verbose=verbose,
+            resume=resume,
+            storage=storage,
+            num_cpus=num_cpus,
+            listeners=listeners,
+        )
+
+
+def _run_study(
+    spec: StudySpec,
+    folder: Path,
+    *,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    verbose: bool = False,
+    resume: bool = False,
+    storage: str | None = None,
+    num_cpus: int | None = None,
+    listeners: list[Callable[[StudyEvents], None]] | None = None,
+) -> RunOutcome:
+    """:func:`run_study` inside its Tune environment."""
     import ray
 
     from infovae_core.data import load_dataset
@@ -719,7 +770,7 @@ def run_study(
     concurrency = max_concurrent or spec.search.max_concurrent
     events = StudyEvents(spec=spec, listeners=list(listeners or []))
     storage = storage or spec.storage
-    storage_path = storage or str((folder / "ray").resolve())
+    storage_path = storage or str((folder / names.RAY_DIR).resolve())
     started_ray = start_ray(address, verbose, num_cpus=num_cpus)
     _quiet_loggers(verbose)
     try:
@@ -734,15 +785,15 @@ def run_study(
             data_key = json.dumps(
                 {
                     "dataset": data_config.dataset,
-                    "seed": data_config.seed,
+                    names.SEED: data_config.seed,
                     "data_dir": data_config.data_dir,
                 },
                 sort_keys=True,
             )
             data_refs = {"splits": ray.put(splits)}
-            phases = [("search", _run_search)]
+            phases = [(names.SEARCH, _run_search)]
             if spec.confirm_seeds:
-                phases.append(("confirm", _run_confirm))
+                phases.append((names.CONFIRM, _run_confirm))
             for phase, run_phase in phases:
                 events.phase = phase
                 events.changed()
@@ -777,9 +828,9 @@ def _count_recorded(spec: StudySpec, store: ResultsStore, events: StudyEvents) -
         planned = spec.trials_for(arm) + spec.confirm.top_k * len(spec.confirm_seeds)
         progress = ArmProgress(planned=planned)
         if len(trials):
-            mine = trials[trials["arm"] == arm]
-            progress.done = int((mine["status"] == "completed").sum())
-            progress.failed = int((mine["status"] == "failed").sum())
-            progress.stopped = int((mine["status"] == "stopped").sum())
+            mine = trials[trials[names.ARM] == arm]
+            progress.done = int((mine[names.STATUS] == names.COMPLETED).sum())
+            progress.failed = int((mine[names.STATUS] == names.FAILED).sum())
+            progress.stopped = int((mine[names.STATUS] == names.STOPPED).sum())
         events.arms[arm] = progress
     events.changed()

@@ -28,6 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from sweep import names
 from sweep.trainable import ERROR_KEY, STATUS_KEY, TRIAL_KEY
 
 __all__ = [
@@ -104,10 +105,10 @@ class ArmSearch:
         status = result.get(STATUS_KEY)
         values = [result.get(m) for m in self.metrics]
         finite = all(isinstance(v, int | float) and math.isfinite(v) for v in values)
-        if status == "completed" and finite and not error:
+        if status == names.COMPLETED and finite and not error:
             told = [float(v) for v in values]
             self.study.tell(trial, told if len(told) > 1 else told[0])
-        elif status in ("completed", "failed") or error:
+        elif status in (names.COMPLETED, names.FAILED) or error:
             if result.get(ERROR_KEY):
                 trial.set_user_attr("error", str(result[ERROR_KEY])[:_ERROR_CHARS])
             self.study.tell(trial, state=TrialState.FAIL)
@@ -118,7 +119,7 @@ class ArmSearch:
         """Note on the Optuna trial that it was not trained: it repeats ``original``."""
         trial = self._asked.get(trial_id)
         if trial is not None:
-            trial.set_user_attr("copy_of", original)
+            trial.set_user_attr(names.COPY_OF, original)
 
 
 class FixedArm:

@@ -90,6 +90,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from sweep import names
 from sweep.files import atomic_write, atomic_write_bytes, fsync_dir, remove_temp_files
 
 __all__ = [
@@ -116,12 +117,13 @@ __all__ = [
     "list_studies",
 ]
 
-STUDY_FILE = "study.yaml"
-TRIALS_FILE = "trials.parquet"
-EPOCHS_FILE = "epochs.parquet"
-LOCK_FILE = ".lock"
+# File names and columns are defined once in sweep.names (re-exported here for callers).
+STUDY_FILE = names.STUDY_FILE
+TRIALS_FILE = names.TRIALS_FILE
+EPOCHS_FILE = names.EPOCHS_FILE
+LOCK_FILE = names.LOCK_FILE
 #: Folder of the part files (one pair per recorded trial) not yet folded into the main files.
-PARTS_DIR = ".parts"
+PARTS_DIR = names.PARTS_DIR
 _PART_RE = re.compile(r"^(trials|epochs)-(\d{10})\.parquet$")
 #: Schema metadata key of a main file: the last part sequence number folded into it.
 _THROUGH_KEY = b"infovae.parts_through"
@@ -131,8 +133,8 @@ COMPACT_INTERVAL_S = 10.0
 #: (O(rows)) takes at most about 1/COMPACT_SPACING of a long study's wall time.
 COMPACT_SPACING = 50.0
 
-PHASES: tuple[str, ...] = ("search", "confirm")
-STATUSES: tuple[str, ...] = ("completed", "failed", "stopped")
+PHASES: tuple[str, ...] = names.PHASES
+STATUSES: tuple[str, ...] = names.STATUSES
 
 _UTC_US = pa.timestamp("us", tz="UTC")
 
@@ -142,38 +144,45 @@ _UTC_US = pa.timestamp("us", tz="UTC")
 #: ``copy_of`` names the original of a search trial that repeated a completed configuration.
 TRIAL_SCHEMA: pa.Schema = pa.schema(
     [
-        pa.field("study", pa.string(), nullable=False),
-        pa.field("arm", pa.string(), nullable=False),
-        pa.field("phase", pa.string(), nullable=False),
-        pa.field("trial_id", pa.string(), nullable=False),
-        pa.field("attempt", pa.int64()),
-        pa.field("seed", pa.int64(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("error", pa.string()),
-        pa.field("started_at", _UTC_US),
-        pa.field("ended_at", _UTC_US),
-        pa.field("train_seconds", pa.float64()),
-        pa.field("eval_seconds", pa.float64()),
-        pa.field("host", pa.string()),
-        pa.field("node_id", pa.string()),
-        pa.field("device", pa.string()),
-        pa.field("copy_of", pa.string()),
+        pa.field(names.STUDY, pa.string(), nullable=False),
+        pa.field(names.ARM, pa.string(), nullable=False),
+        pa.field(names.PHASE, pa.string(), nullable=False),
+        pa.field(names.TRIAL_ID, pa.string(), nullable=False),
+        pa.field(names.ATTEMPT, pa.int64()),
+        pa.field(names.SEED, pa.int64(), nullable=False),
+        pa.field(names.STATUS, pa.string(), nullable=False),
+        pa.field(names.ERROR, pa.string()),
+        pa.field(names.STARTED_AT, _UTC_US),
+        pa.field(names.ENDED_AT, _UTC_US),
+        pa.field(names.TRAIN_SECONDS, pa.float64()),
+        pa.field(names.EVAL_SECONDS, pa.float64()),
+        pa.field(names.HOST, pa.string()),
+        pa.field(names.NODE_ID, pa.string()),
+        pa.field(names.DEVICE, pa.string()),
+        pa.field(names.COPY_OF, pa.string()),
     ]
 )
-_TRIAL_REQUIRED = ("study", "arm", "phase", "trial_id", "seed", "status")
-_TRIAL_PREFIXES = ("param.", "metric.")
+_TRIAL_REQUIRED = (
+    names.STUDY,
+    names.ARM,
+    names.PHASE,
+    names.TRIAL_ID,
+    names.SEED,
+    names.STATUS,
+)
+_TRIAL_PREFIXES = (names.PARAM, names.METRIC)
 
 #: Fixed columns of ``epochs.parquet``, in file order. ``study``, ``arm`` and ``trial_id`` are
 #: filled from the trial row when an epoch row omits them.
 EPOCH_SCHEMA: pa.Schema = pa.schema(
     [
-        pa.field("study", pa.string(), nullable=False),
-        pa.field("arm", pa.string(), nullable=False),
-        pa.field("trial_id", pa.string(), nullable=False),
-        pa.field("epoch", pa.int64(), nullable=False),
+        pa.field(names.STUDY, pa.string(), nullable=False),
+        pa.field(names.ARM, pa.string(), nullable=False),
+        pa.field(names.TRIAL_ID, pa.string(), nullable=False),
+        pa.field(names.EPOCH, pa.int64(), nullable=False),
     ]
 )
-_EPOCH_PREFIXES = ("train.", "val.")
+_EPOCH_PREFIXES = (names.TRAIN, names.VAL)
 
 _JSON_KEY = b"infovae.encoding"
 _JSON_META = {_JSON_KEY: b"json"}
@@ -336,27 +345,27 @@ def _trial_table(row: Mapping[str, Any]) -> pa.Table:
             f"{', '.join(TRIAL_SCHEMA.names)}, param.<key>, metric.<name>"
         )
     values: dict[str, Any] = {}
-    for name in ("study", "arm", "phase", "trial_id", "status"):
+    for name in (names.STUDY, names.ARM, names.PHASE, names.TRIAL_ID, names.STATUS):
         values[name] = _text(name, row[name], required=True)
-    for name in ("error", "host", "node_id", "device", "copy_of"):
+    for name in (names.ERROR, names.HOST, names.NODE_ID, names.DEVICE, names.COPY_OF):
         values[name] = _text(name, row.get(name), required=False)
-    if values["phase"] not in PHASES:
+    if values[names.PHASE] not in PHASES:
         raise RowError(f"phase: must be one of {list(PHASES)}, got {values['phase']!r}")
-    if values["status"] not in STATUSES:
+    if values[names.STATUS] not in STATUSES:
         raise RowError(f"status: must be one of {list(STATUSES)}, got {values['status']!r}")
-    values["seed"] = _int_value("seed", row["seed"], required=True)
-    values["attempt"] = _int_value("attempt", row.get("attempt"), required=False)
-    for name in ("started_at", "ended_at"):
+    values[names.SEED] = _int_value(names.SEED, row[names.SEED], required=True)
+    values[names.ATTEMPT] = _int_value(names.ATTEMPT, row.get(names.ATTEMPT), required=False)
+    for name in (names.STARTED_AT, names.ENDED_AT):
         values[name] = _timestamp(name, row.get(name))
-    for name in ("train_seconds", "eval_seconds"):
+    for name in (names.TRAIN_SECONDS, names.EVAL_SECONDS):
         values[name] = _float_value(name, row.get(name))
 
     fields = list(TRIAL_SCHEMA)
     arrays = [pa.array([values[f.name]], type=f.type) for f in fields]
     for name in sorted(k for k in row if k.startswith(_TRIAL_PREFIXES)):
-        if name in ("param.", "metric."):
+        if name in _TRIAL_PREFIXES:
             raise RowError(f"{name!r}: column name needs a key after the prefix")
-        if name.startswith("metric."):
+        if name.startswith(names.METRIC):
             value, typ, is_json = _float_value(name, row[name]), pa.float64(), False
         else:
             value, typ, is_json = _param_value(name, row[name])
@@ -367,7 +376,7 @@ def _trial_table(row: Mapping[str, Any]) -> pa.Table:
 
 def _epoch_table(trial: Mapping[str, Any], epochs: Sequence[Mapping[str, Any]]) -> pa.Table:
     """Validate the epoch rows of one trial and return them as a table."""
-    ident = {name: trial[name] for name in ("study", "arm", "trial_id")}
+    ident = {name: trial[name] for name in (names.STUDY, names.ARM, names.TRIAL_ID)}
     columns: dict[str, list[Any]] = {name: [] for name in EPOCH_SCHEMA.names}
     metric_names = sorted({key for rec in epochs for key in rec if key.startswith(_EPOCH_PREFIXES)})
     for name in metric_names:
@@ -392,13 +401,13 @@ def _epoch_table(trial: Mapping[str, Any], epochs: Sequence[Mapping[str, Any]]) 
                     f"epochs[{index}].{name}: {rec[name]!r} differs from the trial's {expected!r}"
                 )
             columns[name].append(expected)
-        if "epoch" not in rec:
+        if names.EPOCH not in rec:
             raise RowError(f"epochs[{index}]: lacks required column epoch")
         epoch = _int_value(f"epochs[{index}].epoch", rec["epoch"], required=True)
         if epoch in seen:
             raise RowError(f"epochs[{index}].epoch: epoch {epoch} appears twice for this trial")
         seen.add(epoch)
-        columns["epoch"].append(epoch)
+        columns[names.EPOCH].append(epoch)
         for name in metric_names:
             columns[name].append(_float_value(f"epochs[{index}].{name}", rec.get(name)))
     fields = list(EPOCH_SCHEMA) + [pa.field(name, pa.float64()) for name in metric_names]
@@ -697,7 +706,7 @@ def _snapshot(folder: Path) -> _Snapshot:
         for part in epoch_parts:
             columns = _union(columns, part, str(epochs_path))
         epochs = _concat([epochs, *epoch_parts], _schema(columns, EPOCH_SCHEMA))
-        ids = trials.column("trial_id").to_pylist()
+        ids = trials.column(names.TRIAL_ID).to_pylist()
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             raise StoreCorruptError(f"{trials_path}: trial_id(s) recorded twice: {dup[:5]}")
@@ -747,9 +756,9 @@ class ResultsStore:
         self._parts = snapshot.parts
         self._pending: dict[int, list[Path]] = {}  # parts written since the snapshot
         self._seq = snapshot.parts.last_seq
-        self._recorded = set(snapshot.trials.column("trial_id").to_pylist())
-        self._epoch_ids = set(snapshot.epochs.column("trial_id").to_pylist())
-        studies = snapshot.trials.column("study")
+        self._recorded = set(snapshot.trials.column(names.TRIAL_ID).to_pylist())
+        self._epoch_ids = set(snapshot.epochs.column(names.TRIAL_ID).to_pylist())
+        studies = snapshot.trials.column(names.STUDY)
         self._study = studies[0].as_py() if len(studies) else None
 
     # ---- construction ------------------------------------------------------------------
@@ -859,12 +868,12 @@ class ResultsStore:
         clash, in both cases before writing anything.
         """
         with self._mutex:
-            trial_id = row.get("trial_id")
+            trial_id = row.get(names.TRIAL_ID)
             if isinstance(trial_id, str) and trial_id in self._recorded:
                 return False
             where = f"trial {trial_id!r}"
             new_trial = _trial_table(row)
-            study = new_trial.column("study")[0].as_py()
+            study = new_trial.column(names.STUDY)[0].as_py()
             if self._study is not None and study != self._study:
                 raise RowError(
                     f"study: {where} says {study!r} but this store holds {self._study!r}"
@@ -916,7 +925,7 @@ class ResultsStore:
     def _drop_epochs_of(self, trial_id: str) -> pa.Table:
         table = self._epochs_all()
         self._epoch_ids.discard(trial_id)
-        return table.filter(pc.not_equal(table.column("trial_id"), trial_id))
+        return table.filter(pc.not_equal(table.column(names.TRIAL_ID), trial_id))
 
     def _maybe_compact(self) -> None:
         since = time.monotonic() - self._last_compaction
@@ -983,7 +992,7 @@ class ResultsStore:
             table = self._epochs_all()
             if recorded_only and not self._epoch_ids <= self._recorded:
                 recorded = pa.array(sorted(self._recorded), type=pa.string())
-                mask = pc.is_in(table.column("trial_id"), value_set=recorded)
+                mask = pc.is_in(table.column(names.TRIAL_ID), value_set=recorded)
                 table = table.filter(mask)
             return table
 
@@ -1004,8 +1013,8 @@ class ResultsStore:
         """Ids of the recorded trials with ``status == 'completed'``."""
         with self._mutex:
             table = self.trials_table()
-            mask = pc.equal(table.column("status"), "completed")
-            return set(table.filter(mask).column("trial_id").to_pylist())
+            mask = pc.equal(table.column(names.STATUS), names.COMPLETED)
+            return set(table.filter(mask).column(names.TRIAL_ID).to_pylist())
 
     def __len__(self) -> int:
         return len(self._recorded)
@@ -1117,14 +1126,14 @@ def _trial_columns(path: Path, columns: Sequence[str]) -> pa.Table:
 
 
 def _summarise(path: Path) -> StudySummary:
-    columns = ["arm", "phase", "status", "ended_at"]
+    columns = [names.ARM, names.PHASE, names.STATUS, names.ENDED_AT]
     try:
         table = _trial_columns(path, columns)
     except StoreCorruptError as exc:
         return StudySummary(path.name, path, 0, {}, {}, {}, (), None, str(exc))
-    arms = table.column("arm").to_pylist()
-    phases = table.column("phase").to_pylist()
-    statuses = table.column("status").to_pylist()
+    arms = table.column(names.ARM).to_pylist()
+    phases = table.column(names.PHASE).to_pylist()
+    statuses = table.column(names.STATUS).to_pylist()
     by_status: dict[str, int] = {}
     by_phase: dict[str, int] = {}
     by_pair: dict[tuple[str, str], int] = {}
@@ -1132,7 +1141,7 @@ def _summarise(path: Path) -> StudySummary:
         by_status[status] = by_status.get(status, 0) + 1
         by_phase[phase] = by_phase.get(phase, 0) + 1
         by_pair[(phase, status)] = by_pair.get((phase, status), 0) + 1
-    ended = [t for t in table.column("ended_at").to_pylist() if t is not None]
+    ended = [t for t in table.column(names.ENDED_AT).to_pylist() if t is not None]
     return StudySummary(
         name=path.name,
         path=path,
