@@ -686,8 +686,8 @@ def start_ray(address: str | None, verbose: bool, num_cpus: int | None = None) -
     }
     with _tune_environment():  # the raylet and its workers inherit the environment
         if address is None:
-            # No ``_node_ip_address``: it is private, and Ray resolves "127.0.0.1" to the
-            # node's address anyway (Ray 2.60: the same listening sockets with or without).
+            # No private node-address argument: Ray resolves "127.0.0.1" to the node's
+            # address anyway (Ray 2.60: the same listening sockets with or without it).
             ray.init(address="local", num_cpus=num_cpus, **common)
         else:
             ray.init(address=address, **common)

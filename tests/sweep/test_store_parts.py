@@ -171,3 +171,28 @@ def test_record_cost_does_not_grow_with_the_trials_recorded(
         rows[index] = written["rows"] - before
     assert rows[150] == rows[10] == 1 + 20
     assert len(ResultsStore.open(store.folder).epochs()) == 150 * 20
+
+
+@pytest.mark.parametrize("reader", ["pyarrow", "pandas", "duckdb", "polars"])
+def test_compacted_files_open_in_every_reader(tmp_path: Path, reader: str) -> None:
+    """The main files carry the store's own schema metadata (the parts number); readers
+    ignore it and see one row per trial and per epoch."""
+    store = ResultsStore.create(tmp_path / "demo", STUDY_YAML)
+    with store.lock():
+        for trial_id in IDS:
+            _record(store, trial_id)
+    trials, epochs = str(store.trials_path), str(store.epochs_path)
+    if reader == "pyarrow":
+        counts = (pq.read_table(trials).num_rows, pq.read_table(epochs).num_rows)
+    elif reader == "pandas":
+        counts = (len(pd.read_parquet(trials)), len(pd.read_parquet(epochs)))
+    elif reader == "duckdb":
+        duckdb = pytest.importorskip("duckdb")
+        counts = tuple(
+            duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchall()[0][0]
+            for path in (trials, epochs)
+        )
+    else:
+        polars = pytest.importorskip("polars")
+        counts = (polars.read_parquet(trials).height, polars.read_parquet(epochs).height)
+    assert counts == (len(IDS), sum(_epochs_for(t) for t in IDS))
