@@ -194,8 +194,11 @@ def test_arm_without_search_space_trains_its_fixed_configuration_per_seed(finish
 
 def test_a_repeated_configuration_is_recorded_as_a_copy_not_trained(tmp_path):
     """elbo searches a 2-value choice with one seed for every trial (seed_policy fixed): of
-    its 5 trials at most 2 are distinct configurations; the repeats are copies."""
+    its 5 trials at most 2 are distinct configurations; the repeats are copies. One trial at a
+    time: only a configuration already *completed* is copied, so two trials in flight at once
+    may still share one."""
     study = write_study(tmp_path, "repeats", trials=5, seeds=1, epochs=1, seed_policy="fixed")
+    study.write_text(study.read_text().replace("max_concurrent: 2", "max_concurrent: 1"))
     result = CliRunner().invoke(app, ["run", str(study), "--results", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     trials = pq.read_table(tmp_path / "r" / "repeats" / "trials.parquet").to_pandas()
