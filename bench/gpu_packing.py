@@ -96,6 +96,7 @@ def run_level(
 ) -> LevelResult:
     import pyarrow.parquet as pq
 
+    from sweep import names
     from sweep.runner import run_study
     from sweep.spec import StudySpec
 
@@ -103,8 +104,8 @@ def run_level(
     spec = StudySpec.from_yaml_text(text, source=f"{STUDY} (k={per_gpu})")
     study_epochs = yaml.safe_load(STUDY.read_text(encoding="utf-8"))["defaults"]["train"]["epochs"]
     outcome = run_study(spec, folder / spec.name, num_cpus=os.cpu_count())
-    trials = pq.read_table(outcome.folder / "trials.parquet").to_pandas()
-    done = trials[trials["status"] == "completed"]
+    trials = pq.read_table(outcome.folder / names.TRIALS_FILE).to_pandas()
+    done = trials[trials[names.STATUS] == names.COMPLETED]
     if done.empty:
         errors = "; ".join(str(e)[:200] for e in trials["error"].dropna().head(3))
         raise RuntimeError(f"k={per_gpu}: no trial completed ({errors})")

@@ -167,6 +167,7 @@ def run_sweep(spec: StudySpec, folder: Path, cores: int) -> SweepTimes:
     import pandas as pd
     import ray
 
+    from sweep import names
     from sweep.runner import run_study, start_ray
 
     start = time.perf_counter()
@@ -183,10 +184,11 @@ def run_sweep(spec: StudySpec, folder: Path, cores: int) -> SweepTimes:
         if started:
             ray.shutdown()
         ray_stop = time.perf_counter() - stop
-    trials = pd.read_parquet(folder / "trials.parquet")
-    started_at = pd.to_datetime(trials["started_at"], utc=True)
-    ended_at = pd.to_datetime(trials["ended_at"], utc=True)
-    fit_seconds = (trials["train_seconds"].fillna(0) + trials["eval_seconds"].fillna(0)).tolist()
+    trials = pd.read_parquet(folder / names.TRIALS_FILE)
+    started_at = pd.to_datetime(trials[names.STARTED_AT], utc=True)
+    ended_at = pd.to_datetime(trials[names.ENDED_AT], utc=True)
+    train, evaluate = trials[names.TRAIN_SECONDS], trials[names.EVAL_SECONDS]
+    fit_seconds = (train.fillna(0) + evaluate.fillna(0)).tolist()
     by_start = started_at.argsort().to_numpy()
     walls = (ended_at - started_at).dt.total_seconds()
     trial_walls = [float(w) for w in walls.iloc[by_start]]

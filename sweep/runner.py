@@ -3,45 +3,59 @@
 Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it):
 
 1. The study folder is created (or re-entered) and locked: one driver per study.
-2. Ray starts embedded on this machine (``address=None``: bound to 127.0.0.1, no dashboard) or
+2. Ray starts embedded on this machine (``address=None``: a local instance, no dashboard) or
    attaches to a cluster (``address="auto"`` / ``"HOST:PORT"``).
 3. The dataset is loaded once on the driver and put in the object store once; reused trial
    actors fetch it once per worker process.
 4. For each arm, in file order, the search phase: ``trials_per_arm`` trials sampled by Optuna
-   (``OptunaSearch`` with the arm's seeded sampler and the study's SQLite storage
-   ``optuna.db``, one Optuna study per arm, named after it), at most ``max_concurrent`` at a
-   time, ASHA early stopping when configured.
+   (:mod:`sweep.searcher`, Optuna's public ask/tell with the arm's seeded sampler and the
+   study's SQLite storage ``optuna.db``, one Optuna study per arm, named after it), at most
+   ``max_concurrent`` at a time, ASHA early stopping when configured. A suggestion whose full
+   TrialConfig (seed included) equals a completed search trial's is not trained: it is
+   recorded as a copy (``copy_of``) and Optuna is told the original's values.
 5. For each arm, the confirm phase: the best ``confirm.top_k`` completed search trials are
    trained again with each confirm seed.
 6. Every trial is recorded in the Parquet store by the driver as it finishes (a Tune callback),
    with its epochs and artefacts; a failed trial is recorded with its error and Optuna is told
    it failed.
 
-Resume: completed (and failed or stopped) trials are in ``trials.parquet`` and are never run
+Resume: completed (and failed or stopped) trials are in the store and are never run
 again. Optuna trials still marked RUNNING belonged to trials interrupted with the driver: they
-are marked failed in Optuna (with the user attribute ``interrupted``) and their parameters are
-enqueued, so the same configurations run again; the sampler keeps every earlier trial as
-history. Each arm runs only the trials still missing from the plan.
+are failed in Optuna with ``Study.tell(number, state=FAIL)`` (their numbers listed in the
+study's user attribute ``interrupted_trials``) and their parameters are enqueued, so the
+same configurations run again; the sampler keeps every earlier trial as history. Each arm
+runs only the trials still missing from the plan.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import json
 import logging
-import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
+from sweep import names
+from sweep.files import atomic_write, atomic_write_bytes, fsync_dir
+from sweep.ranking import better, rank_trials
+from sweep.searcher import (
+    ArmSearch,
+    DuplicateIndex,
+    FixedArm,
+    arms_searcher,
+    recover_interrupted,
+)
 from sweep.spec import StudySpec
 from sweep.store import ResultsStore, json_columns
 from sweep.trainable import (
@@ -53,17 +67,38 @@ from sweep.trainable import (
     run_trial,
 )
 
-# Ray reads these when Tune starts: no auto loggers (the driver's store is the record), our
-# own Ctrl-C handling, no usage reporting.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-# Epoch results carry no final metric; the searcher reads it from the final result only.
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+#: Ray reads these when Tune starts: no auto loggers (the driver's store is the record), our
+#: own Ctrl-C handling, no usage reporting; epoch results carry no final metric (the searcher
+#: reads it from the final result only). Set by :func:`_tune_environment` for a run, never at
+#: import: importing the runner must not change the environment of the importing program.
+TUNE_ENVIRONMENT: dict[str, str] = {
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
 
-OPTUNA_FILE = "optuna.db"
-ARTIFACTS_DIR = "artifacts"
+
+@contextlib.contextmanager
+def _tune_environment() -> Iterator[None]:
+    """Set :data:`TUNE_ENVIRONMENT`'s variables that the user left unset, for the duration of
+    a run (Ray workers started meanwhile inherit them); restore the environment after."""
+    saved = {name: os.environ.get(name) for name in TUNE_ENVIRONMENT}
+    for name, value in TUNE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+OPTUNA_FILE = names.OPTUNA_FILE
+ARTIFACTS_DIR = names.ARTIFACTS_DIR
 
 
 class StorageError(ValueError):
@@ -112,7 +147,7 @@ class StudyEvents:
     spec: StudySpec
     started: float = field(default_factory=time.monotonic)
     arms: dict[str, ArmProgress] = field(default_factory=dict)
-    phase: str = "search"
+    phase: str = names.SEARCH
     listeners: list[Callable[[StudyEvents], None]] = field(default_factory=list)
 
     def changed(self) -> None:
@@ -124,108 +159,11 @@ class StudyEvents:
 # Optuna through Ray Tune
 
 
-def _ray_search_classes():
-    """Ray-dependent classes, defined on first use so importing this module stays light."""
-    from optuna.trial import TrialState
+@functools.cache
+def _per_arm_scheduler_class() -> type:
+    """Ray's scheduler base class is imported on first use so importing this module stays
+    light."""
     from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search import Searcher
-    from ray.tune.search.optuna import OptunaSearch
-
-    class ArmOptunaSearch(OptunaSearch):
-        """Ray's OptunaSearch for one arm, told about failures explicitly and naming trials.
-
-        Ray's version drops non-finite and missing values silently and reads the metric from
-        every intermediate result; here intermediate results are ignored (ASHA, not Optuna,
-        stops trials early) and the final result's ``trial_status`` decides the Optuna state.
-        """
-
-        def __init__(self, *args, arm: str, seed_for: Callable[[int], int | None], **kwargs):
-            super().__init__(*args, **kwargs)
-            self._arm = arm
-            self._seed_for = seed_for
-
-        def suggest(self, trial_id: str):
-            config = super().suggest(trial_id)
-            if config is None:
-                return None
-            ot_trial = self._ot_trials[trial_id]
-            study_trial_id = f"{self._arm}-{ot_trial.number:04d}"
-            ot_trial.set_user_attr("trial_id", study_trial_id)
-            config[TRIAL_KEY] = {
-                "arm": self._arm,
-                "trial_id": study_trial_id,
-                "seed": self._seed_for(ot_trial.number),
-            }
-            return config
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            return None
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error=False):
-            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-                return
-            ot_trial = self._ot_trials[trial_id]
-            status = (result or {}).get(STATUS_KEY)
-            metrics = self._metric if isinstance(self._metric, list) else [self._metric]
-            values = [(result or {}).get(m) for m in metrics]
-            if status == "completed" and all(v is not None and math.isfinite(v) for v in values):
-                tell = values if len(values) > 1 else values[0]
-                self._ot_study.tell(ot_trial, tell, state=TrialState.COMPLETE)
-            elif status in ("completed", "failed") or error:
-                if result and result.get(ERROR_KEY):
-                    ot_trial.set_user_attr("error", str(result[ERROR_KEY])[:1000])
-                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-            else:  # stopped early by the scheduler
-                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
-
-        def save(self, checkpoint_path: str) -> None:
-            # The search's state lives in optuna.db; resume reads it from there, so nothing is
-            # pickled into the study folder (and nothing has to be unpickled from it).
-            return None
-
-        def restore(self, checkpoint_path: str) -> None:
-            raise NotImplementedError("resume reads the search history from optuna.db")
-
-    class ArmsSearcher(Searcher):
-        """All arms in one Tuner: each suggestion comes from the arm with the most trials
-        still to run (file order breaks ties), so arms interleave and share the machine's
-        conditions; results go back to the arm's own Optuna search."""
-
-        def __init__(self, searchers: dict[str, ArmOptunaSearch], budgets: dict[str, int]):
-            super().__init__()
-            self._searchers = searchers
-            self._budgets = dict(budgets)
-            self._arm_of: dict[str, str] = {}
-
-        def set_search_properties(self, metric, mode, config, **spec) -> bool:
-            return True
-
-        def suggest(self, trial_id: str):
-            open_arms = [arm for arm, left in self._budgets.items() if left > 0]
-            if not open_arms:
-                return Searcher.FINISHED
-            arm = max(open_arms, key=lambda a: self._budgets[a])
-            config = self._searchers[arm].suggest(trial_id)
-            if config is None:
-                return None
-            self._budgets[arm] -= 1
-            self._arm_of[trial_id] = arm
-            return config
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            return None
-
-        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-            arm = self._arm_of.get(trial_id)
-            if arm is not None:
-                self._searchers[arm].on_trial_complete(trial_id, result=result, error=error)
-
-        def save(self, checkpoint_path: str) -> None:
-            return None
-
-        def restore(self, checkpoint_path: str) -> None:
-            raise NotImplementedError("resume reads the search history from optuna.db")
 
     class PerArmScheduler(FIFOScheduler):
         """One scheduler per arm (ASHA compares a trial only with trials of its own arm: the
@@ -253,7 +191,7 @@ def _ray_search_classes():
                 return FIFOScheduler.CONTINUE
             decision = self._of(trial).on_trial_result(tune_controller, trial, result)
             arm = trial.config[TRIAL_KEY]["arm"]
-            if result.get("epoch", 0) >= self._epochs[arm]:
+            if result.get(names.EPOCH, 0) >= self._epochs[arm]:
                 # Training is over: let the trial evaluate and report its metrics (ASHA
                 # would stop every trial at max_t, before its evaluation).
                 return FIFOScheduler.CONTINUE
@@ -268,59 +206,11 @@ def _ray_search_classes():
         def debug_string(self) -> str:
             return "per-arm ASHA"
 
-    return ArmOptunaSearch, ArmsSearcher, PerArmScheduler
-
-
-class _UnsearchedArm:
-    """An arm with no search space: every trial is the arm's fixed configuration, trained with
-    the seed that ``search.seed_policy`` gives its index (Optuna has nothing to sample)."""
-
-    def __init__(self, arm: str, seed_for: Callable[[int], int | None], taken: set[str]):
-        self._arm = arm
-        self._seed_for = seed_for
-        self._taken = set(taken)
-        self._next = 0
-
-    def suggest(self, trial_id: str) -> dict[str, Any]:
-        while f"{self._arm}-{self._next:04d}" in self._taken:
-            self._next += 1
-        index, self._next = self._next, self._next + 1
-        study_trial_id = f"{self._arm}-{index:04d}"
-        self._taken.add(study_trial_id)
-        return {
-            TRIAL_KEY: {"arm": self._arm, "trial_id": study_trial_id, "seed": self._seed_for(index)}
-        }
-
-    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-        return None
+    return PerArmScheduler
 
 
 def optuna_storage_url(folder: Path) -> str:
     return f"sqlite:///{(folder / OPTUNA_FILE).resolve()}"
-
-
-def _recover_interrupted(storage_url: str, arm: str, recorded: set[str]) -> int:
-    """Mark Optuna trials left RUNNING by a dead driver as failed and enqueue their parameters
-    again (unless the store already recorded them, in which case Optuna is told their result).
-
-    Returns the number of configurations enqueued for a re-run."""
-    import optuna
-    from optuna.trial import TrialState
-
-    try:
-        study = optuna.load_study(study_name=arm, storage=storage_url)
-    except KeyError:
-        return 0
-    enqueued = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study_trial_id = trial.user_attrs.get("trial_id")
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        if study_trial_id in recorded:
-            continue
-        study.enqueue_trial(trial.params, skip_if_exists=False)
-        enqueued += 1
-    return enqueued
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,18 +238,20 @@ class _StoreCallbackMixin:
         events: StudyEvents,
         rank_metric: str,
         rank_direction: str,
+        duplicates: DuplicateIndex | None = None,
     ) -> None:
         self.store = store
         self.context = context
         self.events = events
         self.rank_metric = rank_metric
         self.rank_direction = rank_direction
+        self.duplicates = duplicates
         self.epochs: dict[str, list[dict[str, Any]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the driver-side store and
         # events are not state to restore (resume rebuilds them from the study folder).
-        return {"context": self.context, "epochs": {}}
+        return {"context": self.context, "epochs": {}, "duplicates": None}
 
     def _progress(self, trial) -> ArmProgress:
         return self.events.arms[trial.config[TRIAL_KEY]["arm"]]
@@ -377,9 +269,9 @@ class _StoreCallbackMixin:
         self.epochs[trial.trial_id] = []
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result and STATUS_KEY not in result:
-            row = {"epoch": int(result["epoch"])}
-            row.update({k: v for k, v in result.items() if k.startswith(("train.", "val."))})
+        if names.EPOCH in result and STATUS_KEY not in result:
+            row = {names.EPOCH: int(result[names.EPOCH])}
+            row.update({k: v for k, v in result.items() if k.startswith((names.TRAIN, names.VAL))})
             self.epochs.setdefault(trial.trial_id, []).append(row)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -397,58 +289,149 @@ class _StoreCallbackMixin:
         progress.running = max(0, progress.running - 1)
         status = result.get(STATUS_KEY)
         if error is not None:
-            status, message = "failed", error
+            status, message = names.FAILED, error
         elif status is None:
-            status, message = "stopped", "stopped early by the scheduler"
+            status, message = names.STOPPED, "stopped early by the scheduler"
         else:
             message = result.get(ERROR_KEY)
         from sweep.trainable import trial_config
 
         try:
             config = trial_config(self.context, trial.config)
-            params = {f"param.{k}": v for k, v in config.to_flat_dict().items()}
+            params = {names.param(k): v for k, v in config.to_flat_dict().items()}
             seed = config.train.seed
         except Exception as problem:  # noqa: BLE001 - a config error is the trial's failure
             params, seed = {}, int(meta.get("seed") or 0)
-            status, message = "failed", message or f"{type(problem).__name__}: {problem}"
+            status, message = names.FAILED, message or f"{type(problem).__name__}: {problem}"
         now = dt.datetime.now(dt.timezone.utc)
         row: dict[str, Any] = {
-            "study": self.context.study,
-            "arm": arm,
-            "phase": self.context.phase,
-            "trial_id": study_trial_id,
-            "attempt": int(getattr(trial, "num_failures", 0) or 0),
-            "seed": seed,
-            "status": status,
-            "error": message,
-            "started_at": result.get("started_at") or now,
-            "ended_at": result.get("ended_at") or now,
-            "train_seconds": result.get("train_seconds"),
-            "eval_seconds": result.get("eval_seconds"),
-            "host": result.get("host") or result.get("hostname"),
-            "node_id": result.get("node_id") or result.get("node_ip"),
-            "device": result.get("device"),
+            names.STUDY: self.context.study,
+            names.ARM: arm,
+            names.PHASE: self.context.phase,
+            names.TRIAL_ID: study_trial_id,
+            names.ATTEMPT: int(getattr(trial, "num_failures", 0) or 0),
+            names.SEED: seed,
+            names.STATUS: status,
+            names.ERROR: message,
+            names.STARTED_AT: result.get(names.STARTED_AT) or now,
+            names.ENDED_AT: result.get(names.ENDED_AT) or now,
+            names.TRAIN_SECONDS: result.get(names.TRAIN_SECONDS),
+            names.EVAL_SECONDS: result.get(names.EVAL_SECONDS),
+            names.HOST: result.get(names.HOST) or result.get("hostname"),
+            names.NODE_ID: result.get(names.NODE_ID) or result.get("node_ip"),
+            names.DEVICE: result.get(names.DEVICE),
             **params,
         }
-        if status == "completed":
-            row.update({k: v for k, v in result.items() if k.startswith("metric.")})
+        if status == names.COMPLETED:
+            row.update({k: v for k, v in result.items() if k.startswith(names.METRIC)})
         epochs = self.epochs.pop(trial.trial_id, [])
         if self.store.record_trial(row, epochs):
-            if status == "completed":
+            if status == names.COMPLETED:
                 _write_artifacts(self.store.folder, study_trial_id, result)
-            progress.done += status == "completed"
-            progress.failed += status == "failed"
-            progress.stopped += status == "stopped"
-            value = result.get(self.rank_metric) if status == "completed" else None
-            if value is not None and math.isfinite(value):
-                better = (
-                    progress.best is None
-                    or (self.rank_direction == "minimize" and value < progress.best)
-                    or (self.rank_direction == "maximize" and value > progress.best)
-                )
-                if better:
-                    progress.best = float(value)
+                if self.duplicates is not None and params:
+                    key = DuplicateIndex.canonical(_unprefixed(params))
+                    self.duplicates.add(key, study_trial_id)
+            _count(progress, status, result, self.rank_metric, self.rank_direction)
         self.events.changed()
+
+
+def _unprefixed(params: dict[str, Any]) -> dict[str, Any]:
+    return {names.strip(k, names.PARAM): v for k, v in params.items() if k.startswith(names.PARAM)}
+
+
+def _count(
+    progress: ArmProgress, status: str, result: dict[str, Any], metric: str, direction: str
+) -> None:
+    """Count a recorded trial in its arm's progress and keep the best value so far."""
+    progress.done += status == names.COMPLETED
+    progress.failed += status == names.FAILED
+    progress.stopped += status == names.STOPPED
+    value = result.get(metric) if status == names.COMPLETED else None
+    if isinstance(value, int | float) and better(float(value), progress.best, direction):
+        progress.best = float(value)
+
+
+def _duplicate_index(run: _StudyRun, context: TrialContext) -> DuplicateIndex:
+    """The study's completed search configurations, and how a repeat is recorded as a copy."""
+    from sweep.trainable import trial_config
+
+    store, events = run.store, run.events
+    rank = run.spec.confirm_rank
+
+    def key(config: dict[str, Any]) -> str | None:
+        try:
+            return DuplicateIndex.canonical(trial_config(context, config).to_flat_dict())
+        except Exception:  # noqa: BLE001 - a config that cannot be built is never a repeat
+            return None
+
+    def copy(config: dict[str, Any], original: str) -> dict[str, Any]:
+        meta = config[TRIAL_KEY]
+        row = _stored_row(store, original)
+        now = dt.datetime.now(dt.timezone.utc)
+        row.update(
+            {
+                names.ARM: meta["arm"],  # the original may belong to another arm
+                names.PHASE: names.SEARCH,
+                names.TRIAL_ID: meta["trial_id"],
+                names.COPY_OF: original,
+                names.ATTEMPT: 0,
+                names.ERROR: None,
+                names.STARTED_AT: now,
+                names.ENDED_AT: now,
+                names.TRAIN_SECONDS: 0.0,
+                names.EVAL_SECONDS: 0.0,
+            }
+        )
+        epochs = [
+            {k: v for k, v in rec.items() if k not in ("study", "arm", "trial_id")}
+            for rec in store.epochs_table()
+            .filter(pc.equal(store.epochs_table().column("trial_id"), original))
+            .to_pylist()
+        ]
+        result = {
+            STATUS_KEY: names.COMPLETED,
+            **{k: v for k, v in row.items() if k.startswith(names.METRIC)},
+        }
+        if store.record_trial(row, epochs):
+            _copy_artifacts(store.folder, original, meta["trial_id"])
+            _count(events.arms[meta["arm"]], names.COMPLETED, result, rank.metric, rank.direction)
+            events.changed()
+        return result
+
+    index = DuplicateIndex(key, copy)
+    trials = store.trials_table()
+    encoded = set(json_columns(trials.schema))
+    for row in trials.to_pylist():
+        if row[names.PHASE] == names.SEARCH and row[names.STATUS] == names.COMPLETED:
+            params = {
+                k: (json.loads(v) if k in encoded and isinstance(v, str) else v)
+                for k, v in row.items()
+                if k.startswith(names.PARAM)
+            }
+            index.add(DuplicateIndex.canonical(_unprefixed(params)), row[names.TRIAL_ID])
+    return index
+
+
+def _stored_row(store: ResultsStore, trial_id: str) -> dict[str, Any]:
+    """A recorded trial row as :meth:`ResultsStore.record_trial` takes it (JSON decoded)."""
+    table = store.trials_table()
+    row = table.filter(pc.equal(table.column("trial_id"), trial_id)).to_pylist()[0]
+    for name in json_columns(table.schema):
+        if isinstance(row.get(name), str):
+            row[name] = json.loads(row[name])
+    return row
+
+
+def _copy_artifacts(folder: Path, original: str, trial_id: str) -> None:
+    source = folder / ARTIFACTS_DIR / original
+    if not source.is_dir():
+        return
+    target = folder / ARTIFACTS_DIR / trial_id
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file():
+            atomic_write_bytes(target / path.name, path.read_bytes(), sync_dir=False)
+    fsync_dir(target)
 
 
 def _write_artifacts(folder: Path, trial_id: str, result: dict[str, Any]) -> None:
@@ -457,17 +440,18 @@ def _write_artifacts(folder: Path, trial_id: str, result: dict[str, Any]) -> Non
     target.mkdir(parents=True, exist_ok=True)
     latents = result.get(f"{ARTIFACT_PREFIX}latents")
     if latents:
-        temp = target / ".latents.npy.partial"
-        with open(temp, "wb") as handle:
-            np.save(handle, np.asarray(latents, dtype=np.float32), allow_pickle=False)
-        os.replace(temp, target / "latents.npy")
+        array = np.asarray(latents, dtype=np.float32)
+        atomic_write(
+            target / "latents.npy",
+            lambda handle: np.save(handle, array, allow_pickle=False),
+            sync_dir=False,
+        )
     images = (("samples_png", "samples.png"), ("reconstructions_png", "reconstructions.png"))
     for key, name in images:
         encoded = result.get(f"{ARTIFACT_PREFIX}{key}")
         if encoded:
-            temp = target / f".{name}.partial"
-            temp.write_bytes(base64.b64decode(encoded))
-            os.replace(temp, target / name)
+            atomic_write_bytes(target / name, base64.b64decode(encoded), sync_dir=False)
+    fsync_dir(target)
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,8 +510,8 @@ def _recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, set[str]]:
     trials = store.trials()
     recorded: dict[str, set[str]] = {}
     if len(trials):
-        mine = trials[trials["phase"] == phase]
-        for arm, trial_id in zip(mine["arm"], mine["trial_id"], strict=False):
+        mine = trials[trials[names.PHASE] == phase]
+        for arm, trial_id in zip(mine[names.ARM], mine[names.TRIAL_ID], strict=False):
             recorded.setdefault(arm, set()).add(trial_id)
     return recorded
 
@@ -540,29 +524,29 @@ def _run_search(run: _StudyRun) -> None:
     storage_path, data_refs, data_key = run.storage_path, run.data_refs, run.data_key
     max_concurrent, verbose = run.max_concurrent, run.verbose
 
-    arm_search, arms_searcher, per_arm_scheduler = _ray_search_classes()
     url = optuna_storage_url(store.folder)
-    recorded = _recorded_by_arm(store, "search")
-    metrics = list(spec.search.metrics)
-    modes = ["min" if d == "minimize" else "max" for d in spec.search.directions]
-    searchers, budgets = {}, {}
+    storage = _optuna_storage(url)
+    recorded = _recorded_by_arm(store, names.SEARCH)
+    context = _context(spec, names.SEARCH, data_key)
+    duplicates = _duplicate_index(run, context)
+    searchers: dict[str, ArmSearch | FixedArm] = {}
+    budgets: dict[str, int] = {}
     for arm in spec.arm_names:
-        _recover_interrupted(url, arm, recorded.get(arm, set()))
+        recover_interrupted(storage, arm, recorded.get(arm, set()))
         remaining = spec.trials_for(arm) - len(recorded.get(arm, ()))
         if remaining <= 0:
             continue
         budgets[arm] = remaining
         if not spec.arms[arm].search:
-            searchers[arm] = _UnsearchedArm(arm, _SeedPolicy(spec, arm), recorded.get(arm, set()))
+            searchers[arm] = FixedArm(arm, _SeedPolicy(spec, arm), recorded.get(arm, set()))
             continue
-        searchers[arm] = arm_search(
-            space=spec.optuna_space(arm),
-            metric=metrics if len(metrics) > 1 else metrics[0],
-            mode=modes if len(modes) > 1 else modes[0],
-            sampler=spec.sampler(arm),
-            study_name=arm,
-            storage=_optuna_storage(url),
+        searchers[arm] = ArmSearch(
             arm=arm,
+            storage=storage,
+            sampler=spec.sampler(arm),
+            space=spec.optuna_space(arm),
+            metrics=spec.search.metrics,
+            directions=spec.search.directions,
             seed_for=_SeedPolicy(spec, arm),
         )
     if not budgets:
@@ -570,7 +554,7 @@ def _run_search(run: _StudyRun) -> None:
     scheduler = None
     early = spec.search.early_stopping
     if early is not None:
-        scheduler = per_arm_scheduler(
+        scheduler = _per_arm_scheduler_class()(
             {
                 arm: ASHAScheduler(
                     metric=early.metric,
@@ -584,13 +568,12 @@ def _run_search(run: _StudyRun) -> None:
             },
             {arm: spec.arm_config(arm).planned_epochs() for arm in budgets},
         )
-    context = _context(spec, "search", data_key)
     rank = spec.confirm_rank
-    callback = StoreCallback(store, context, events, rank.metric, rank.direction)
+    callback = StoreCallback(store, context, events, rank.metric, rank.direction, duplicates)
     tuner = tune.Tuner(
         _trainable(spec, context, data_refs),
         tune_config=tune.TuneConfig(
-            search_alg=arms_searcher(searchers, budgets),
+            search_alg=arms_searcher(searchers, budgets, duplicates),
             scheduler=scheduler,
             num_samples=sum(budgets.values()),
             max_concurrent_trials=max_concurrent,
@@ -619,34 +602,28 @@ def _optuna_storage(url: str):
 
 
 def confirm_candidates(spec: StudySpec, store: ResultsStore, arm: str) -> list[dict[str, Any]]:
-    """The best ``confirm.top_k`` completed search trials of ``arm`` by ``confirm_rank``, as
-    dotted settings of their searched keys (ties broken by trial id)."""
+    """The best ``confirm.top_k`` search trials of ``arm`` by :func:`sweep.ranking.rank_trials`
+    (the study's objectives, Pareto-first when there are several, ``confirm_rank`` within a
+    front, ties by trial id), as dotted settings of their searched keys."""
     trials = store.trials()
     if not len(trials):
         return []
-    rank = spec.confirm_rank
-    column = rank.metric
-    done = trials[
-        (trials["arm"] == arm) & (trials["phase"] == "search") & (trials["status"] == "completed")
-    ]
-    if column not in done or not len(done):
-        return []
-    done = done[np.isfinite(done[column].astype(float))]
-    done = done.sort_values(
-        [column, "trial_id"], ascending=[rank.direction == "minimize", True]
-    ).head(spec.confirm.top_k)
+    mine = trials[(trials[names.ARM] == arm) & (trials[names.PHASE] == names.SEARCH)]
+    objectives = [(o.metric, o.direction) for o in spec.search.objectives]
+    done = rank_trials(mine, objectives, rank_by=spec.confirm_rank.metric)
+    done = done.head(spec.confirm.top_k)
     encoded = set(json_columns(store.trials_table().schema))
     candidates = []
     for _, row in done.iterrows():
         params = {}
         for key in spec.arms[arm].search:
-            value = row.get(f"param.{key}")
-            if f"param.{key}" in encoded and isinstance(value, str):
+            value = row.get(names.param(key))
+            if names.param(key) in encoded and isinstance(value, str):
                 value = json.loads(value)
             if isinstance(value, np.generic):
                 value = value.item()
             params[key] = value
-        candidates.append({"source": row["trial_id"], "params": params})
+        candidates.append({"source": row[names.TRIAL_ID], "params": params})
     return candidates
 
 
@@ -666,15 +643,15 @@ def _run_confirm(run: _StudyRun) -> None:
                 if trial_id not in recorded:
                     todo.append(
                         {
-                            "arm": arm,
-                            "trial_id": trial_id,
-                            "seed": seed,
+                            names.ARM: arm,
+                            names.TRIAL_ID: trial_id,
+                            names.SEED: seed,
                             "params": candidate["params"],
                         }
                     )
     if not todo:
         return
-    context = _context(spec, "confirm", data_key)
+    context = _context(spec, names.CONFIRM, data_key)
     rank = spec.confirm_rank
     callback = StoreCallback(store, context, events, rank.metric, rank.direction)
     tuner = tune.Tuner(
@@ -695,7 +672,7 @@ def _stamp() -> str:
 
 
 def start_ray(address: str | None, verbose: bool, num_cpus: int | None = None) -> bool:
-    """Start embedded Ray (address None) on 127.0.0.1 or attach to a cluster.
+    """Start embedded Ray (address None) on this machine or attach to a cluster.
 
     Returns True when this call started (and so must stop) Ray."""
     import ray
@@ -708,10 +685,13 @@ def start_ray(address: str | None, verbose: bool, num_cpus: int | None = None) -
         "logging_level": logging.INFO if verbose else logging.ERROR,
         "configure_logging": True,
     }
-    if address is None:
-        ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
-    else:
-        ray.init(address=address, **common)
+    with _tune_environment():  # the raylet and its workers inherit the environment
+        if address is None:
+            # No private node-address argument: Ray resolves "127.0.0.1" to the node's
+            # address anyway (Ray 2.60: the same listening sockets with or without it).
+            ray.init(address="local", num_cpus=num_cpus, **common)
+        else:
+            ray.init(address=address, **common)
     return True
 
 
@@ -755,6 +735,33 @@ def run_study(
     Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished, and
     :class:`StorageError` for a local storage path on a multi-node cluster (before any trial).
     """
+    with _tune_environment():
+        return _run_study(
+            spec,
+            folder,
+            address=address,
+            max_concurrent=max_concurrent,
+            verbose=verbose,
+            resume=resume,
+            storage=storage,
+            num_cpus=num_cpus,
+            listeners=listeners,
+        )
+
+
+def _run_study(
+    spec: StudySpec,
+    folder: Path,
+    *,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    verbose: bool = False,
+    resume: bool = False,
+    storage: str | None = None,
+    num_cpus: int | None = None,
+    listeners: list[Callable[[StudyEvents], None]] | None = None,
+) -> RunOutcome:
+    """:func:`run_study` inside its Tune environment."""
     import ray
 
     from infovae_core.data import load_dataset
@@ -764,7 +771,7 @@ def run_study(
     concurrency = max_concurrent or spec.search.max_concurrent
     events = StudyEvents(spec=spec, listeners=list(listeners or []))
     storage = storage or spec.storage
-    storage_path = storage or str((folder / "ray").resolve())
+    storage_path = storage or str((folder / names.RAY_DIR).resolve())
     started_ray = start_ray(address, verbose, num_cpus=num_cpus)
     _quiet_loggers(verbose)
     try:
@@ -781,21 +788,27 @@ def run_study(
             data_key = json.dumps(
                 {
                     "dataset": data_config.dataset,
-                    "seed": data_config.seed,
+                    names.SEED: data_config.seed,
                     "data_dir": data_config.data_dir,
                 },
                 sort_keys=True,
             )
             data_refs = {"splits": ray.put(splits)}
-            phases = [("search", _run_search)]
+            phases = [(names.SEARCH, _run_search)]
             if spec.confirm_seeds:
-                phases.append(("confirm", _run_confirm))
+                phases.append((names.CONFIRM, _run_confirm))
             for phase, run_phase in phases:
                 events.phase = phase
                 events.changed()
                 run_phase(
                     _StudyRun(
-                        spec, store, storage_path, data_refs, data_key, events, concurrency,
+                        spec,
+                        store,
+                        storage_path,
+                        data_refs,
+                        data_key,
+                        events,
+                        concurrency,
                         verbose,
                     )
                 )
@@ -818,9 +831,9 @@ def _count_recorded(spec: StudySpec, store: ResultsStore, events: StudyEvents) -
         planned = spec.trials_for(arm) + spec.confirm.top_k * len(spec.confirm_seeds)
         progress = ArmProgress(planned=planned)
         if len(trials):
-            mine = trials[trials["arm"] == arm]
-            progress.done = int((mine["status"] == "completed").sum())
-            progress.failed = int((mine["status"] == "failed").sum())
-            progress.stopped = int((mine["status"] == "stopped").sum())
+            mine = trials[trials[names.ARM] == arm]
+            progress.done = int((mine[names.STATUS] == names.COMPLETED).sum())
+            progress.failed = int((mine[names.STATUS] == names.FAILED).sum())
+            progress.stopped = int((mine[names.STATUS] == names.STOPPED).sum())
         events.arms[arm] = progress
     events.changed()

@@ -6,13 +6,17 @@ Layout of ``results/<study>/`` (docs/results.md)::
     trials.parquet    one row per trial
     epochs.parquet    one row per (trial, epoch)
     .lock             single-writer guard (``fcntl.flock``), see :meth:`ResultsStore.lock`
+    .parts/           trials recorded since the last compaction (see "Recording" below)
 
 ``trials.parquet`` columns, in this order:
 
 * fixed (:data:`TRIAL_SCHEMA`): ``study``, ``arm``, ``phase`` (``search``/``confirm``),
   ``trial_id``, ``attempt``, ``seed``, ``status`` (``completed``/``failed``/``stopped``),
   ``error``, ``started_at``, ``ended_at`` (``timestamp[us, tz=UTC]``), ``train_seconds``,
-  ``eval_seconds`` (float64 seconds), ``host``, ``node_id``, ``device``;
+  ``eval_seconds`` (float64 seconds), ``host``, ``node_id``, ``device``, ``copy_of``
+  (null, or the ``trial_id`` of the completed trial whose configuration, seed included, this
+  search trial repeated: it was not trained again, its metrics and epochs are the original's,
+  its ``train_seconds``/``eval_seconds`` are 0);
 * then, sorted by name, ``param.<dotted.key>`` (one per hyperparameter) and ``metric.<name>``.
 
 ``epochs.parquet`` columns: ``study``, ``arm``, ``trial_id``, ``epoch`` (:data:`EPOCH_SCHEMA`),
@@ -34,13 +38,31 @@ an ``int64`` column that meets a float becomes ``float64`` (lossless for hyperpa
 integers); any other type change (e.g. a bool where an int was, a list where a string was) is
 refused with :class:`SchemaConflictError` naming the column.
 
-Writes are atomic: each file is written to a temporary file in the same folder, flushed,
-``fsync``-ed and moved over the old one with ``os.replace``; the folder is ``fsync``-ed once
-per record (so the renames are durable too). Leftover temp files of a killed writer are
-removed by :meth:`ResultsStore.lock`.
-:meth:`ResultsStore.record_trial` writes the epochs first, then the trial row, so a crash
-between the two leaves orphan epoch rows that the next record of that trial replaces, and
-that :meth:`ResultsStore.epochs` hides by default. A trial is recorded at most once.
+Recording and compaction. Rewriting both files on every recorded trial made the cost of a
+record grow with the number of trials already recorded (the square of the trial count over a
+study). Instead, :meth:`ResultsStore.record_trial` appends each trial as two small part files,
+``.parts/epochs-<seq>.parquet`` then ``.parts/trials-<seq>.parquet`` (``seq`` increasing), and
+:meth:`ResultsStore.compact` folds the parts into ``trials.parquet`` and ``epochs.parquet``
+lazily: when the writer's lock is taken and released (so both files hold every row whenever
+no driver runs), on demand, and from recording at most every ``COMPACT_INTERVAL_S`` seconds.
+Each main file carries, in its schema metadata (``infovae.parts_through``), the last part
+number folded into it; readers through :class:`ResultsStore` read the main files plus the parts
+above that number, so they always see every recorded row exactly once. Direct readers of the
+Parquet files (pandas, pyarrow, DuckDB, Polars) see the rows up to the last compaction.
+
+Every write is atomic (:func:`sweep.files.atomic_write`: temp file, fsync, rename, folder
+fsync). Why no row is lost or written twice whatever dies when:
+
+* killed before the trial part's rename: the record did not happen (the runner trains that
+  trial again on resume); an epochs part without its trial part is an orphan that readers
+  ignore and the next lock removes;
+* killed after it: the part is durable and read by every reader;
+* killed during compaction before a main file's rename: the old main file and the parts stand;
+* killed after the renames, before the parts are unlinked: the parts are at or below the main
+  files' number, so readers skip them (and the next lock removes them).
+
+A trial is recorded at most once. Leftover temp files of a killed writer are removed by
+:meth:`ResultsStore.lock`.
 """
 
 from __future__ import annotations
@@ -52,9 +74,10 @@ import json
 import math
 import numbers
 import os
+import re
 import socket
-import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +90,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from sweep import names
+from sweep.files import atomic_write, atomic_write_bytes, fsync_dir, remove_temp_files
+
 __all__ = [
     "EPOCH_SCHEMA",
     "EPOCHS_FILE",
     "LOCK_FILE",
+    "PARTS_DIR",
     "PHASES",
     "STATUSES",
     "STUDY_FILE",
@@ -90,59 +117,75 @@ __all__ = [
     "list_studies",
 ]
 
-STUDY_FILE = "study.yaml"
-TRIALS_FILE = "trials.parquet"
-EPOCHS_FILE = "epochs.parquet"
-LOCK_FILE = ".lock"
-_TMP_PREFIX = ".tmp-"
-_TMP_SUFFIX = ".partial"
+# File names and columns are defined once in sweep.names (re-exported here for callers).
+STUDY_FILE = names.STUDY_FILE
+TRIALS_FILE = names.TRIALS_FILE
+EPOCHS_FILE = names.EPOCHS_FILE
+LOCK_FILE = names.LOCK_FILE
+#: Folder of the part files (one pair per recorded trial) not yet folded into the main files.
+PARTS_DIR = names.PARTS_DIR
+_PART_RE = re.compile(r"^(trials|epochs)-(\d{10})\.parquet$")
+#: Schema metadata key of a main file: the last part sequence number folded into it.
+_THROUGH_KEY = b"infovae.parts_through"
+#: Least seconds between compactions triggered by recording (see ResultsStore).
+COMPACT_INTERVAL_S = 10.0
+#: A compaction waits at least this many times its own last duration after it, so compaction
+#: (O(rows)) takes at most about 1/COMPACT_SPACING of a long study's wall time.
+COMPACT_SPACING = 50.0
 
-PHASES: tuple[str, ...] = ("search", "confirm")
-STATUSES: tuple[str, ...] = ("completed", "failed", "stopped")
+PHASES: tuple[str, ...] = names.PHASES
+STATUSES: tuple[str, ...] = names.STATUSES
 
 _UTC_US = pa.timestamp("us", tz="UTC")
 
 #: Fixed columns of ``trials.parquet``, in file order. ``study``, ``arm``, ``phase``,
 #: ``trial_id``, ``seed`` and ``status`` are required in every row; the rest may be omitted
-#: (null). ``attempt`` counts retries of the same trial (the runner decides the base).
+#: (null). ``attempt`` counts retries of the same trial (the runner decides the base);
+#: ``copy_of`` names the original of a search trial that repeated a completed configuration.
 TRIAL_SCHEMA: pa.Schema = pa.schema(
     [
-        pa.field("study", pa.string(), nullable=False),
-        pa.field("arm", pa.string(), nullable=False),
-        pa.field("phase", pa.string(), nullable=False),
-        pa.field("trial_id", pa.string(), nullable=False),
-        pa.field("attempt", pa.int64()),
-        pa.field("seed", pa.int64(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("error", pa.string()),
-        pa.field("started_at", _UTC_US),
-        pa.field("ended_at", _UTC_US),
-        pa.field("train_seconds", pa.float64()),
-        pa.field("eval_seconds", pa.float64()),
-        pa.field("host", pa.string()),
-        pa.field("node_id", pa.string()),
-        pa.field("device", pa.string()),
+        pa.field(names.STUDY, pa.string(), nullable=False),
+        pa.field(names.ARM, pa.string(), nullable=False),
+        pa.field(names.PHASE, pa.string(), nullable=False),
+        pa.field(names.TRIAL_ID, pa.string(), nullable=False),
+        pa.field(names.ATTEMPT, pa.int64()),
+        pa.field(names.SEED, pa.int64(), nullable=False),
+        pa.field(names.STATUS, pa.string(), nullable=False),
+        pa.field(names.ERROR, pa.string()),
+        pa.field(names.STARTED_AT, _UTC_US),
+        pa.field(names.ENDED_AT, _UTC_US),
+        pa.field(names.TRAIN_SECONDS, pa.float64()),
+        pa.field(names.EVAL_SECONDS, pa.float64()),
+        pa.field(names.HOST, pa.string()),
+        pa.field(names.NODE_ID, pa.string()),
+        pa.field(names.DEVICE, pa.string()),
+        pa.field(names.COPY_OF, pa.string()),
     ]
 )
-_TRIAL_REQUIRED = ("study", "arm", "phase", "trial_id", "seed", "status")
-_TRIAL_PREFIXES = ("param.", "metric.")
+_TRIAL_REQUIRED = (
+    names.STUDY,
+    names.ARM,
+    names.PHASE,
+    names.TRIAL_ID,
+    names.SEED,
+    names.STATUS,
+)
+_TRIAL_PREFIXES = (names.PARAM, names.METRIC)
 
 #: Fixed columns of ``epochs.parquet``, in file order. ``study``, ``arm`` and ``trial_id`` are
 #: filled from the trial row when an epoch row omits them.
 EPOCH_SCHEMA: pa.Schema = pa.schema(
     [
-        pa.field("study", pa.string(), nullable=False),
-        pa.field("arm", pa.string(), nullable=False),
-        pa.field("trial_id", pa.string(), nullable=False),
-        pa.field("epoch", pa.int64(), nullable=False),
+        pa.field(names.STUDY, pa.string(), nullable=False),
+        pa.field(names.ARM, pa.string(), nullable=False),
+        pa.field(names.TRIAL_ID, pa.string(), nullable=False),
+        pa.field(names.EPOCH, pa.int64(), nullable=False),
     ]
 )
-_EPOCH_PREFIXES = ("train.", "val.")
+_EPOCH_PREFIXES = (names.TRAIN, names.VAL)
 
 _JSON_KEY = b"infovae.encoding"
 _JSON_META = {_JSON_KEY: b"json"}
-# Rewriting a table made of thousands of one-trial chunks is slower than one contiguous chunk.
-_MAX_CHUNKS = 16
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,27 +345,27 @@ def _trial_table(row: Mapping[str, Any]) -> pa.Table:
             f"{', '.join(TRIAL_SCHEMA.names)}, param.<key>, metric.<name>"
         )
     values: dict[str, Any] = {}
-    for name in ("study", "arm", "phase", "trial_id", "status"):
+    for name in (names.STUDY, names.ARM, names.PHASE, names.TRIAL_ID, names.STATUS):
         values[name] = _text(name, row[name], required=True)
-    for name in ("error", "host", "node_id", "device"):
+    for name in (names.ERROR, names.HOST, names.NODE_ID, names.DEVICE, names.COPY_OF):
         values[name] = _text(name, row.get(name), required=False)
-    if values["phase"] not in PHASES:
+    if values[names.PHASE] not in PHASES:
         raise RowError(f"phase: must be one of {list(PHASES)}, got {values['phase']!r}")
-    if values["status"] not in STATUSES:
+    if values[names.STATUS] not in STATUSES:
         raise RowError(f"status: must be one of {list(STATUSES)}, got {values['status']!r}")
-    values["seed"] = _int_value("seed", row["seed"], required=True)
-    values["attempt"] = _int_value("attempt", row.get("attempt"), required=False)
-    for name in ("started_at", "ended_at"):
+    values[names.SEED] = _int_value(names.SEED, row[names.SEED], required=True)
+    values[names.ATTEMPT] = _int_value(names.ATTEMPT, row.get(names.ATTEMPT), required=False)
+    for name in (names.STARTED_AT, names.ENDED_AT):
         values[name] = _timestamp(name, row.get(name))
-    for name in ("train_seconds", "eval_seconds"):
+    for name in (names.TRAIN_SECONDS, names.EVAL_SECONDS):
         values[name] = _float_value(name, row.get(name))
 
     fields = list(TRIAL_SCHEMA)
     arrays = [pa.array([values[f.name]], type=f.type) for f in fields]
     for name in sorted(k for k in row if k.startswith(_TRIAL_PREFIXES)):
-        if name in ("param.", "metric."):
+        if name in _TRIAL_PREFIXES:
             raise RowError(f"{name!r}: column name needs a key after the prefix")
-        if name.startswith("metric."):
+        if name.startswith(names.METRIC):
             value, typ, is_json = _float_value(name, row[name]), pa.float64(), False
         else:
             value, typ, is_json = _param_value(name, row[name])
@@ -333,7 +376,7 @@ def _trial_table(row: Mapping[str, Any]) -> pa.Table:
 
 def _epoch_table(trial: Mapping[str, Any], epochs: Sequence[Mapping[str, Any]]) -> pa.Table:
     """Validate the epoch rows of one trial and return them as a table."""
-    ident = {name: trial[name] for name in ("study", "arm", "trial_id")}
+    ident = {name: trial[name] for name in (names.STUDY, names.ARM, names.TRIAL_ID)}
     columns: dict[str, list[Any]] = {name: [] for name in EPOCH_SCHEMA.names}
     metric_names = sorted({key for rec in epochs for key in rec if key.startswith(_EPOCH_PREFIXES)})
     for name in metric_names:
@@ -358,13 +401,13 @@ def _epoch_table(trial: Mapping[str, Any], epochs: Sequence[Mapping[str, Any]]) 
                     f"epochs[{index}].{name}: {rec[name]!r} differs from the trial's {expected!r}"
                 )
             columns[name].append(expected)
-        if "epoch" not in rec:
+        if names.EPOCH not in rec:
             raise RowError(f"epochs[{index}]: lacks required column epoch")
         epoch = _int_value(f"epochs[{index}].epoch", rec["epoch"], required=True)
         if epoch in seen:
             raise RowError(f"epochs[{index}].epoch: epoch {epoch} appears twice for this trial")
         seen.add(epoch)
-        columns["epoch"].append(epoch)
+        columns[names.EPOCH].append(epoch)
         for name in metric_names:
             columns[name].append(_float_value(f"epochs[{index}].{name}", rec.get(name)))
     fields = list(EPOCH_SCHEMA) + [pa.field(name, pa.float64()) for name in metric_names]
@@ -389,15 +432,20 @@ def _all_null(table: pa.Table, name: str) -> bool:
     return column.null_count == len(column)
 
 
+#: A column of the union schema: its field and whether every row so far is null in it (a
+#: null-only column takes the type of its first value, see the module docstring).
+_Column = tuple[pa.Field, bool]
+
+
 def _merge_field(
-    name: str, old: pa.Field, old_table: pa.Table, new: pa.Field, new_table: pa.Table, where: str
+    name: str, old: pa.Field, old_null: bool, new: pa.Field, new_null: bool, where: str
 ) -> pa.Field:
-    """Resolve the type of a column present in both tables (see the module docstring)."""
+    """Resolve the type of a column present on both sides (see the module docstring)."""
     if old.type == new.type and _is_json(old) == _is_json(new):
         return old
-    if _all_null(new_table, name):
+    if new_null:
         return old
-    if _all_null(old_table, name):
+    if old_null:
         return new
     if {old.type, new.type} == {pa.int64(), pa.float64()}:
         return pa.field(name, pa.float64())
@@ -405,6 +453,35 @@ def _merge_field(
         f"{name}: {where} has a {_kind(new)} value but the column holds {_kind(old)} values; "
         "a column must keep one type"
     )
+
+
+def _columns_of(table: pa.Table) -> dict[str, _Column]:
+    return {f.name: (f, _all_null(table, f.name)) for f in table.schema}
+
+
+def _union(columns: Mapping[str, _Column], table: pa.Table, where: str) -> dict[str, _Column]:
+    """The union schema of ``columns`` and ``table``'s columns; O(columns), not O(rows).
+
+    Raises :class:`SchemaConflictError` for a type clash, so a record is refused before
+    anything is written."""
+    merged = dict(columns)
+    for field in table.schema:
+        null = _all_null(table, field.name)
+        if field.name in merged:
+            old, old_null = merged[field.name]
+            merged[field.name] = (
+                _merge_field(field.name, old, old_null, field, null, where),
+                old_null and null,
+            )
+        else:
+            merged[field.name] = (field, null)
+    return merged
+
+
+def _schema(columns: Mapping[str, _Column], fixed: pa.Schema) -> pa.Schema:
+    """Fixed columns first (with their declared fields), then the dynamic ones sorted."""
+    dynamic = [columns[name][0] for name in sorted(set(columns) - set(fixed.names))]
+    return pa.schema(list(fixed) + dynamic)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -421,68 +498,23 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _append(old: pa.Table, new: pa.Table, fixed: pa.Schema, where: str) -> pa.Table:
-    """``old`` + ``new`` under the union schema: fixed columns first, then dynamic ones sorted."""
-    old_fields = {f.name: f for f in old.schema}
-    new_fields = {f.name: f for f in new.schema}
-    dynamic: dict[str, pa.Field] = {}
-    for name in sorted((set(old_fields) | set(new_fields)) - set(fixed.names)):
-        if name not in old_fields:
-            dynamic[name] = new_fields[name]
-        elif name not in new_fields:
-            dynamic[name] = old_fields[name]
-        else:
-            dynamic[name] = _merge_field(name, old_fields[name], old, new_fields[name], new, where)
-    schema = pa.schema(list(fixed) + list(dynamic.values()))
-    merged = pa.concat_tables([_conform(old, schema), _conform(new, schema)])
-    if merged.column(0).num_chunks > _MAX_CHUNKS:
-        merged = merged.combine_chunks()
-    return merged
+def _concat(tables: Sequence[pa.Table], schema: pa.Schema) -> pa.Table:
+    """One contiguous table of ``tables`` under ``schema`` (rewriting a table made of
+    thousands of one-trial chunks is much slower than one chunk)."""
+    if len(tables) == 1:
+        return _conform(tables[0], schema)
+    return pa.concat_tables([_conform(t, schema) for t in tables]).combine_chunks()
 
 
 # --------------------------------------------------------------------------------------------
 # Files
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform/file system allows it.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: Path, write: Any, *, sync_dir: bool = True) -> None:
-    """Write ``path`` via a temp file in the same folder: ``write(fileobj)``, fsync, replace.
-
-    ``sync_dir=False`` leaves the folder's fsync (which makes the rename durable) to the
-    caller, so that several files replaced together cost one folder sync.
-    """
-    fd, tmp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f"{_TMP_PREFIX}{path.name}.", suffix=_TMP_SUFFIX
-    )
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if sync_dir:
-        _fsync_dir(path.parent)
-
-
 def _write_table(path: Path, table: pa.Table, *, sync_dir: bool = True) -> None:
     # Dictionary-encode only the string columns: on float columns (losses, metrics) dictionary
     # encoding rarely pays and made rewriting a 100k-row epochs file about 3x slower.
     strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    _atomic_write(
+    atomic_write(
         path,
         lambda handle: pq.write_table(table, handle, use_dictionary=strings),
         sync_dir=sync_dir,
@@ -490,15 +522,31 @@ def _write_table(path: Path, table: pa.Table, *, sync_dir: bool = True) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _read_table(path: Path, fixed: pa.Schema, columns: Sequence[str] | None = None) -> pa.Table:
     """Read a store file and check its fixed columns; any failure names the file."""
+    return _read_main(path, fixed, columns)[0]
+
+
+def _read_main(
+    path: Path, fixed: pa.Schema, columns: Sequence[str] | None = None
+) -> tuple[pa.Table, int]:
+    """:func:`_read_table` and the last part sequence number folded into that file (0: none or
+    unknown, e.g. a file rewritten by pandas), both from one read of one version of the file.
+
+    A missing file raises :class:`FileNotFoundError` (a compaction may have replaced it)."""
     try:
         table = pq.read_table(path, columns=list(columns) if columns else None)
+    except FileNotFoundError:
+        raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise StoreCorruptError(f"{path}: not a readable Parquet file ({exc})") from exc
+    try:
+        through = int((table.schema.metadata or {}).get(_THROUGH_KEY, b"0"))
+    except ValueError:
+        through = 0
     names = table.column_names
     # Files rewritten by other tools (pandas writes large_string) are read back to our types.
     for index, name in enumerate(names):
@@ -532,7 +580,7 @@ def _read_table(path: Path, fixed: pa.Schema, columns: Sequence[str] | None = No
         table = table.select(order)
         fields = [fixed.field(n) if n in fixed.names else table.schema.field(n) for n in order]
         table = pa.Table.from_arrays(table.columns, schema=pa.schema(fields))
-    return table
+    return table, through
 
 
 def _empty(schema: pa.Schema) -> pa.Table:
@@ -558,26 +606,160 @@ def json_columns(schema: pa.Schema) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# Part files
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The part files of a study folder, classified against the main files' ``through``."""
+
+    trials: dict[int, Path]  # seq -> part not yet folded into trials.parquet
+    epochs: dict[int, Path]  # seq -> part not yet folded into epochs.parquet, with its trial
+    orphans: dict[int, Path]  # epochs parts whose trial part was never written (a crash)
+    stale: list[Path]  # parts already folded into the main files (a crash before their unlink)
+    last_seq: int
+
+
+def _list_parts(folder: Path) -> list[tuple[str, int, Path]]:
+    """``(kind, seq, path)`` of every part file, kind ``trials`` or ``epochs``."""
+    parts_dir = folder / PARTS_DIR
+    try:
+        names = sorted(os.listdir(parts_dir))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        match = _PART_RE.match(name)
+        if match is not None:
+            found.append((match.group(1), int(match.group(2)), parts_dir / name))
+    return found
+
+
+def _classify_parts(
+    listing: Sequence[tuple[str, int, Path]], trials_through: int, epochs_through: int
+) -> _Parts:
+    trials: dict[int, Path] = {}
+    epochs: dict[int, Path] = {}
+    stale: list[Path] = []
+    last = max(trials_through, epochs_through)
+    for kind, seq, path in listing:
+        last = max(last, seq)
+        if seq <= (trials_through if kind == "trials" else epochs_through):
+            stale.append(path)
+        else:
+            (trials if kind == "trials" else epochs)[seq] = path
+    orphans = {
+        seq: path for seq, path in epochs.items() if seq not in trials and seq > trials_through
+    }
+    for seq in orphans:
+        del epochs[seq]
+    return _Parts(trials, epochs, orphans, stale, last)
+
+
+def _part_path(folder: Path, kind: str, seq: int) -> Path:
+    return folder / PARTS_DIR / f"{kind}-{seq:010d}.parquet"
+
+
+@dataclass
+class _Snapshot:
+    """Everything :class:`ResultsStore` loads from a folder, read in a race-free order."""
+
+    trials: pa.Table
+    epochs: pa.Table
+    parts: _Parts
+    trials_through: int
+    epochs_through: int
+
+
+def _snapshot(folder: Path) -> _Snapshot:
+    """Main files plus the part files not yet folded into them.
+
+    The order makes a snapshot consistent while a writer compacts (main files first, then the
+    parts unlinked): the parts are listed first, then each main file is read with the
+    ``through`` it carries, then the listed parts above it; a listed part that has vanished
+    by then was folded into a main file newer than the one read, so the snapshot is retaken.
+    """
+    trials_path, epochs_path = folder / TRIALS_FILE, folder / EPOCHS_FILE
+    for _ in range(50):
+        try:
+            listing = _list_parts(folder)
+            trials, trials_through = (
+                _read_main(trials_path, TRIAL_SCHEMA)
+                if trials_path.exists()
+                else (_empty(TRIAL_SCHEMA), 0)
+            )
+            epochs, epochs_through = (
+                _read_main(epochs_path, EPOCH_SCHEMA)
+                if epochs_path.exists()
+                else (_empty(EPOCH_SCHEMA), 0)
+            )
+            parts = _classify_parts(listing, trials_through, epochs_through)
+            trial_parts = [_read_table(p, TRIAL_SCHEMA) for _, p in sorted(parts.trials.items())]
+            epoch_parts = [_read_table(p, EPOCH_SCHEMA) for _, p in sorted(parts.epochs.items())]
+        except FileNotFoundError:
+            continue  # a compaction replaced a file or removed a part meanwhile: read again
+        columns = _columns_of(trials)
+        for part in trial_parts:
+            columns = _union(columns, part, str(trials_path))
+        trials = _concat([trials, *trial_parts], _schema(columns, TRIAL_SCHEMA))
+        columns = _columns_of(epochs)
+        for part in epoch_parts:
+            columns = _union(columns, part, str(epochs_path))
+        epochs = _concat([epochs, *epoch_parts], _schema(columns, EPOCH_SCHEMA))
+        ids = trials.column(names.TRIAL_ID).to_pylist()
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise StoreCorruptError(f"{trials_path}: trial_id(s) recorded twice: {dup[:5]}")
+        return _Snapshot(trials, epochs, parts, trials_through, epochs_through)
+    raise StoreError(f"{folder}: the files kept changing while being read; try again")
+
+
+# --------------------------------------------------------------------------------------------
 # The store
 
 
 class ResultsStore:
-    """Trials and epochs of one study folder, kept in memory and rewritten atomically per record.
+    """Trials and epochs of one study folder: recorded as small part files, compacted lazily.
 
     Build with :meth:`create` (new study, or the same study again) or :meth:`open` (existing).
-    Each :meth:`record_trial` rewrites ``epochs.parquet`` (when the trial has epochs) and then
-    ``trials.parquet`` once from the in-memory tables. Only one process should write a study:
-    hold :meth:`lock` while recording. Methods are thread-safe within one process.
+    :meth:`record_trial` writes the trial's rows as part files under ``.parts/`` (a cost that
+    does not grow with the number of trials already recorded); :meth:`compact` folds the parts
+    into ``trials.parquet``/``epochs.parquet``. Compaction runs when the single-writer
+    :meth:`lock` is taken and released, on demand, and from :meth:`record_trial` at most every
+    :attr:`compact_interval_s` seconds and never more often than keeps it under
+    ``1 / COMPACT_SPACING`` of the wall time (so its O(rows) cost stays a small, bounded share).
+    :meth:`open` always sees every recorded row (main files + parts). Only one process should
+    write a study: hold :meth:`lock` while recording. Methods are thread-safe within one
+    process.
     """
 
-    def __init__(self, folder: Path, trials: pa.Table, epochs: pa.Table) -> None:
+    #: Least seconds between two compactions triggered by :meth:`record_trial`; external
+    #: readers of ``trials.parquet`` during a run lag the store by about this much.
+    compact_interval_s: float = COMPACT_INTERVAL_S
+
+    def __init__(self, folder: Path, snapshot: _Snapshot) -> None:
         """Use :meth:`create` or :meth:`open`."""
         self.folder = folder
-        self._trials = trials
-        self._epochs = epochs
         self._mutex = threading.RLock()
         self._lock_handle: Any = None
-        self._index()
+        self._install(snapshot)
+        self._last_compaction = time.monotonic()
+        self._compaction_seconds = 0.0
+
+    def _install(self, snapshot: _Snapshot) -> None:
+        # Tables are kept as a list of chunks (the first one the base) and concatenated only
+        # when read, so that recording stays O(1) in memory too.
+        self._trial_chunks = [snapshot.trials]
+        self._epoch_chunks = [snapshot.epochs]
+        self._trial_columns = _columns_of(snapshot.trials)
+        self._epoch_columns = _columns_of(snapshot.epochs)
+        self._parts = snapshot.parts
+        self._pending: dict[int, list[Path]] = {}  # parts written since the snapshot
+        self._seq = snapshot.parts.last_seq
+        self._recorded = set(snapshot.trials.column(names.TRIAL_ID).to_pylist())
+        self._epoch_ids = set(snapshot.epochs.column(names.TRIAL_ID).to_pylist())
+        studies = snapshot.trials.column(names.STUDY)
+        self._study = studies[0].as_py() if len(studies) else None
 
     # ---- construction ------------------------------------------------------------------
 
@@ -627,44 +809,24 @@ class ResultsStore:
 
     @classmethod
     def open(cls, folder: Path | str) -> ResultsStore:
-        """Open an existing study folder, reading both tables into memory.
+        """Open an existing study folder, reading every recorded row (main files and parts).
 
         Raises :class:`NotAStudyFolderError` (naming the path) when ``folder`` does not exist
         or has no ``study.yaml``, and :class:`StoreCorruptError` (naming the file) when a
-        Parquet file cannot be read or lacks the fixed columns.
+        Parquet file cannot be read or lacks the fixed columns. Opening writes nothing, so a
+        reader may open a study while its driver runs.
         """
         folder = Path(folder)
         if not folder.is_dir():
             raise NotAStudyFolderError(f"{folder}: no such study folder")
         if not (folder / STUDY_FILE).is_file():
             raise NotAStudyFolderError(f"{folder}: not a study folder (no {STUDY_FILE} in it)")
-        trials, epochs = cls._load(folder)
-        return cls(folder, trials, epochs)
-
-    @staticmethod
-    def _load(folder: Path) -> tuple[pa.Table, pa.Table]:
-        trials_path, epochs_path = folder / TRIALS_FILE, folder / EPOCHS_FILE
-        trials = (
-            _read_table(trials_path, TRIAL_SCHEMA) if trials_path.exists() else _empty(TRIAL_SCHEMA)
-        )
-        epochs = (
-            _read_table(epochs_path, EPOCH_SCHEMA) if epochs_path.exists() else _empty(EPOCH_SCHEMA)
-        )
-        ids = trials.column("trial_id").to_pylist()
-        if len(set(ids)) != len(ids):
-            dup = sorted({i for i in ids if ids.count(i) > 1})
-            raise StoreCorruptError(f"{trials_path}: trial_id(s) recorded twice: {dup[:5]}")
-        return trials, epochs
-
-    def _index(self) -> None:
-        self._recorded = set(self._trials.column("trial_id").to_pylist())
-        self._epoch_ids = set(self._epochs.column("trial_id").to_pylist())
+        return cls(folder, _snapshot(folder))
 
     def reload(self) -> None:
-        """Re-read both files from disk (e.g. after another process wrote them)."""
+        """Re-read the folder from disk (e.g. after another process wrote it)."""
         with self._mutex:
-            self._trials, self._epochs = self._load(self.folder)
-            self._index()
+            self._install(_snapshot(self.folder))
 
     # ---- paths -------------------------------------------------------------------------
 
@@ -698,87 +860,167 @@ class ResultsStore:
         text with an offset. ``epochs`` holds one dict per epoch: ``epoch`` plus ``train.<term>``
         and ``val.<term>`` floats (``study``/``arm``/``trial_id`` are taken from ``row``).
 
-        Order of writes: ``epochs.parquet`` first (replacing any earlier, orphan, epoch rows of
-        this trial), then ``trials.parquet``; the folder is fsync-ed before returning, so a
-        recorded trial is durable. Raises :class:`RowError` for malformed input and
-        :class:`SchemaConflictError` for a type clash, in both cases before writing anything.
+        Writes ``.parts/epochs-<seq>.parquet`` (when there are epochs) and then
+        ``.parts/trials-<seq>.parquet``, each atomically, then fsyncs the folder: the trial
+        part is the commit, so a crash before it leaves an epochs part that every reader
+        ignores (and the next lock removes), and the record is durable on return. Raises
+        :class:`RowError` for malformed input and :class:`SchemaConflictError` for a type
+        clash, in both cases before writing anything.
         """
         with self._mutex:
-            trial_id = row.get("trial_id")
+            trial_id = row.get(names.TRIAL_ID)
             if isinstance(trial_id, str) and trial_id in self._recorded:
                 return False
             where = f"trial {trial_id!r}"
             new_trial = _trial_table(row)
-            study = new_trial.column("study")[0].as_py()
-            if self._trials.num_rows:
-                known = self._trials.column("study")[0].as_py()
-                if study != known:
-                    raise RowError(f"study: {where} says {study!r} but this store holds {known!r}")
+            study = new_trial.column(names.STUDY)[0].as_py()
+            if self._study is not None and study != self._study:
+                raise RowError(
+                    f"study: {where} says {study!r} but this store holds {self._study!r}"
+                )
             new_epochs = _epoch_table(row, epochs)
-            # Build both tables before writing, so a schema conflict writes nothing at all.
-            trials = _append(self._trials, new_trial, TRIAL_SCHEMA, where)
-            epoch_table = self._epochs
-            if trial_id in self._epoch_ids:
-                keep = pc.not_equal(epoch_table.column("trial_id"), trial_id)
-                epoch_table = epoch_table.filter(keep)
-            if new_epochs.num_rows:
-                epoch_table = _append(epoch_table, new_epochs, EPOCH_SCHEMA, where)
-
-            if epoch_table is not self._epochs:
-                _write_table(self.epochs_path, epoch_table, sync_dir=False)
-                self._epochs = epoch_table
+            # Resolve both schemas before writing, so a schema conflict writes nothing at all.
+            trial_columns = _union(self._trial_columns, new_trial, where)
+            epoch_columns = (
+                _union(self._epoch_columns, new_epochs, where)
+                if new_epochs.num_rows
+                else self._epoch_columns
+            )
+            seq = self._seq + 1
+            (self.folder / PARTS_DIR).mkdir(exist_ok=True)
+            written: list[Path] = []
+            try:
                 if new_epochs.num_rows:
-                    self._epoch_ids.add(trial_id)
-                else:
-                    self._epoch_ids.discard(trial_id)
-            _write_table(self.trials_path, trials, sync_dir=False)
-            self._trials = trials
+                    path = _part_path(self.folder, "epochs", seq)
+                    _write_table(path, new_epochs, sync_dir=False)
+                    written.append(path)
+                path = _part_path(self.folder, "trials", seq)
+                _write_table(path, new_trial, sync_dir=False)
+                written.append(path)
+            except BaseException:
+                for path in written:  # an epochs part without its trial part is an orphan
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                raise
+            fsync_dir(self.folder / PARTS_DIR)
+
+            self._seq = seq
+            self._pending[seq] = written
+            self._trial_chunks.append(new_trial)
+            self._trial_columns = trial_columns
+            if trial_id in self._epoch_ids:
+                # Orphan epoch rows of this trial in an epochs.parquet written by an earlier
+                # version of the store: the new record replaces them.
+                self._epoch_chunks = [self._drop_epochs_of(trial_id)]
+            if new_epochs.num_rows:
+                self._epoch_chunks.append(new_epochs)
+                self._epoch_columns = epoch_columns
+                self._epoch_ids.add(trial_id)
             self._recorded.add(trial_id)
-            # One folder sync for both renames (a folder fsync costs more than the file
-            # fsyncs on ext4: it commits the journal): the record is durable on return.
-            _fsync_dir(self.folder)
+            if self._study is None:
+                self._study = study
+            self._maybe_compact()
+            return True
+
+    def _drop_epochs_of(self, trial_id: str) -> pa.Table:
+        table = self._epochs_all()
+        self._epoch_ids.discard(trial_id)
+        return table.filter(pc.not_equal(table.column(names.TRIAL_ID), trial_id))
+
+    def _maybe_compact(self) -> None:
+        since = time.monotonic() - self._last_compaction
+        if since >= max(self.compact_interval_s, COMPACT_SPACING * self._compaction_seconds):
+            self.compact()
+
+    def compact(self) -> bool:
+        """Fold the part files into ``trials.parquet`` and ``epochs.parquet``; True if it did.
+
+        Each main file is written atomically carrying the last part sequence number it holds
+        (``infovae.parts_through`` in its schema metadata), ``epochs.parquet`` first; the
+        folded parts are unlinked only after both renames are durable. A crash at any step
+        leaves every row exactly once: parts at or below a main file's number are skipped by
+        readers (and removed by the next lock), parts above it are still read.
+        """
+        with self._mutex:
+            parts, locked = self._parts, self._lock_handle is not None
+            work = parts.trials or parts.epochs or parts.stale or self._pending
+            if not (work or (locked and parts.orphans)):
+                return False
+            started = time.monotonic()
+            through = str(self._seq).encode()
+            epochs = self._epochs_all()
+            trials = self.trials_table()
+            for path, table in ((self.epochs_path, epochs), (self.trials_path, trials)):
+                meta = dict(table.schema.metadata or {})
+                meta[_THROUGH_KEY] = through
+                _write_table(path, table.replace_schema_metadata(meta), sync_dir=False)
+            fsync_dir(self.folder)
+            folded = [*parts.trials.values(), *parts.epochs.values(), *parts.stale]
+            folded += [p for paths in self._pending.values() for p in paths]
+            if locked:
+                folded += parts.orphans.values()  # only the lock holder may judge a part dead
+            for path in folded:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            orphans = {} if locked else dict(parts.orphans)
+            self._parts = _Parts({}, {}, orphans, [], self._seq)
+            self._pending = {}
+            self._last_compaction = time.monotonic()
+            self._compaction_seconds = self._last_compaction - started
             return True
 
     # ---- reading -----------------------------------------------------------------------
 
     def trials_table(self) -> pa.Table:
         """The trials as an Arrow table (the in-memory copy; do not mutate)."""
-        return self._trials
+        with self._mutex:
+            if len(self._trial_chunks) > 1:
+                schema = _schema(self._trial_columns, TRIAL_SCHEMA)
+                self._trial_chunks = [_concat(self._trial_chunks, schema)]
+            return self._trial_chunks[0]
+
+    def _epochs_all(self) -> pa.Table:
+        with self._mutex:
+            if len(self._epoch_chunks) > 1:
+                schema = _schema(self._epoch_columns, EPOCH_SCHEMA)
+                self._epoch_chunks = [_concat(self._epoch_chunks, schema)]
+            return self._epoch_chunks[0]
 
     def epochs_table(self, recorded_only: bool = True) -> pa.Table:
         """The epochs as an Arrow table, by default only those of recorded trials."""
         with self._mutex:
-            table = self._epochs
+            table = self._epochs_all()
             if recorded_only and not self._epoch_ids <= self._recorded:
                 recorded = pa.array(sorted(self._recorded), type=pa.string())
-                mask = pc.is_in(table.column("trial_id"), value_set=recorded)
+                mask = pc.is_in(table.column(names.TRIAL_ID), value_set=recorded)
                 table = table.filter(mask)
             return table
 
     def trials(self) -> pd.DataFrame:
         """One row per recorded trial, columns as in ``trials.parquet``."""
-        return self._trials.to_pandas()
+        return self.trials_table().to_pandas()
 
     def epochs(self, recorded_only: bool = True) -> pd.DataFrame:
         """One row per (trial, epoch); ``recorded_only`` hides orphans of unrecorded trials."""
         return self.epochs_table(recorded_only).to_pandas()
 
     def recorded_trial_ids(self) -> set[str]:
-        """Ids of every trial with a row in ``trials.parquet`` (any status)."""
+        """Ids of every recorded trial (any status)."""
         with self._mutex:
             return set(self._recorded)
 
     def completed_trial_ids(self) -> set[str]:
         """Ids of the recorded trials with ``status == 'completed'``."""
         with self._mutex:
-            mask = pc.equal(self._trials.column("status"), "completed")
-            return set(self._trials.filter(mask).column("trial_id").to_pylist())
+            table = self.trials_table()
+            mask = pc.equal(table.column(names.STATUS), names.COMPLETED)
+            return set(table.filter(mask).column(names.TRIAL_ID).to_pylist())
 
     def __len__(self) -> int:
-        return self._trials.num_rows
+        return len(self._recorded)
 
     def __repr__(self) -> str:
-        return f"ResultsStore({str(self.folder)!r}, trials={self._trials.num_rows})"
+        return f"ResultsStore({str(self.folder)!r}, trials={len(self)})"
 
     # ---- single writer -----------------------------------------------------------------
 
@@ -788,9 +1030,11 @@ class ResultsStore:
 
         Raises :class:`StudyLockedError` at once (no waiting) when another open file
         description holds it, e.g. a second driver running the same study. On entry, leftover
-        temp files of a crashed writer are removed and the tables are re-read from disk, so
-        the store sees every row written before the lock was taken. The lock is released on
-        exit (and by the OS if the process dies).
+        temp files of a crashed writer are removed, the store is re-read from disk (so it sees
+        every row written before the lock was taken) and compacted (which removes the parts a
+        crash left behind). On exit the parts are compacted into the main files, so that
+        ``trials.parquet`` and ``epochs.parquet`` hold every row once the driver is done, and
+        the lock is released (and by the OS if the process dies).
         """
         path = self.folder / LOCK_FILE
         handle = open(path, "a+")  # held open for the lock's lifetime
@@ -815,7 +1059,11 @@ class ResultsStore:
             self._lock_handle = handle
             self._remove_temp_files()
             self.reload()
-            yield self
+            self.compact()
+            try:
+                yield self
+            finally:
+                self.compact()
         finally:
             self._lock_handle = None
             with contextlib.suppress(OSError):
@@ -825,9 +1073,9 @@ class ResultsStore:
             handle.close()
 
     def _remove_temp_files(self) -> None:
-        for path in self.folder.glob(f"{_TMP_PREFIX}*{_TMP_SUFFIX}"):
-            with contextlib.suppress(OSError):
-                path.unlink()
+        remove_temp_files(self.folder)
+        if (self.folder / PARTS_DIR).is_dir():
+            remove_temp_files(self.folder / PARTS_DIR)
 
 
 # --------------------------------------------------------------------------------------------
@@ -854,20 +1102,38 @@ class StudySummary:
     error: str | None = None
 
 
-def _summarise(path: Path) -> StudySummary:
-    columns = ["arm", "phase", "status", "ended_at"]
+def _trial_columns(path: Path, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of every recorded trial (main file and parts), reading no epochs."""
     trials_path = path / TRIALS_FILE
+    for _ in range(50):
+        try:
+            listing = _list_parts(path)
+            if trials_path.exists():
+                main, through = _read_main(trials_path, TRIAL_SCHEMA, columns)
+            else:
+                main, through = _empty(TRIAL_SCHEMA).select(list(columns)), 0
+            parts = _classify_parts(
+                listing, through, max((seq for _, seq, _ in listing), default=0)
+            )
+            tables = [main]
+            tables += [
+                _read_table(p, TRIAL_SCHEMA, columns) for _, p in sorted(parts.trials.items())
+            ]
+        except FileNotFoundError:
+            continue  # compacted meanwhile: read again
+        return pa.concat_tables([t.select(list(columns)) for t in tables])
+    raise StoreError(f"{path}: the files kept changing while being read; try again")
+
+
+def _summarise(path: Path) -> StudySummary:
+    columns = [names.ARM, names.PHASE, names.STATUS, names.ENDED_AT]
     try:
-        table = (
-            _read_table(trials_path, TRIAL_SCHEMA, columns)
-            if trials_path.exists()
-            else _empty(TRIAL_SCHEMA).select(columns)
-        )
+        table = _trial_columns(path, columns)
     except StoreCorruptError as exc:
         return StudySummary(path.name, path, 0, {}, {}, {}, (), None, str(exc))
-    arms = table.column("arm").to_pylist()
-    phases = table.column("phase").to_pylist()
-    statuses = table.column("status").to_pylist()
+    arms = table.column(names.ARM).to_pylist()
+    phases = table.column(names.PHASE).to_pylist()
+    statuses = table.column(names.STATUS).to_pylist()
     by_status: dict[str, int] = {}
     by_phase: dict[str, int] = {}
     by_pair: dict[tuple[str, str], int] = {}
@@ -875,7 +1141,7 @@ def _summarise(path: Path) -> StudySummary:
         by_status[status] = by_status.get(status, 0) + 1
         by_phase[phase] = by_phase.get(phase, 0) + 1
         by_pair[(phase, status)] = by_pair.get((phase, status), 0) + 1
-    ended = [t for t in table.column("ended_at").to_pylist() if t is not None]
+    ended = [t for t in table.column(names.ENDED_AT).to_pylist() if t is not None]
     return StudySummary(
         name=path.name,
         path=path,

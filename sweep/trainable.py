@@ -25,6 +25,7 @@ import numpy as np
 
 from infovae_core.config import TrialConfig
 from infovae_core.data import DatasetSplits, apply_train_size
+from sweep import names
 from sweep.images import encode_png, image_grid
 from sweep.space import decode_params
 
@@ -88,18 +89,18 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
 
     torch.set_num_threads(max(1, context.threads))
     started_at = dt.datetime.now(dt.timezone.utc)
-    base = {"started_at": started_at.isoformat(), "host": socket.gethostname()}
+    base = {names.STARTED_AT: started_at.isoformat(), names.HOST: socket.gethostname()}
     try:
         import ray
 
-        base["node_id"] = ray.get_runtime_context().get_node_id()
+        base[names.NODE_ID] = ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - bookkeeping only
         pass
 
     def on_epoch(record) -> None:
-        result = {"epoch": record.epoch}
-        result.update({f"train.{k}": v for k, v in record.train.items()})
-        result.update({f"val.{k}": v for k, v in record.val.items()})
+        result = {names.EPOCH: record.epoch}
+        result.update({names.TRAIN + k: v for k, v in record.train.items()})
+        result.update({names.VAL + k: v for k, v in record.val.items()})
         tune.report(result)
 
     try:
@@ -107,18 +108,18 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
         splits = apply_train_size(_dataset(context.data_key, data), cfg.data)
         fitted = fit(cfg, splits, callback=on_epoch)
     except NonFiniteLossError as error:
-        final = {STATUS_KEY: "failed", ERROR_KEY: f"NonFiniteLossError: {error}"}
+        final = {STATUS_KEY: names.FAILED, ERROR_KEY: f"NonFiniteLossError: {error}"}
     except Exception as error:  # noqa: BLE001 - recorded as the trial's error, study goes on
         tail = "".join(traceback.format_exception(error)[-3:]).strip()
-        final = {STATUS_KEY: "failed", ERROR_KEY: f"{type(error).__name__}: {error}\n{tail}"}
+        final = {STATUS_KEY: names.FAILED, ERROR_KEY: f"{type(error).__name__}: {error}\n{tail}"}
     else:
         scale = max(1, 56 // fitted.samples.shape[-1])
         final = {
-            STATUS_KEY: "completed",
-            "train_seconds": fitted.train_seconds,
-            "eval_seconds": fitted.eval_seconds,
-            "device": fitted.device,
-            **{f"metric.{name}": float(value) for name, value in fitted.metrics.items()},
+            STATUS_KEY: names.COMPLETED,
+            names.TRAIN_SECONDS: fitted.train_seconds,
+            names.EVAL_SECONDS: fitted.eval_seconds,
+            names.DEVICE: fitted.device,
+            **{names.metric(name): float(value) for name, value in fitted.metrics.items()},
             f"{ARTIFACT_PREFIX}latents": fitted.latents[:LATENTS_TO_REPORT]
             .astype(np.float32)
             .tolist(),
@@ -128,5 +129,5 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
             ),
         }
     final.update(base)
-    final["ended_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    final[names.ENDED_AT] = dt.datetime.now(dt.timezone.utc).isoformat()
     tune.report(final)

@@ -14,6 +14,7 @@ import pytest
 
 from sweep.runner import run_study
 from sweep.spec import load_study
+from sweep.store import ResultsStore
 from tests.sweep.studies import write_study
 
 pytestmark = pytest.mark.slow
@@ -31,10 +32,11 @@ def _kill_tree(process: psutil.Process) -> list[psutil.Process]:
     return family
 
 
-def _rows(path) -> int:
+def _rows(folder) -> int:
+    """Trials recorded so far: main file plus the part files not compacted yet."""
     try:
-        return pq.read_table(path).num_rows
-    except Exception:  # noqa: BLE001 - the file may not exist yet
+        return len(ResultsStore.open(folder))
+    except Exception:  # noqa: BLE001 - the folder may not exist yet
         return 0
 
 
@@ -53,13 +55,13 @@ def test_study_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
     process = psutil.Process(driver.pid)
     deadline = time.monotonic() + 240
     try:
-        while _rows(folder / "trials.parquet") < 3:
+        while _rows(folder) < 3:
             assert driver.poll() is None, "the driver ended before it could be killed"
             assert time.monotonic() < deadline, "no trial recorded in time"
             time.sleep(0.2)
     finally:
         _kill_tree(process)
-    recorded_before = _rows(folder / "trials.parquet")
+    recorded_before = _rows(folder)
     plan = sum(
         spec.trials_for(arm) + spec.confirm.top_k * spec.confirm.seeds for arm in spec.arm_names
     )

@@ -190,3 +190,33 @@ def test_arm_without_search_space_trains_its_fixed_configuration_per_seed(finish
     assert sorted(plain["trial_id"]) == ["plain-0000", "plain-0001"]
     assert sorted(plain["seed"]) == [0, 1]  # seed_policy per_trial: train.seed + index
     assert (plain["param.model.decoder.width"] == 16).all()
+
+
+def test_a_repeated_configuration_is_recorded_as_a_copy_not_trained(tmp_path):
+    """elbo searches a 2-value choice with one seed for every trial (seed_policy fixed): of
+    its 5 trials at most 2 are distinct configurations; the repeats are copies. One trial at a
+    time: only a configuration already *completed* is copied, so two trials in flight at once
+    may still share one."""
+    study = write_study(tmp_path, "repeats", trials=5, seeds=1, epochs=1, seed_policy="fixed")
+    study.write_text(study.read_text().replace("max_concurrent: 2", "max_concurrent: 1"))
+    result = CliRunner().invoke(app, ["run", str(study), "--results", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    trials = pq.read_table(tmp_path / "r" / "repeats" / "trials.parquet").to_pandas()
+    elbo = trials[(trials["arm"] == "elbo") & (trials["phase"] == "search")]
+    assert len(elbo) == 5 and elbo["trial_id"].is_unique
+    trained = elbo[elbo["copy_of"].isna()]
+    copies = elbo[elbo["copy_of"].notna()]
+    assert trained["param.model.decoder.width"].is_unique  # no configuration trained twice
+    assert len(copies) >= 3
+    by_id = trials.set_index("trial_id")
+    for _, copy in copies.iterrows():
+        original = by_id.loc[copy["copy_of"]]
+        assert original["copy_of"] is None or original.isna()["copy_of"]
+        assert copy["param.model.decoder.width"] == original["param.model.decoder.width"]
+        assert copy["metric.mmd"] == original["metric.mmd"]
+        assert copy["train_seconds"] == 0.0
+    epochs = pq.read_table(tmp_path / "r" / "repeats" / "epochs.parquet").to_pandas()
+    assert set(copies["trial_id"]) <= set(epochs["trial_id"])  # curves copied for the report
+    db = f"sqlite:///{tmp_path / 'r' / 'repeats' / 'optuna.db'}"
+    told = optuna.load_study(study_name="elbo", storage=db).get_trials()
+    assert len(told) == 5 and all(t.state.name == "COMPLETE" for t in told)

@@ -75,6 +75,7 @@ def file_bytes(folder: Path) -> dict[str, bytes]:
 
 def test_trials_file_has_fixed_columns_in_order_with_their_types(store: ResultsStore) -> None:
     store.record_trial(trial_row("t1"), epoch_rows(2))
+    store.compact()  # fold the part files into the main files
     schema = pq.read_schema(store.trials_path)
     assert schema.names[: len(TRIAL_SCHEMA)] == TRIAL_SCHEMA.names
     expected = {
@@ -94,6 +95,7 @@ def test_trials_file_has_fixed_columns_in_order_with_their_types(store: ResultsS
 
 def test_epochs_file_has_fixed_then_float_term_columns(store: ResultsStore) -> None:
     store.record_trial(trial_row("t1"), epoch_rows(3))
+    store.compact()  # fold the part files into the main files
     schema = pq.read_schema(store.epochs_path)
     assert schema.names == EPOCH_SCHEMA.names + ["train.total", "val.elbo"]
     assert schema.field("epoch").type == pa.int64()
@@ -102,6 +104,7 @@ def test_epochs_file_has_fixed_then_float_term_columns(store: ResultsStore) -> N
 
 def test_pandas_reads_files_directly_with_values_and_utc_times(store: ResultsStore) -> None:
     store.record_trial(trial_row("t1"), epoch_rows(3, loss=2.0))
+    store.compact()  # fold the part files into the main files
     trials = pd.read_parquet(store.trials_path)
     epochs = pd.read_parquet(store.epochs_path)
     assert trials.loc[0, "started_at"] == pd.Timestamp("2025-01-02T03:04:05Z")
@@ -114,6 +117,7 @@ def test_pandas_reads_files_directly_with_values_and_utc_times(store: ResultsSto
 def test_dynamic_columns_are_sorted_after_fixed_ones(store: ResultsStore) -> None:
     row = trial_row("t1", **{"param.z": 1, "metric.a": 2.0, "param.a": "x"})
     store.record_trial(row, [])
+    store.compact()  # fold the part files into the main files
     names = pq.read_schema(store.trials_path).names[len(TRIAL_SCHEMA) :]
     assert names == sorted(names)
     assert {"param.z", "param.a", "metric.a", "metric.mmd"} <= set(names)
@@ -125,6 +129,7 @@ def test_param_types_follow_values(store: ResultsStore) -> None:
         **{"param.flag": True, "param.width": 256, "param.name": "rbf", "param.std": None},
     )
     store.record_trial(row, [])
+    store.compact()  # fold the part files into the main files
     schema = pq.read_schema(store.trials_path)
     assert schema.field("param.flag").type == pa.bool_()
     assert schema.field("param.width").type == pa.int64()
@@ -134,6 +139,7 @@ def test_param_types_follow_values(store: ResultsStore) -> None:
 
 def test_list_param_is_json_text_marked_in_field_metadata(store: ResultsStore) -> None:
     store.record_trial(trial_row("t1", **{"param.objective.scales": [1.0, 2.0]}), [])
+    store.compact()  # fold the part files into the main files
     schema = pq.read_schema(store.trials_path)
     assert schema.field("param.objective.scales").type == pa.string()
     assert json_columns(schema) == ["param.objective.scales"]
@@ -143,6 +149,7 @@ def test_list_param_is_json_text_marked_in_field_metadata(store: ResultsStore) -
 
 def test_metric_ints_are_stored_as_float(store: ResultsStore) -> None:
     store.record_trial(trial_row("t1", **{"metric.active_units": 5}), [])
+    store.compact()  # fold the part files into the main files
     assert pq.read_schema(store.trials_path).field("metric.active_units").type == pa.float64()
 
 
@@ -157,6 +164,7 @@ def test_new_study_has_readable_empty_files(store: ResultsStore) -> None:
 def test_one_row_per_trial_in_record_order(store: ResultsStore) -> None:
     for tid in ["t3", "t1", "t2"]:
         assert store.record_trial(trial_row(tid), epoch_rows(2))
+    store.compact()  # fold the part files into the main files
     trials = pd.read_parquet(store.trials_path)
     assert trials["trial_id"].tolist() == ["t3", "t1", "t2"]
     epochs = pd.read_parquet(store.epochs_path)
@@ -204,6 +212,7 @@ def test_crash_in_replace_keeps_previous_files_and_leaves_no_temp(
         store.record_trial(trial_row("t2"), epoch_rows(2))
     monkeypatch.undo()
     assert file_bytes(store.folder) == before
+    store.compact()  # fold the part files into the main files
     assert pd.read_parquet(store.trials_path)["trial_id"].tolist() == ["t1"]
     assert not [p for p in store.folder.iterdir() if ".tmp-" in p.name]
 
@@ -233,24 +242,45 @@ def test_stale_temp_files_are_removed_when_locking(store: ResultsStore) -> None:
         assert not stale.exists()
 
 
-def test_orphan_epochs_are_hidden_then_replaced_on_re_record(
+def test_failed_record_leaves_no_visible_epochs_and_re_record_works(
     store: ResultsStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.record_trial(trial_row("t1"), epoch_rows(2))
     real_write = store_module._write_table
 
-    def crash_on_trials(path: Path, table: pa.Table, **kwargs: Any) -> None:
-        if path.name == "trials.parquet":
+    def crash_on_trial_part(path: Path, table: pa.Table, **kwargs: Any) -> None:
+        if path.name.startswith("trials-"):
             raise OSError("crash between the two writes")
         real_write(path, table, **kwargs)
 
-    monkeypatch.setattr(store_module, "_write_table", crash_on_trials)
+    monkeypatch.setattr(store_module, "_write_table", crash_on_trial_part)
     with pytest.raises(OSError):
         store.record_trial(trial_row("t2"), epoch_rows(3, loss=100.0))
     monkeypatch.undo()
 
     reopened = ResultsStore.open(store.folder)
-    assert "t2" in set(pd.read_parquet(reopened.epochs_path)["trial_id"])  # orphans on disk
+    assert set(reopened.epochs()["trial_id"]) == {"t1"}
+    assert len(reopened.epochs(recorded_only=False)) == 2  # nothing of the failed record
+
+    assert reopened.record_trial(trial_row("t2"), epoch_rows(4, loss=0.0))
+    t2 = reopened.epochs().query("trial_id == 't2'")
+    assert t2["epoch"].tolist() == [0, 1, 2, 3]
+    assert t2["train.total"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    reopened.compact()
+    on_disk = pd.read_parquet(reopened.epochs_path)
+    assert (on_disk["trial_id"] == "t2").sum() == 4
+
+
+def test_orphan_epochs_in_an_old_main_file_are_hidden_then_replaced(store: ResultsStore) -> None:
+    """An epochs.parquet written by the earlier store (epochs rewritten before the trial row)
+    may hold epoch rows of a trial that was never recorded."""
+    store.record_trial(trial_row("t1"), epoch_rows(2))
+    store.compact()
+    orphans = store_module._epoch_table(trial_row("t2"), epoch_rows(3, loss=100.0))
+    both = pa.concat_tables([pq.read_table(store.epochs_path).replace_schema_metadata(), orphans])
+    pq.write_table(both, store.epochs_path)
+
+    reopened = ResultsStore.open(store.folder)
     assert set(reopened.epochs()["trial_id"]) == {"t1"}
     assert len(reopened.epochs(recorded_only=False)) == 5
 
@@ -258,6 +288,7 @@ def test_orphan_epochs_are_hidden_then_replaced_on_re_record(
     t2 = reopened.epochs().query("trial_id == 't2'")
     assert t2["epoch"].tolist() == [0, 1, 2, 3]
     assert t2["train.total"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    reopened.compact()
     on_disk = pd.read_parquet(reopened.epochs_path)
     assert (on_disk["trial_id"] == "t2").sum() == 4
 
@@ -268,10 +299,12 @@ def test_orphan_epochs_are_hidden_then_replaced_on_re_record(
 def test_later_param_gives_nulls_for_earlier_rows(store: ResultsStore) -> None:
     store.record_trial(trial_row("t1"), [])
     store.record_trial(trial_row("t2", **{"param.objective.alpha": 0.5}), [])
+    store.compact()  # fold the part files into the main files
     table = pq.read_table(store.trials_path)
     assert table.column("param.objective.alpha").to_pylist() == [None, 0.5]
     # and a row lacking a known column gets a null too
     store.record_trial(trial_row("t3"), [])
+    store.compact()
     assert pq.read_table(store.trials_path).column("param.objective.alpha").to_pylist() == [
         None,
         0.5,
@@ -282,12 +315,14 @@ def test_later_param_gives_nulls_for_earlier_rows(store: ResultsStore) -> None:
 def test_later_epoch_term_gives_nulls_for_earlier_epochs(store: ResultsStore) -> None:
     store.record_trial(trial_row("t1"), epoch_rows(1))
     store.record_trial(trial_row("t2"), [{"epoch": 0, "train.total": 1.0, "train.kl": 0.5}])
+    store.compact()  # fold the part files into the main files
     assert pq.read_table(store.epochs_path).column("train.kl").to_pylist() == [None, 0.5]
 
 
 def test_int_param_widens_to_float(store: ResultsStore) -> None:
     store.record_trial(trial_row("t1", **{"param.objective.lambda": 10}), [])
     store.record_trial(trial_row("t2", **{"param.objective.lambda": 2.5}), [])
+    store.compact()  # fold the part files into the main files
     column = pq.read_table(store.trials_path).column("param.objective.lambda")
     assert column.type == pa.float64()
     assert column.to_pylist() == [10.0, 2.5]
@@ -296,6 +331,7 @@ def test_int_param_widens_to_float(store: ResultsStore) -> None:
 def test_null_only_column_takes_first_real_type(store: ResultsStore) -> None:
     store.record_trial(trial_row("t1", **{"param.kernel": None}), [])
     store.record_trial(trial_row("t2", **{"param.kernel": "imq"}), [])
+    store.compact()  # fold the part files into the main files
     column = pq.read_table(store.trials_path).column("param.kernel")
     assert column.type == pa.string()
     assert column.to_pylist() == [None, "imq"]
@@ -359,6 +395,7 @@ def test_repeated_epoch_is_refused(store: ResultsStore) -> None:
 
 def test_epoch_timestamps_accept_epoch_seconds(store: ResultsStore) -> None:
     store.record_trial(trial_row("t1", started_at=T0.timestamp(), ended_at=None), [])
+    store.compact()  # fold the part files into the main files
     table = pq.read_table(store.trials_path)
     assert table.column("started_at")[0].as_py() == T0
     assert table.column("ended_at")[0].as_py() is None

@@ -1,0 +1,304 @@
+"""Optuna search for Ray Tune through Optuna's public ask/tell interface.
+
+Ray's ``OptunaSearch`` can only be told a trial's outcome explicitly (a failure as FAIL, a
+scheduler stop as PRUNED, a metric read from the final result only) by reaching into its
+private attributes, and those change between Ray releases. This module drives Optuna directly
+instead, with public calls only:
+
+* :class:`ArmSearch`: one arm's search, one Optuna study per arm in the study's ``optuna.db``
+  (named after the arm, ``load_if_exists`` so that a resumed search keeps its history),
+  ``Study.ask(fixed_distributions=...)`` for each suggestion and ``Study.tell`` for each outcome
+  (single or several objectives);
+* :func:`arms_searcher`: the Ray Tune ``Searcher`` that interleaves the arms in one Tuner and
+  skips configurations already trained (:class:`DuplicateIndex`);
+* :func:`recover_interrupted`: Optuna trials left RUNNING by a killed driver are failed with
+  ``Study.tell(number, state=FAIL)`` and their parameters enqueued again.
+
+Importing this module does not import Ray.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep import names
+from sweep.trainable import ERROR_KEY, STATUS_KEY, TRIAL_KEY
+
+__all__ = [
+    "ArmSearch",
+    "DuplicateIndex",
+    "INTERRUPTED_ATTR",
+    "arms_searcher",
+    "recover_interrupted",
+    "study_trial_id",
+]
+
+#: Study-level user attribute listing the Optuna trial numbers failed by
+#: :func:`recover_interrupted` (a trial's own attributes cannot be set once its process died
+#: without a private handle on it).
+INTERRUPTED_ATTR = "interrupted_trials"
+_ERROR_CHARS = 1000
+
+
+def study_trial_id(arm: str, number: int) -> str:
+    """The store's ``trial_id`` of Optuna trial ``number`` of ``arm``'s search."""
+    return f"{arm}-{number:04d}"
+
+
+class ArmSearch:
+    """One arm's Optuna study driven with ask/tell; suggestions keyed by Tune's trial id.
+
+    ``metrics``/``directions`` list the objectives (``minimize``/``maximize``); a completed
+    trial is told its final values, a failed one (or one with a missing or non-finite value)
+    FAIL with its error as the user attribute ``error``, and one stopped by the scheduler
+    PRUNED. Intermediate results are not told: ASHA, not Optuna, stops trials early.
+    """
+
+    def __init__(
+        self,
+        *,
+        arm: str,
+        storage: optuna.storages.BaseStorage | str,
+        sampler: optuna.samplers.BaseSampler,
+        space: Mapping[str, optuna.distributions.BaseDistribution],
+        metrics: Sequence[str],
+        directions: Sequence[str],
+        seed_for: Callable[[int], int | None],
+    ) -> None:
+        self.arm = arm
+        self.metrics = list(metrics)
+        self._space = dict(space)
+        self._seed_for = seed_for
+        self.study = optuna.create_study(
+            study_name=arm,
+            storage=storage,
+            sampler=sampler,
+            directions=list(directions),
+            load_if_exists=True,
+        )
+        self._asked: dict[str, optuna.Trial] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        """A new configuration: the sampled parameters plus the runner's bookkeeping."""
+        trial = self.study.ask(fixed_distributions=self._space)
+        own_id = study_trial_id(self.arm, trial.number)
+        trial.set_user_attr("trial_id", own_id)
+        self._asked[trial_id] = trial
+        meta = {"arm": self.arm, "trial_id": own_id, "seed": self._seed_for(trial.number)}
+        return {**trial.params, TRIAL_KEY: meta}
+
+    def on_trial_complete(
+        self, trial_id: str, result: Mapping[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Tell Optuna the outcome of the trial suggested for ``trial_id`` (once)."""
+        trial = self._asked.pop(trial_id, None)
+        if trial is None:
+            return
+        result = result or {}
+        status = result.get(STATUS_KEY)
+        values = [result.get(m) for m in self.metrics]
+        finite = all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+        if status == names.COMPLETED and finite and not error:
+            told = [float(v) for v in values]
+            self.study.tell(trial, told if len(told) > 1 else told[0])
+        elif status in (names.COMPLETED, names.FAILED) or error:
+            if result.get(ERROR_KEY):
+                trial.set_user_attr("error", str(result[ERROR_KEY])[:_ERROR_CHARS])
+            self.study.tell(trial, state=TrialState.FAIL)
+        else:  # stopped early by the scheduler
+            self.study.tell(trial, state=TrialState.PRUNED)
+
+    def mark_copy(self, trial_id: str, original: str) -> None:
+        """Note on the Optuna trial that it was not trained: it repeats ``original``."""
+        trial = self._asked.get(trial_id)
+        if trial is not None:
+            trial.set_user_attr(names.COPY_OF, original)
+
+
+class FixedArm:
+    """An arm with no search space: every trial is the arm's fixed configuration, trained with
+    the seed that ``search.seed_policy`` gives its index (Optuna has nothing to sample)."""
+
+    def __init__(self, arm: str, seed_for: Callable[[int], int | None], taken: set[str]):
+        self.arm = arm
+        self._seed_for = seed_for
+        self._taken = set(taken)
+        self._next = 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        while study_trial_id(self.arm, self._next) in self._taken:
+            self._next += 1
+        index, self._next = self._next, self._next + 1
+        own_id = study_trial_id(self.arm, index)
+        self._taken.add(own_id)
+        return {TRIAL_KEY: {"arm": self.arm, "trial_id": own_id, "seed": self._seed_for(index)}}
+
+    def on_trial_complete(
+        self, trial_id: str, result: Mapping[str, Any] | None = None, error: bool = False
+    ) -> None:
+        return None
+
+    def mark_copy(self, trial_id: str, original: str) -> None:
+        return None
+
+
+def _number(value: Any) -> Any:
+    """Ints as floats, so that 10 (an int column) and 10.0 (a widened one) are one key."""
+    if isinstance(value, list | tuple):
+        return [_number(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+class DuplicateIndex:
+    """Completed search configurations of a study, by their full TrialConfig (seed included).
+
+    Training is deterministic given the TrialConfig and its seed, so a configuration that a
+    sampler suggests again (TPE and random search repeat points of small choice spaces) would
+    give the same numbers for the same compute. ``key`` is the canonical JSON of the trial's
+    flat settings; ``copy`` (given by the runner) records the repeat as a copy of the original
+    and returns the original's final result, which the searcher tells Optuna.
+    """
+
+    def __init__(
+        self,
+        key: Callable[[Mapping[str, Any]], str | None],
+        copy: Callable[[Mapping[str, Any], str], dict[str, Any]],
+    ) -> None:
+        self._key = key
+        self._copy = copy
+        self._originals: dict[str, str] = {}
+
+    @staticmethod
+    def canonical(settings: Mapping[str, Any]) -> str:
+        """The key of a flat TrialConfig (``to_flat_dict()``): sorted JSON, None left out."""
+        present = {k: _number(v) for k, v in settings.items() if v is not None}
+        return json.dumps(present, sort_keys=True, default=str)
+
+    def add(self, key: str, trial_id: str) -> None:
+        """Note a completed trial; the first one recorded stays the original."""
+        self._originals.setdefault(key, trial_id)
+
+    def original_of(self, config: Mapping[str, Any]) -> str | None:
+        """The trial id of the completed trial with the same configuration, if any."""
+        key = self._key(config)
+        return None if key is None else self._originals.get(key)
+
+    def copy(self, config: Mapping[str, Any], original: str) -> dict[str, Any]:
+        return self._copy(config, original)
+
+
+@functools.cache
+def _arms_searcher_class() -> type:
+    from ray.tune.search import Searcher
+
+    class ArmsSearcher(Searcher):
+        """All arms in one Tuner: each suggestion comes from the arm with the most trials
+        still to run (file order breaks ties), so arms interleave and share the machine's
+        conditions; results go back to the arm's own search. A suggestion that repeats a
+        completed configuration is recorded as a copy (see :class:`DuplicateIndex`), told to
+        Optuna with the original's result, and replaced by the next suggestion."""
+
+        def __init__(
+            self,
+            searchers: Mapping[str, ArmSearch | FixedArm],
+            budgets: Mapping[str, int],
+            duplicates: DuplicateIndex | None,
+        ) -> None:
+            super().__init__()
+            self._searchers = dict(searchers)
+            self._budgets = dict(budgets)
+            self._duplicates = duplicates
+            self._arm_of: dict[str, str] = {}
+
+        def __getstate__(self) -> dict[str, Any]:
+            # The Tuner pickles its search algorithm into tuner.pkl for Tuner.restore, which
+            # the runner never uses (resume reads optuna.db and the store); the live Optuna
+            # studies and the store behind the duplicate index are not state to pickle.
+            state = self.__dict__.copy()
+            state["_searchers"], state["_duplicates"] = {}, None
+            return state
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            return True
+
+        def suggest(self, trial_id: str):
+            while True:
+                open_arms = [arm for arm, left in self._budgets.items() if left > 0]
+                if not open_arms:
+                    return Searcher.FINISHED
+                arm = max(open_arms, key=lambda a: self._budgets[a])
+                search = self._searchers[arm]
+                config = search.suggest(trial_id)
+                self._budgets[arm] -= 1
+                original = (
+                    self._duplicates.original_of(config) if self._duplicates is not None else None
+                )
+                if original is None:
+                    self._arm_of[trial_id] = arm
+                    return config
+                search.mark_copy(trial_id, original)
+                search.on_trial_complete(trial_id, self._duplicates.copy(config, original))
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            return None
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            arm = self._arm_of.pop(trial_id, None)
+            if arm is not None:
+                self._searchers[arm].on_trial_complete(trial_id, result=result, error=error)
+
+        def save(self, checkpoint_path: str) -> None:
+            # The search's state lives in optuna.db; resume reads it from there, so nothing is
+            # pickled into the study folder (and nothing has to be unpickled from it).
+            return None
+
+        def restore(self, checkpoint_path: str) -> None:
+            raise NotImplementedError("resume reads the search history from optuna.db")
+
+    return ArmsSearcher
+
+
+def arms_searcher(
+    searchers: Mapping[str, ArmSearch | FixedArm],
+    budgets: Mapping[str, int],
+    duplicates: DuplicateIndex | None = None,
+) -> Any:
+    """The Ray Tune ``Searcher`` over the arms' searches (class built on first use)."""
+    return _arms_searcher_class()(searchers, budgets, duplicates)
+
+
+def recover_interrupted(
+    storage: optuna.storages.BaseStorage | str, arm: str, recorded: set[str]
+) -> int:
+    """Fail the Optuna trials a dead driver left RUNNING and enqueue their parameters again
+    (unless the store recorded that trial, whose row then stands as it is).
+
+    Uses ``Study.tell(number, state=FAIL)``; the numbers are listed in the study's user
+    attribute :data:`INTERRUPTED_ATTR`. Returns the number of configurations enqueued."""
+    try:
+        study = optuna.load_study(study_name=arm, storage=storage)
+    except KeyError:
+        return 0
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return 0
+    interrupted = list(study.user_attrs.get(INTERRUPTED_ATTR, []))
+    enqueued = 0
+    for trial in running:
+        study.tell(trial.number, state=TrialState.FAIL)
+        interrupted.append(trial.number)
+        if trial.user_attrs.get("trial_id") in recorded:
+            continue
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+        enqueued += 1
+    study.set_user_attr(INTERRUPTED_ATTR, interrupted)
+    return enqueued

@@ -1,0 +1,152 @@
+"""The Optuna ask/tell searcher: outcomes told through public calls, repeats not trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweep.searcher import (
+    INTERRUPTED_ATTR,
+    ArmSearch,
+    DuplicateIndex,
+    arms_searcher,
+    recover_interrupted,
+)
+from sweep.trainable import ERROR_KEY, STATUS_KEY, TRIAL_KEY
+
+SPACE = {"model.decoder.width": optuna.distributions.CategoricalDistribution([8, 16])}
+
+
+def _storage(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def _search(tmp_path: Path, arm: str = "elbo", **kwargs: Any) -> ArmSearch:
+    options: dict[str, Any] = {
+        "arm": arm,
+        "storage": _storage(tmp_path),
+        "sampler": optuna.samplers.RandomSampler(seed=0),
+        "space": SPACE,
+        "metrics": ["metric.mmd"],
+        "directions": ["minimize"],
+        "seed_for": lambda index: 7,  # the same seed for every trial: repeats are exact
+    }
+    options.update(kwargs)
+    return ArmSearch(**options)
+
+
+def _fake_train(config: dict[str, Any]) -> dict[str, Any]:
+    return {STATUS_KEY: "completed", "metric.mmd": config["model.decoder.width"] / 100}
+
+
+def _key(config: dict[str, Any]) -> str:
+    params = {k: v for k, v in config.items() if k != TRIAL_KEY}
+    return DuplicateIndex.canonical({**params, "train.seed": config[TRIAL_KEY]["seed"]})
+
+
+def test_repeated_configuration_is_recorded_as_a_copy_and_told_to_optuna(
+    tmp_path: Path,
+) -> None:
+    trained: list[dict[str, Any]] = []
+    copies: list[tuple[str, str]] = []
+    results: dict[str, dict[str, Any]] = {}
+
+    def copy(config: dict[str, Any], original: str) -> dict[str, Any]:
+        copies.append((config[TRIAL_KEY]["trial_id"], original))
+        return results[original]
+
+    index = DuplicateIndex(_key, copy)
+    search = _search(tmp_path)
+    searcher = arms_searcher({"elbo": search}, {"elbo": 8}, index)
+    for n in range(100):
+        config = searcher.suggest(f"tune-{n}")
+        if config == "FINISHED" or config is None:
+            break
+        trained.append(config)
+        result = _fake_train(config)
+        own_id = config[TRIAL_KEY]["trial_id"]
+        results[own_id] = result
+        index.add(_key(config), own_id)
+        searcher.on_trial_complete(f"tune-{n}", result)
+
+    widths = [c["model.decoder.width"] for c in trained]
+    assert sorted(widths) == [8, 16]  # each distinct configuration trained once
+    assert len(trained) + len(copies) == 8  # the budget counts copies
+    trials = search.study.get_trials()
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    by_id = {t.user_attrs["trial_id"]: t for t in trials}
+    for copy_id, original in copies:
+        assert by_id[copy_id].user_attrs["copy_of"] == original
+        assert by_id[copy_id].value == by_id[original].value  # Optuna sees the same value
+        assert by_id[copy_id].params == by_id[original].params
+
+
+def test_without_an_index_every_suggestion_is_trained(tmp_path: Path) -> None:
+    searcher = arms_searcher({"elbo": _search(tmp_path)}, {"elbo": 5})
+    configs = [searcher.suggest(f"t{n}") for n in range(6)]
+    assert sum(isinstance(c, dict) for c in configs) == 5
+    assert configs[-1] == "FINISHED"
+
+
+def test_failures_and_stops_are_told_with_their_states(tmp_path: Path) -> None:
+    search = _search(tmp_path)
+    for n in range(4):
+        search.suggest(f"t{n}")
+    search.on_trial_complete("t0", {STATUS_KEY: "completed", "metric.mmd": 0.5})
+    search.on_trial_complete("t1", {STATUS_KEY: "failed", ERROR_KEY: "NonFiniteLossError"})
+    search.on_trial_complete("t2", {STATUS_KEY: "completed", "metric.mmd": float("nan")})
+    search.on_trial_complete("t3", {"epoch": 2})  # stopped by the scheduler
+    search.on_trial_complete("t3", {STATUS_KEY: "completed", "metric.mmd": 0.1})  # told once
+    states = [t.state for t in search.study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.PRUNED]
+    assert search.study.get_trials()[1].user_attrs["error"] == "NonFiniteLossError"
+
+
+def test_several_objectives_are_told_together(tmp_path: Path) -> None:
+    search = _search(
+        tmp_path,
+        metrics=["metric.mmd", "metric.mutual_info"],
+        directions=["minimize", "maximize"],
+    )
+    search.suggest("t0")
+    search.on_trial_complete(
+        "t0", {STATUS_KEY: "completed", "metric.mmd": 0.5, "metric.mutual_info": 2.0}
+    )
+    assert search.study.get_trials()[0].values == [0.5, 2.0]
+
+
+def test_resume_keeps_history_and_reruns_interrupted_configurations(tmp_path: Path) -> None:
+    first = _search(tmp_path)
+    done = first.suggest("a")
+    first.on_trial_complete("a", _fake_train(done))
+    lost = first.suggest("b")  # the driver dies while this one trains
+    recorded_elsewhere = first.suggest("c")  # recorded in the store before the driver died
+
+    storage = _storage(tmp_path)
+    recorded = {done[TRIAL_KEY]["trial_id"], recorded_elsewhere[TRIAL_KEY]["trial_id"]}
+    assert recover_interrupted(storage, "elbo", recorded) == 1
+    study = optuna.load_study(study_name="elbo", storage=storage)
+    states = [t.state for t in study.get_trials()]
+    assert states[:3] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert study.user_attrs[INTERRUPTED_ATTR] == [1, 2]
+
+    resumed = _search(tmp_path)
+    again = resumed.suggest("d")  # the enqueued configuration comes first
+    assert again["model.decoder.width"] == lost["model.decoder.width"]
+    assert again[TRIAL_KEY]["trial_id"] == "elbo-0003"
+    assert len(resumed.study.get_trials()) == 4  # history kept
+
+
+def test_recover_interrupted_without_a_study_does_nothing(tmp_path: Path) -> None:
+    assert recover_interrupted(_storage(tmp_path), "absent", set()) == 0
+
+
+@pytest.mark.parametrize("value", [10, 10.0])
+def test_canonical_key_ignores_int_float_and_none(value: float) -> None:
+    assert DuplicateIndex.canonical({"a": value, "b": None}) == DuplicateIndex.canonical(
+        {"a": 10.0}
+    )
