@@ -1,7 +1,7 @@
 """The one list of the names that the results store, the runner, the report and the CLI share.
 
 Column names, column prefixes, statuses, phases, evaluation metric names and file names of a
-study folder (DESIGN.md, "Results store" and "Evaluation metrics"). They are part of the
+study folder (docs/results.md and docs/metrics.md). They are part of the
 contract with users' own analyses (pandas, DuckDB, Polars read the files by these names), so
 each is written out here once and imported wherever it is used; a typo elsewhere is then an
 ``AttributeError`` at import time rather than a silently empty column.

@@ -172,7 +172,7 @@ def test_format_plan_lists_arms_totals_and_spaces() -> None:
     assert re.search(rf"^\s+total\s+\d+\s+\d+\s+{total}\s", text, re.MULTILINE)
     for arm in spec.arm_names:
         assert re.search(rf"^\s+{re.escape(arm)}\s+\d+", text, re.MULTILINE)
-    assert "objective.lambda: log_uniform[1, 10000]" in text
+    assert "objective.lambda: log_uniform[1, 100]" in text
 
 
 # -- spec behaviour ----------------------------------------------------------------------------
