@@ -715,6 +715,7 @@ class RunOutcome:
     seconds: float
 
 
+@_tune_environment()  # Tune's variables for this run only, restored after it
 def run_study(
     spec: StudySpec,
     folder: Path,
@@ -735,33 +736,6 @@ def run_study(
     Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished, and
     :class:`StorageError` for a local storage path on a multi-node cluster (before any trial).
     """
-    with _tune_environment():
-        return _run_study(
-            spec,
-            folder,
-            address=address,
-            max_concurrent=max_concurrent,
-            verbose=verbose,
-            resume=resume,
-            storage=storage,
-            num_cpus=num_cpus,
-            listeners=listeners,
-        )
-
-
-def _run_study(
-    spec: StudySpec,
-    folder: Path,
-    *,
-    address: str | None = None,
-    max_concurrent: int | None = None,
-    verbose: bool = False,
-    resume: bool = False,
-    storage: str | None = None,
-    num_cpus: int | None = None,
-    listeners: list[Callable[[StudyEvents], None]] | None = None,
-) -> RunOutcome:
-    """:func:`run_study` inside its Tune environment."""
     import ray
 
     from infovae_core.data import load_dataset
