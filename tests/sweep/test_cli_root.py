@@ -25,6 +25,9 @@ def test_root_help_offers_shell_completion_and_version():
 
 
 def test_show_completion_prints_a_script_for_the_shell():
-    result = runner.invoke(app, ["--show-completion", "bash"], prog_name="infovae-sweep")
+    # Typer finds the shell from $SHELL (unset in some CI environments): name it.
+    result = runner.invoke(
+        app, ["--show-completion"], prog_name="infovae-sweep", env={"SHELL": "/bin/bash"}
+    )
     assert result.exit_code == 0, result.output
     assert "complete" in result.stdout and "infovae" in result.stdout.lower()
