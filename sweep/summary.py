@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sweep.report.aggregate import config_signature_columns
+
 DEFAULT_METRICS: tuple[str, ...] = (
     "mmd",
     "log_det_cov",
@@ -49,9 +51,7 @@ def default_grouping(trials: pd.DataFrame) -> list[str]:
     """The ``param.*`` columns that vary within some arm, seeds excluded: the settings a study
     compared (e.g. ``param.data.train_size``)."""
     varying = []
-    for column in sorted(c for c in trials.columns if c.startswith("param.")):
-        if column.endswith("seed"):
-            continue
+    for column in sorted(config_signature_columns(trials)):
         per_arm = trials.groupby("arm")[column].nunique(dropna=False)
         if (per_arm > 1).any():
             varying.append(column)
