@@ -11,6 +11,7 @@ accumulated on the device and read once per epoch, so the GPU is never synchroni
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from infovae_core.config import TrialConfig
+from infovae_core.config import TrainConfig, TrialConfig
 from infovae_core.data import DatasetSplits, Split, binarize, load_dataset, static_binarize
 from infovae_core.evaluation import evaluate
 from infovae_core.models import VAE, build_model
@@ -72,6 +73,19 @@ class FitResult:
     reconstructions: np.ndarray
     model: nn.Module = field(repr=False, compare=False)
     notes: tuple[str, ...] = ()
+
+
+def learning_rate(train: TrainConfig, step: int, total_steps: int) -> float:
+    """Adam's rate for gradient step ``step`` (0-based) of ``total_steps``.
+
+    ``constant``: ``train.lr``. ``cosine``: ``lr_min + (lr - lr_min) (1 + cos(pi t / T)) / 2``
+    with t = ``step`` and T = ``total_steps``: ``lr`` at the first step, falling to just above
+    ``lr_min`` at the last. A pure function of the step (no scheduler state to save).
+    """
+    if train.lr_schedule == "constant" or total_steps <= 0:
+        return train.lr
+    fraction = min(max(step, 0), total_steps) / total_steps
+    return train.lr_min + (train.lr - train.lr_min) * 0.5 * (1.0 + math.cos(math.pi * fraction))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -158,6 +172,9 @@ def fit(
     n_train = train_images.shape[0]
     batch_size = min(config.train.batch_size, n_train)
     epochs = config.planned_epochs(n_train)
+    steps_per_epoch = config.batches_per_epoch(n_train)
+    total_steps = epochs * steps_per_epoch
+    scheduled = config.train.lr_schedule != "constant"
     history: list[EpochRecord] = []
     # With a zero divergence weight (ELBO, beta-VAE) D is only logged, never trained through.
     weighted = config.objective.divergence_weight > 0
@@ -170,10 +187,14 @@ def fit(
         order = torch.randperm(n_train, generator=generator, device=device)
         sums = torch.zeros(len(TERM_NAMES), device=device)
         seen = 0
-        for start in range(0, n_train, batch_size):
+        for batch_number, start in enumerate(range(0, n_train, batch_size)):
             index = order[start : start + batch_size]
             if index.shape[0] < 2:  # a batch-level divergence needs at least two codes
                 continue
+            if scheduled:
+                step = (epoch - 1) * steps_per_epoch + batch_number
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config.train, step, total_steps)
             x = epoch_images[index]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 output = train_model(x)
