@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from infovae_core.config import TRAIN_SPLIT_SIZES
+from sweep.convergence import describe_rule, trial_convergence
 from sweep.report import figures
 from sweep.report.aggregate import (
     best_trial,
@@ -43,6 +44,7 @@ from sweep.report.content import (
     NoteBlock,
     ReportContent,
     Section,
+    TableBlock,
 )
 from sweep.report.data import (
     NotAStudyFolderError,
@@ -52,6 +54,7 @@ from sweep.report.data import (
     load_study_data,
 )
 from sweep.report.html import render_report
+from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,7 @@ def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
     analysis = analyse(data)
     failures = trials[trials["status"] == "failed"]
     sections = (
+        *_settings_sections(data),
         _hyperparameter_section(data),
         _training_section(data),
         _latent_section(data),
@@ -424,6 +428,59 @@ def _training_section(data: StudyData) -> Section:
         fig.update_layout(title=f"{name} terms per epoch (median and 10-90% band over runs)")
         blocks.append(FigureBlock(fig))
     return Section("Training", "training", tuple(blocks), intro=intro)
+
+
+# --------------------------------------------------------------------------- settings
+
+#: At most this many rows in the settings table (arm x setting).
+SETTINGS_TABLE_ROWS = 80
+
+
+def _settings_sections(data: StudyData) -> tuple[Section, ...]:
+    """Grid studies (training-set size x seeds, decoder depth x seeds, ...) have no verdict:
+    their finding is each setting's mean over its seeds. Shown when most settings of the
+    search phase were run with two seeds or more (median count >= 2): a search that samples
+    configurations (TPE, say) has one run for most of them and gets no table."""
+    trials = data.trials
+    done = trials[(trials["status"] == "completed") & (trials["phase"] == "search")]
+    if done.empty:
+        return ()
+    summary = configuration_summary(done, phases=("search",))
+    keys = [c for c in summary.columns if c.startswith("param.")]
+    if not keys or summary.empty or float(summary["n"].median()) < 2:
+        return ()
+    metric, tolerance = data.convergence
+    judged = trial_convergence(done, data.epochs, metric, tolerance)
+    status = dict(zip(judged["trial_id"].astype(str), judged["status"], strict=True))
+    metrics = [m for m in DEFAULT_METRICS if m in summary.columns]
+    rows = []
+    for _, row in summary.head(SETTINGS_TABLE_ROWS).iterrows():
+        mask = done["arm"] == row["arm"]
+        for key in keys:
+            mask &= done[key].astype(str) == str(row[key])
+        found = [status.get(str(t), "unknown") for t in done.loc[mask, "trial_id"]]
+        cells = {"arm": row["arm"]}
+        cells.update({key.removeprefix("param."): row[key] for key in keys})
+        cells["seeds"] = int(row["n"])
+        cells["converged"] = f"{found.count('converged')}/{len(found)}"
+        for name in metrics:
+            cells[name] = format_cell(row[name], row[f"{name}.low"], row[f"{name}.high"])
+        rows.append(cells)
+    caption = (
+        "Per arm and setting: the mean over the completed search runs (seeds) with a 95% "
+        "Student-t interval, and how many of those runs converged. "
+        + describe_rule(metric, tolerance)
+    )
+    if len(summary) > SETTINGS_TABLE_ROWS:
+        caption += f" First {SETTINGS_TABLE_ROWS} of {len(summary)} rows; "
+        caption += "`infovae-sweep summary` lists all."
+    table = TableBlock(pd.DataFrame(rows), caption=caption)
+    intro = (
+        "The settings the search compared, each replicated over seeds "
+        f"({', '.join(k.removeprefix('param.') for k in keys)}): the same table as "
+        "`infovae-sweep summary`."
+    )
+    return (Section("Settings compared", "settings", (table,), intro=intro),)
 
 
 # --------------------------------------------------------------------------- latent space
