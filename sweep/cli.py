@@ -580,9 +580,9 @@ def summary_command(
     except KeyError as error:
         _fail(f"--by: {error.args[0]}")
     if csv is not None:
-        from sweep.export import write_text_atomic
+        from sweep.files import atomic_write_text
 
-        write_text_atomic(csv, table.to_csv(index=False))
+        atomic_write_text(csv, table.to_csv(index=False))
     shown = [m for m in metrics if m in table.columns]
     keys = [c for c in table.columns if c.startswith("param.")]
     view = Table(title=f"{data.name}: mean [95% t interval] over completed trials")

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +21,7 @@ import pandas as pd
 
 from infovae_core.config import TRAIN_SPLIT_SIZES
 from sweep.convergence import describe_rule, trial_convergence
+from sweep.files import atomic_write_text
 from sweep.report import figures
 from sweep.report.aggregate import (
     best_trial,
@@ -100,14 +99,7 @@ def build_report(study_dir: Path, out: Path | None = None, partial: bool = False
     content = build_content(load_study_data(study_dir), partial=partial)
     page = render_report(content)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(out, page)
     return out
 
 
