@@ -96,7 +96,10 @@ def _root(
 
 
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    # escaped: a message quoting a path or an option such as 'pkg[extra]' is shown as written
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -404,6 +407,14 @@ def _write_report(folder: Path, partial: bool) -> Path | None:
     return path
 
 
+class FigureFormatChoice(str, Enum):
+    """The formats of :mod:`sweep.report.static` (kept here so the CLI starts without Plotly)."""
+
+    svg = "svg"
+    pdf = "pdf"
+    png = "png"
+
+
 @app.command()
 def report(
     folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
@@ -413,18 +424,45 @@ def report(
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the report in the browser.")
     ] = False,
+    figures: Annotated[
+        FigureFormatChoice | None,
+        typer.Option(
+            "--figures",
+            help="Also write every figure as a file under FOLDER/figures/ (needs the "
+            "'figures' extra: Kaleido and Chrome or Chromium).",
+        ),
+    ] = None,
 ) -> None:
     """Write the study's self-contained HTML report (partial while the study runs)."""
-    from sweep.report import build_report
+    from sweep.names import FIGURES_DIR, REPORT_FILE
+    from sweep.report import build_content, load_study_data
+    from sweep.report.build import write_report
+    from sweep.report.static import FiguresUnavailableError, require_kaleido, write_figures
     from sweep.store import LOCK_FILE, STUDY_FILE, is_study_folder
 
     if not is_study_folder(folder):
         _fail(f"{folder}: not a study folder (no {STUDY_FILE})")
+    if figures is not None:
+        try:
+            require_kaleido()  # before anything is written
+        except FiguresUnavailableError as error:
+            _fail(str(error))
     running = _is_running(folder / LOCK_FILE)
     try:
-        path = build_report(folder, out=out, partial=running)
-    except (OSError, ValueError) as error:
+        content = build_content(load_study_data(folder), partial=running)
+        written = []
+        if figures is not None:
+            written = write_figures(content, folder / FIGURES_DIR, figures.value)
+        path = write_report(content, out if out is not None else folder / REPORT_FILE)
+    except FiguresUnavailableError as error:
+        _fail(str(error))
+    except (OSError, ValueError, RuntimeError) as error:
         _fail(str(error), code=1)
+    for figure in written:
+        line = f"{figure.path}  ({figure.section}: {figure.title})"
+        stdout.print(line, highlight=False, soft_wrap=True, markup=False)
+    if figures is not None:
+        stdout.print(f"figures: {len(written)} {figures.value} file(s)", highlight=False)
     stdout.print(f"report: {path}" + (" (partial: the study is still running)" if running else ""))
     if open_browser:
         import webbrowser

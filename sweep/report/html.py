@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
+import plotly.graph_objects as go
 import plotly.offline
 
 from sweep.report.aggregate import Interval, MetricVerdict, Verdict, format_number
@@ -28,12 +29,15 @@ from sweep.report.content import (
     ReportContent,
     Section,
     TableBlock,
+    section_figures,
 )
 
 #: Longest error message shown per failed trial (the rest is cut, with a note).
 MAX_ERROR_CHARS = 5000
 #: Most failed trials listed.
 MAX_FAILURES = 200
+#: Plotly's config for every figure; the toolbar's camera button saves an SVG (for papers)
+#: named like the figure's file from ``report --figures`` (:func:`plot_config`).
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 _CSS = """
@@ -120,6 +124,23 @@ def format_duration(seconds: float) -> str:
     return f"{h} h {m:02d} min {s:02d} s" if h else f"{m} min {s:02d} s"
 
 
+def plot_config(filename: str) -> dict[str, object]:
+    """Plotly's config of one figure: no logo, responsive, and a toolbar that saves
+    ``<filename>.svg``."""
+    return {**_PLOT_CONFIG, "toImageButtonOptions": {"format": "svg", "filename": filename}}
+
+
+def figure_div(figure: go.Figure, div_id: str, filename: str) -> str:
+    """One figure as a ``<div>`` and its ``Plotly.newPlot`` call (plotly.js not included)."""
+    return figure.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
+        config=plot_config(filename),
+        default_height=f"{int(figure.layout.height or 450)}px",
+    )
+
+
 class _PlotIds:
     """Deterministic div ids (plot-1, plot-2, ...) so two builds of one store are identical."""
 
@@ -131,19 +152,28 @@ class _PlotIds:
         return f"plot-{self.count}"
 
 
+def page_head(title: str, generator: str, css: str = "") -> str:
+    """The page's start up to ``<main>``: the report's style (plus ``css``) and plotly.js
+    inlined once, so that the file works offline and never fetches from a CDN."""
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f'<meta name="generator" content="{esc(generator)}">',
+            f"<title>{esc(title)}</title>",
+            f"<style>{_CSS}{css}</style>",
+            f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>',
+            "</head><body><main>",
+        ]
+    )
+
+
 def render_report(content: ReportContent) -> str:
     """The whole page as a string."""
     ids = _PlotIds()
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        '<meta name="generator" content="infovae-sweep report">',
-        f"<title>{esc(content.title)}</title>",
-        f"<style>{_CSS}</style>",
-        # plotly.js once, inline: the file must work offline and never fetch from a CDN.
-        f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>',
-        "</head><body><main>",
+        page_head(content.title, "infovae-sweep report"),
         _render_top(content),
         _render_header(content.header),
         _render_verdict(content.verdict, content.verdict_note, content.claims, content.convergence),
@@ -419,15 +449,9 @@ def _render_verdict(
     return "\n".join(out)
 
 
-def _render_block(block: Block, ids: _PlotIds) -> str:
+def _render_block(block: Block, ids: _PlotIds, stems: dict[int, str]) -> str:
     if isinstance(block, FigureBlock):
-        div = block.figure.to_html(
-            full_html=False,
-            include_plotlyjs=False,
-            div_id=ids.next(),
-            config=_PLOT_CONFIG,
-            default_height=f"{int(block.figure.layout.height or 450)}px",
-        )
+        div = figure_div(block.figure, ids.next(), stems.get(id(block), "figure"))
         caption = f"<figcaption>{esc(block.caption)}</figcaption>" if block.caption else ""
         return f'<figure class="plot">{div}{caption}</figure>'
     if isinstance(block, NoteBlock):
@@ -449,15 +473,16 @@ def _render_section(section: Section, number: int, ids: _PlotIds) -> str:
     out = [f'<section id="{esc(section.anchor)}"><h2>{number}. {esc(section.title)}</h2>']
     if section.intro:
         out.append(f'<p class="muted">{esc(section.intro)}</p>')
+    stems = {id(block): stem for stem, block in section_figures(section)}
     images: list[str] = []
     for block in section.blocks:
         if isinstance(block, ImageBlock):
-            images.append(_render_block(block, ids))
+            images.append(_render_block(block, ids, stems))
             continue
         if images:  # consecutive image grids sit side by side
             out.append('<div class="images">' + "".join(images) + "</div>")
             images = []
-        out.append(_render_block(block, ids))
+        out.append(_render_block(block, ids, stems))
     if images:
         out.append('<div class="images">' + "".join(images) + "</div>")
     out.append("</section>")
