@@ -582,6 +582,38 @@ def export_command(
         stdout.print(str(path), highlight=False, soft_wrap=True)
 
 
+@app.command("compare")
+def compare_command(
+    study_a: Annotated[Path, typer.Argument(help="Study folder A, e.g. results/digits.")],
+    study_b: Annotated[Path, typer.Argument(help="Study folder B, compared with A.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output HTML file (default STUDY_A/compare-<name of B>.html)."),
+    ] = None,
+) -> None:
+    """Set two studies' confirm-phase metrics side by side (arms matched by name): mean and
+    95% CI per arm and study, B - A with its CI and tests, unconverged runs marked, and the
+    study settings that differ. Prints a text summary and writes one HTML page."""
+    from sweep.files import atomic_write_bytes
+    from sweep.report.compare import compare_studies, default_out, format_text
+    from sweep.report.data import NotAStudyFolderError
+    from sweep.report.html import render_comparison
+
+    try:
+        comparison = compare_studies(study_a, study_b)
+    except NotAStudyFolderError as error:
+        _fail(str(error))
+    path = out if out is not None else default_out(comparison)
+    try:
+        page = render_comparison(comparison)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, page.encode("utf-8"))
+    except OSError as error:
+        _fail(f"comparison not written: {error}", code=1)
+    sys.stdout.write(format_text(comparison))
+    stdout.print(f"compare: {path}", highlight=False, soft_wrap=True, markup=False)
+
+
 @app.command("summary")
 def summary_command(
     folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
