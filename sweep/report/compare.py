@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 
 from sweep.names import STUDY_FILE
 from sweep.report import figures
@@ -372,7 +373,7 @@ def default_out(comparison: StudyComparison) -> Path:
     return comparison.a.data.study_dir / f"compare-{name}.html"
 
 
-def compare_figure(comparison: StudyComparison):
+def compare_figure(comparison: StudyComparison) -> go.Figure:
     """The metrics of both studies per arm with their CIs (a Plotly figure)."""
     return figures.compare_figure(
         interval_frame(comparison),

@@ -21,10 +21,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sweep.files import TMP_PREFIX, fsync_dir
 from sweep.report.content import ReportContent, section_figures
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 FigureFormat = Literal["svg", "pdf", "png"]
 FORMATS: tuple[FigureFormat, ...] = ("svg", "pdf", "png")
@@ -69,7 +72,7 @@ def require_kaleido() -> None:
         raise FiguresUnavailableError(f"static figures need a browser for Kaleido: {_BROWSER}")
 
 
-def figure_files(content: ReportContent, fmt: FigureFormat) -> list[tuple[str, str, object]]:
+def figure_files(content: ReportContent, fmt: FigureFormat) -> list[tuple[str, str, go.Figure]]:
     """``(file name, section title, figure)`` of every figure of the report, in page order."""
     out = []
     for section in content.sections:

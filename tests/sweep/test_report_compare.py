@@ -28,10 +28,8 @@ HOSTILE = '<script>alert("x")</script>'
 
 
 def _study(folder: Path, *, name: str, arms: dict[str, SyntheticArm], seeds: int, seed: int):
-    return write_synthetic_study(
-        folder, arms=arms, n_search=3, n_seeds=seeds, n_epochs=8, artifacts=False, name=name,
-        seed=seed,
-    )  # fmt: skip
+    options = {"n_search": 3, "n_epochs": 8, "artifacts": False}
+    return write_synthetic_study(folder, arms=arms, n_seeds=seeds, name=name, seed=seed, **options)
 
 
 @pytest.fixture(scope="module")
