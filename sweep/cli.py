@@ -598,10 +598,11 @@ def compare_command(
     from sweep.report.compare import compare_studies, default_out, format_text
     from sweep.report.data import NotAStudyFolderError
     from sweep.report.html import render_comparison
+    from sweep.store import StoreError
 
     try:
         comparison = compare_studies(study_a, study_b)
-    except NotAStudyFolderError as error:
+    except (NotAStudyFolderError, StoreError) as error:
         _fail(str(error))
     path = out if out is not None else default_out(comparison)
     try:

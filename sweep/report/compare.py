@@ -1,14 +1,14 @@
 """Two studies side by side (``infovae-sweep compare A B``): the confirm-phase metrics of the
 arms they share, one HTML page and a text summary.
 
-Each study is read and analysed exactly as its own report does it (:func:`load_study_data`,
-:func:`~sweep.report.analysis.analyse`): per arm, the completed confirm runs of its best
-confirmed configuration, the mean with the same 95% percentile-bootstrap interval as the
-report's verdict, and convergence by the study's own rule. Arms are matched by name; for each
-shared arm, study B is compared with study A by :func:`sweep.report.aggregate.compare` (the
-verdict's difference CI, Welch and Mann-Whitney tests, on |x| for metrics whose goal is 0).
-Differences between the two study files (dataset, budget, settings) are listed, since they are
-what the comparison measures.
+Each study is read (:func:`read_study`: the spec as the report reads it, the trials through the
+store) and analysed as its own report does it (:func:`~sweep.report.analysis.analyse`): per
+arm, the completed confirm runs of its best confirmed configuration, the mean with the same 95%
+percentile-bootstrap interval as the report's verdict, and convergence by the study's own rule.
+Arms are matched by name; for each shared arm, study B is compared with study A by
+:func:`sweep.report.aggregate.compare` (the verdict's difference CI, Welch and Mann-Whitney
+tests, on |x| for metrics whose goal is 0). Differences between the two study files (dataset,
+budget, settings) are listed, since they are what the comparison measures.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,13 @@ from sweep.report.aggregate import (
     verdict_metrics,
 )
 from sweep.report.analysis import ArmConvergence, StudyAnalysis, analyse
-from sweep.report.data import StudyData, flatten_mapping, load_study_data
+from sweep.report.data import (
+    StudyData,
+    flatten_mapping,
+    load_study_data,
+    normalise_epochs,
+    normalise_trials,
+)
 
 #: Parts of the study file compared (name, description, storage and resources do not change
 #: the numbers).
@@ -140,9 +146,9 @@ def compare_studies(folder_a: Path, folder_b: Path) -> StudyComparison:
     """Read, analyse and set side by side two study folders.
 
     Raises :class:`~sweep.report.data.NotAStudyFolderError` naming a folder without
-    ``study.yaml``.
+    ``study.yaml`` and :class:`~sweep.store.StoreError` naming a damaged results file.
     """
-    data_a, data_b = load_study_data(Path(folder_a)), load_study_data(Path(folder_b))
+    data_a, data_b = read_study(Path(folder_a)), read_study(Path(folder_b))
     a, b = StudySide("A", data_a, analyse(data_a)), StudySide("B", data_b, analyse(data_b))
     shared = tuple(arm for arm in a.arms if arm in b.arms)
     only_a = tuple(arm for arm in a.arms if arm not in b.arms)
@@ -171,6 +177,20 @@ def compare_studies(folder_a: Path, folder_b: Path) -> StudyComparison:
 
 
 # --------------------------------------------------------------------------- study files
+
+
+def read_study(folder: Path) -> StudyData:
+    """The study as its report reads it (:func:`load_study_data`: the spec, warnings), with the
+    trials and epochs read through :class:`~sweep.store.ResultsStore`, so that trials recorded
+    since the last compaction (``.parts/``) count too and a damaged file is an error naming it.
+    """
+    from sweep.store import ResultsStore
+
+    data = load_study_data(folder)
+    store = ResultsStore.open(folder)
+    return replace(
+        data, trials=normalise_trials(store.trials()), epochs=normalise_epochs(store.epochs())
+    )
 
 
 def _spec_mapping(data: StudyData) -> tuple[Mapping[str, Any], bool]:

@@ -227,3 +227,14 @@ def test_a_study_without_confirm_runs_shows_nothing_measured(studies, tmp_path) 
     assert row.b.n == 0 and math.isnan(row.b.estimate)
     assert "B has no completed confirm runs" in format_text(result)
     assert np.isfinite(row.a.estimate)
+
+
+def test_a_damaged_results_file_exits_2_naming_it_and_writes_nothing(studies, tmp_path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(studies[1], broken)
+    (broken / "trials.parquet").write_bytes(b"PAR1 not really parquet")
+    out = tmp_path / "c.html"
+    result = runner.invoke(app, ["compare", str(studies[0]), str(broken), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "trials.parquet" in result.output
+    assert not out.exists()
