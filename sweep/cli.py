@@ -594,7 +594,7 @@ def compare_command(
     """Set two studies' confirm-phase metrics side by side (arms matched by name): mean and
     95% CI per arm and study, B - A with its CI and tests, unconverged runs marked, and the
     study settings that differ. Prints a text summary and writes one HTML page."""
-    from sweep.files import atomic_write_bytes
+    from sweep.files import atomic_write_text
     from sweep.report.compare import compare_studies, default_out, format_text
     from sweep.report.data import NotAStudyFolderError
     from sweep.report.html import render_comparison
@@ -608,7 +608,7 @@ def compare_command(
     try:
         page = render_comparison(comparison)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, page.encode("utf-8"))
+        atomic_write_text(path, page)
     except OSError as error:
         _fail(f"comparison not written: {error}", code=1)
     sys.stdout.write(format_text(comparison))
