@@ -96,7 +96,10 @@ def _root(
 
 
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    # escaped: a message quoting a path or an option such as 'pkg[extra]' is shown as written
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -404,6 +407,14 @@ def _write_report(folder: Path, partial: bool) -> Path | None:
     return path
 
 
+class FigureFormatChoice(str, Enum):
+    """The formats of :mod:`sweep.report.static` (kept here so the CLI starts without Plotly)."""
+
+    svg = "svg"
+    pdf = "pdf"
+    png = "png"
+
+
 @app.command()
 def report(
     folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
@@ -413,18 +424,45 @@ def report(
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the report in the browser.")
     ] = False,
+    figures: Annotated[
+        FigureFormatChoice | None,
+        typer.Option(
+            "--figures",
+            help="Also write every figure as a file under FOLDER/figures/ (needs the "
+            "'figures' extra: Kaleido and Chrome or Chromium).",
+        ),
+    ] = None,
 ) -> None:
     """Write the study's self-contained HTML report (partial while the study runs)."""
-    from sweep.report import build_report
+    from sweep.names import FIGURES_DIR, REPORT_FILE
+    from sweep.report import build_content, load_study_data
+    from sweep.report.build import write_report
+    from sweep.report.static import FiguresUnavailableError, require_kaleido, write_figures
     from sweep.store import LOCK_FILE, STUDY_FILE, is_study_folder
 
     if not is_study_folder(folder):
         _fail(f"{folder}: not a study folder (no {STUDY_FILE})")
+    if figures is not None:
+        try:
+            require_kaleido()  # before anything is written
+        except FiguresUnavailableError as error:
+            _fail(str(error))
     running = _is_running(folder / LOCK_FILE)
     try:
-        path = build_report(folder, out=out, partial=running)
-    except (OSError, ValueError) as error:
+        content = build_content(load_study_data(folder), partial=running)
+        written = []
+        if figures is not None:
+            written = write_figures(content, folder / FIGURES_DIR, figures.value)
+        path = write_report(content, out if out is not None else folder / REPORT_FILE)
+    except FiguresUnavailableError as error:
+        _fail(str(error))
+    except (OSError, ValueError, RuntimeError) as error:
         _fail(str(error), code=1)
+    for figure in written:
+        line = f"{figure.path}  ({figure.section}: {figure.title})"
+        stdout.print(line, highlight=False, soft_wrap=True, markup=False)
+    if figures is not None:
+        stdout.print(f"figures: {len(written)} {figures.value} file(s)", highlight=False)
     stdout.print(f"report: {path}" + (" (partial: the study is still running)" if running else ""))
     if open_browser:
         import webbrowser
@@ -542,6 +580,39 @@ def export_command(
         _fail(f"export not written: {error}", code=1)
     for path in paths:
         stdout.print(str(path), highlight=False, soft_wrap=True)
+
+
+@app.command("compare")
+def compare_command(
+    study_a: Annotated[Path, typer.Argument(help="Study folder A, e.g. results/digits.")],
+    study_b: Annotated[Path, typer.Argument(help="Study folder B, compared with A.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output HTML file (default STUDY_A/compare-<name of B>.html)."),
+    ] = None,
+) -> None:
+    """Set two studies' confirm-phase metrics side by side (arms matched by name): mean and
+    95% CI per arm and study, B - A with its CI and tests, unconverged runs marked, and the
+    study settings that differ. Prints a text summary and writes one HTML page."""
+    from sweep.files import atomic_write_text
+    from sweep.report.compare import compare_studies, default_out, format_text
+    from sweep.report.data import NotAStudyFolderError
+    from sweep.report.html import render_comparison
+    from sweep.store import StoreError
+
+    try:
+        comparison = compare_studies(study_a, study_b)
+    except (NotAStudyFolderError, StoreError) as error:
+        _fail(str(error))
+    path = out if out is not None else default_out(comparison)
+    try:
+        page = render_comparison(comparison)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, page)
+    except OSError as error:
+        _fail(f"comparison not written: {error}", code=1)
+    sys.stdout.write(format_text(comparison))
+    stdout.print(f"compare: {path}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command("summary")

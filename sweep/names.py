@@ -24,6 +24,7 @@ __all__ = [
     "ERROR",
     "EVAL_SECONDS",
     "FAILED",
+    "FIGURES_DIR",
     "HOST",
     "LOCK_FILE",
     "METRIC",
@@ -69,6 +70,8 @@ OPTUNA_FILE = "optuna.db"
 #: ``artifacts/<trial_id>/``: latents and image grids of a completed trial, for the report.
 ARTIFACTS_DIR = "artifacts"
 REPORT_FILE = "report.html"
+#: ``figures/``: the report's figures as SVG, PDF or PNG files (``report --figures``).
+FIGURES_DIR = "figures"
 #: Ray Tune's storage path inside the study folder when no shared storage is given.
 RAY_DIR = "ray"
 

@@ -22,6 +22,7 @@ import pandas as pd
 from infovae_core.config import TRAIN_SPLIT_SIZES
 from sweep.convergence import describe_rule, trial_convergence
 from sweep.files import atomic_write_text
+from sweep.names import REPORT_FILE
 from sweep.report import figures
 from sweep.report.aggregate import (
     best_trial,
@@ -82,7 +83,7 @@ _LIBRARIES = (
 _HEADLINE_METRICS = ("mmd", "mutual_info", "nll_iwae")
 _TERM_ORDER = {"loss": 0, "recon": 1, "kl": 2, "divergence": 3, "elbo": 4}
 
-__all__ = ["NotAStudyFolderError", "build_report", "build_content"]
+__all__ = ["NotAStudyFolderError", "build_report", "build_content", "write_report"]
 
 
 def build_report(study_dir: Path, out: Path | None = None, partial: bool = False) -> Path:
@@ -95,8 +96,14 @@ def build_report(study_dir: Path, out: Path | None = None, partial: bool = False
     without ``study.yaml``.
     """
     study_dir = Path(study_dir)
-    out = Path(out) if out is not None else study_dir / "report.html"
-    content = build_content(load_study_data(study_dir), partial=partial)
+    out = Path(out) if out is not None else study_dir / REPORT_FILE
+    return write_report(build_content(load_study_data(study_dir), partial=partial), out)
+
+
+def write_report(content: ReportContent, out: Path) -> Path:
+    """Render ``content`` as the HTML page and write it to ``out`` atomically (a temporary file
+    beside it, renamed over it); returns ``out``."""
+    out = Path(out)
     page = render_report(content)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, page)
