@@ -91,7 +91,8 @@ def mirror_uri(storage: str, study: str) -> str:
 def split_study_uri(uri: str) -> tuple[str, str]:
     """``(storage, study)`` of ``<storage>/<study>``."""
     storage, _, study = uri.rstrip("/").rpartition("/")
-    if not study or storage.endswith(":/") or storage.endswith(":"):
+    scheme, _, rest = storage.partition("://")
+    if not study or not scheme or not rest.strip("/") and not storage.startswith("file:///"):
         raise MirrorError(f"{uri}: expected <storage URI>/<study>, e.g. s3://bucket/path/digits")
     return storage, study
 
