@@ -61,7 +61,8 @@ def test_a_uri_that_holds_no_study_exits_2(command, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bucket" / "nothing").mkdir(parents=True)
     uri = f"{(tmp_path / 'bucket').as_uri()}/nothing"
-    result = runner.invoke(app, [command, uri, *(["--results", "r"] if command == "resume" else [])])
+    extra = ["--results", "r"] if command == "resume" else []
+    result = runner.invoke(app, [command, uri, *extra])
     assert result.exit_code == 2, result.output
     assert "not a study" in result.output
     assert not (tmp_path / "r").exists() and not list(tmp_path.glob("nothing*"))

@@ -107,7 +107,7 @@ def test_resume_from_the_uri_into_a_fresh_folder_repeats_nothing(mirrored_run, t
 
 
 def test_driver_killed_mid_study_resumes_from_the_uri_on_a_fresh_folder(tmp_path):
-    study = write_study(tmp_path, "killed", trials=3, seeds=1, epochs=2)
+    study = write_study(tmp_path, "killed", trials=2, seeds=1, epochs=2)
     bucket = tmp_path / "bucket"
     mirror = bucket / "killed"
     args = ["run", str(study), "--results", str(tmp_path / "first"), "--storage", bucket.as_uri()]

@@ -7,7 +7,6 @@ import pytest
 
 from sweep import names
 from sweep.searcher import ArmSearch
-from sweep.trainable import STATUS_KEY
 from sweep.storages import (
     JOURNAL,
     SQLITE,
@@ -19,6 +18,7 @@ from sweep.storages import (
     read_record,
     write_record,
 )
+from sweep.trainable import STATUS_KEY
 
 METRICS = ["metric.mmd", "metric.nll_iwae"]
 
