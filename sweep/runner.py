@@ -893,7 +893,7 @@ def _mirror_listener(mirror: StudyMirror) -> Callable[[StudyEvents], None]:
         seen[0] = recorded
         try:
             mirror.sync(force=recorded == 0)
-        except OSError as error:
+        except (OSError, ValueError) as error:  # pyarrow's errors; the study goes on
             logging.getLogger(__name__).warning("mirror %s: copy failed: %s", mirror.uri, error)
 
     return on_change
