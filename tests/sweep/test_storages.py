@@ -120,3 +120,38 @@ def test_a_reader_gets_none_when_the_storage_file_is_missing(tmp_path):
     write_record(tmp_path, StorageRecord(storage=None, optuna_storage=JOURNAL))
     assert open_optuna_storage(tmp_path, read_only=True) is None
     assert not (tmp_path / names.OPTUNA_JOURNAL_FILE).exists()
+
+
+def test_report_reads_importances_from_a_journal_storage(tmp_path):
+    from sweep.report.build import _importance_blocks
+    from sweep.report.data import load_study_data
+    from sweep.report.synthetic import write_synthetic_study
+
+    folder = write_synthetic_study(tmp_path / "syn", n_search=6, n_seeds=1, optuna_db=True)
+    write_record(folder, StorageRecord(storage=None, optuna_storage=JOURNAL))
+    journal = open_optuna_storage(folder)
+    for arm in ("elbo", "infovae"):
+        optuna.copy_study(
+            from_study_name=arm,
+            from_storage=f"sqlite:///{folder / names.OPTUNA_FILE}",
+            to_storage=journal,
+        )
+    (folder / names.OPTUNA_FILE).unlink()
+    blocks = _importance_blocks(load_study_data(folder))
+    assert [type(b).__name__ for b in blocks][0] == "FigureBlock"
+
+
+def test_run_refuses_a_database_it_cannot_open_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from sweep.cli import app
+    from tests.sweep.studies import write_study
+
+    study = write_study(tmp_path, "db", trials=1, seeds=0, epochs=1)
+    url = f"sqlite:///{tmp_path / 'no-such-folder' / 'optuna.db'}"
+    result = CliRunner().invoke(
+        app, ["run", str(study), "--results", str(tmp_path / "r"), "--optuna-storage", url]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--optuna-storage: cannot open" in result.output
+    assert not (tmp_path / "r").exists()
