@@ -480,7 +480,7 @@ def _run(
     if outcome.mirror is not None:
         try:
             outcome.mirror.sync(force=True)
-        except OSError as error:
+        except (OSError, ValueError) as error:  # pyarrow's errors; the study folder is whole
             console.print(f"[yellow]mirror {outcome.mirror.uri} not updated: {error}[/]")
         else:
             console.print(f"mirror: {outcome.mirror.uri}", highlight=False)

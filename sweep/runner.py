@@ -11,9 +11,9 @@ Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it
    (:mod:`sweep.searcher`, Optuna's public ask/tell with the arm's seeded sampler and the
    study's Optuna storage, :mod:`sweep.storages`: ``optuna.db`` by default, one Optuna study
    per arm, named after it), at most ``max_concurrent`` at a time, ASHA early stopping when
-   configured. A suggestion whose full
-   TrialConfig (seed included) equals a completed search trial's is not trained: it is
-   recorded as a copy (``copy_of``) and Optuna is told the original's values.
+   configured. A suggestion whose full TrialConfig (seed included) equals a completed search
+   trial's is not trained: it is recorded as a copy (``copy_of``) and Optuna is told the
+   original's values.
 5. For each arm, the confirm phase: the best ``confirm.top_k`` completed search trials are
    trained again with each confirm seed.
 6. Every trial is recorded in the Parquet store by the driver as it finishes (a Tune callback),
@@ -755,7 +755,7 @@ def run_study(
     store = ResultsStore.open(folder) if resume else None
     concurrency = max_concurrent or spec.search.max_concurrent
     events = StudyEvents(spec=spec, listeners=list(listeners or []))
-    record = read_record(folder) if resume else None
+    record = _read_record(folder) if resume else None
     storage = storage or (record.storage if record is not None else None) or spec.storage
     optuna_choice = _optuna_choice(folder, record, optuna_storage, resume)
     mirror = _open_mirror(folder, storage, spec.name, resume)
@@ -807,11 +807,10 @@ def run_study(
             store.reload()
             counts = store.trials()["status"].value_counts().to_dict() if len(store) else {}
         if mirror is not None:  # after the lock's release folded the part files in
-            mirror.sync(force=True)
+            _final_sync(mirror)
     except KeyboardInterrupt:
         if mirror is not None:
-            with contextlib.suppress(OSError):
-                mirror.sync(force=True)
+            _final_sync(mirror)
         raise StudyInterrupted(
             f"interrupted; finished trials are recorded in {folder}. "
             f"Continue with: infovae-sweep resume {folder}"
@@ -822,6 +821,21 @@ def run_study(
     return RunOutcome(
         folder=folder, counts=counts, seconds=time.monotonic() - events.started, mirror=mirror
     )
+
+
+def _read_record(folder: Path) -> StorageRecord | None:
+    try:
+        return read_record(folder)
+    except OptunaStorageError as error:
+        raise StorageError(str(error)) from None
+
+
+def _final_sync(mirror: StudyMirror) -> None:
+    """The last copy of a run; a failure is logged (the study folder itself is complete)."""
+    try:
+        mirror.sync(force=True)
+    except (OSError, ValueError) as error:
+        logging.getLogger(__name__).warning("mirror %s: copy failed: %s", mirror.uri, error)
 
 
 def _optuna_choice(
