@@ -16,13 +16,14 @@ What a sync copies, and in which order:
   (recorded in ``.mirror.json``, which :func:`pull` also writes, so a resumed driver does not
   copy the study again); and at most one sync per ``MIRROR_SPACING`` times the duration of
   the last one (the final sync always runs), so mirroring takes a bounded share of a study;
-* artefacts first, then the part files (each trial's epochs part before its trials part,
-  which commits the trial), then the main Parquet files, then the Optuna storage and the rest;
+* the Optuna storage first, then the artefacts, then the part files (each trial's epochs part
+  before its trials part, which commits the trial), then the main Parquet files and the rest;
   files gone from the study folder (part files folded into the main files) are deleted from
   the mirror last. Whatever moment a copy stops, the mirror holds each recorded trial's rows
-  at most once (readers skip part files at or below the main files' ``parts_through``) and
-  the Optuna storage never knows fewer trials than the Parquet files record, except trials
-  that the resumed driver then fails and does not run again (see :mod:`sweep.runner`).
+  at most once (readers skip part files at or below the main files' ``parts_through``), and
+  its Optuna storage knows every trial that its Parquet files record: a resumed search never
+  asks Optuna for a trial number (and so a trial id) that is already recorded. A trial that
+  Optuna knows and the Parquet files do not is run again under a new number on resume.
 
 No file in the mirror is ever half-written: on a file system with renames (local, NFS,
 HDFS) a file is written to a temp name (``.tmp-<name>.<random>.partial``, as
@@ -120,19 +121,21 @@ def _mirrored(rel: str) -> bool:
 
 
 def _rank(rel: str) -> tuple[int, str]:
-    """Copy order: artefacts, epochs parts, trials parts, main files, the rest."""
+    """Copy order: Optuna storage, artefacts, epochs parts, trials parts, main files, the rest."""
     parts = PurePosixPath(rel).parts
-    if parts[0] == names.ARTIFACTS_DIR:
+    if rel in (names.OPTUNA_FILE, names.OPTUNA_JOURNAL_FILE):
         return 0, rel
+    if parts[0] == names.ARTIFACTS_DIR:
+        return 1, rel
     if parts[0] == names.PARTS_DIR:
         # epochs-<seq> before trials-<seq>: a trials part commits its trial.
         kind, _, seq = parts[-1].partition("-")
-        return (1 if kind == "epochs" else 2), f"{seq}{kind}"
+        return (2 if kind == "epochs" else 3), f"{seq}{kind}"
     if rel == names.EPOCHS_FILE:
-        return 3, rel
-    if rel == names.TRIALS_FILE:
         return 4, rel
-    return 5, rel
+    if rel == names.TRIALS_FILE:
+        return 5, rel
+    return 6, rel
 
 
 def _local_files(folder: Path) -> dict[str, Path]:
