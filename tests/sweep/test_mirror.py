@@ -185,3 +185,22 @@ def test_a_study_uri_splits_into_storage_and_study():
     assert split_study_uri("s3://bucket/path/digits/") == ("s3://bucket/path", "digits")
     with pytest.raises(ValueError, match="<storage URI>/<study>"):
         split_study_uri("s3://")
+
+
+def test_copy_order_puts_optuna_first_and_each_trials_part_after_its_epochs(
+    study, bucket, monkeypatch
+):
+    order: list[str] = []
+    upload = StudyMirror._upload
+
+    def spy(self, rel, path):
+        order.append(rel)
+        return upload(self, rel, path)
+
+    monkeypatch.setattr(StudyMirror, "_upload", spy)
+    _record_extra_trial(study)
+    StudyMirror(study, _uri(bucket)).sync(force=True)
+    assert order[0] == names.OPTUNA_FILE
+    parts = [rel for rel in order if rel.startswith(names.PARTS_DIR)]
+    assert [rel.split("/")[1].split("-")[0] for rel in parts] == ["epochs", "trials"]
+    assert order.index(parts[-1]) < order.index(names.TRIALS_FILE)
