@@ -6,8 +6,10 @@ Heavy imports (Ray, Optuna, Plotly) happen inside the commands that need them, s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -320,6 +322,15 @@ StorageOption = Annotated[
         "(default: the study's `storage`, else the study folder).",
     ),
 ]
+OptunaStorageOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Optuna storage: sqlite (optuna.db in the study folder, the default), journal "
+        "(optuna.journal in the study folder, for a shared mount) or a database URL "
+        "(postgresql://..., mysql://..., sqlite:///...). Recorded in the study folder; resume "
+        "reopens it.",
+    ),
+]
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show Ray's own logs and tables.")
 ]
@@ -332,25 +343,58 @@ def run(
     address: AddressOption = None,
     max_concurrent: ConcurrencyOption = None,
     storage: StorageOption = None,
+    optuna_storage: OptunaStorageOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Run a study: Optuna search through Ray Tune trials, then the confirm phase."""
+    """Run a study: Optuna search through Ray Tune trials, then the confirm phase.
+
+    With a storage URI (--storage s3://..., gs://..., file:///...) the study folder is mirrored
+    to <storage>/<study>/ as trials finish."""
     spec = _load_spec(study)
-    _run(spec, results / spec.name, address, max_concurrent, storage, verbose, resume=False)
+    _run(
+        spec,
+        results / spec.name,
+        address,
+        max_concurrent,
+        storage,
+        verbose,
+        resume=False,
+        optuna_storage=optuna_storage,
+    )
 
 
 @app.command()
 def resume(
-    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    where: Annotated[
+        str,
+        typer.Argument(
+            metavar="FOLDER",
+            help="Study folder, e.g. results/digits, or its mirror <storage URI>/<study>, "
+            "e.g. s3://bucket/path/digits.",
+        ),
+    ],
+    results: Annotated[
+        Path,
+        typer.Option(
+            "--results", help="Results root folder to pull a mirrored study into (URI only)."
+        ),
+    ] = Path("results"),
     address: AddressOption = None,
     max_concurrent: ConcurrencyOption = None,
     storage: StorageOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Continue an interrupted study: finished trials are kept, interrupted ones run again."""
+    """Continue an interrupted study: finished trials are kept, interrupted ones run again.
+
+    From a URI, the mirrored study folder is first pulled into RESULTS/<study> (which must not
+    hold a study yet), then the study continues there and keeps mirroring to the URI."""
     from sweep.spec import StudySpec, StudySpecError
     from sweep.store import STUDY_FILE, is_study_folder
 
+    if _is_uri(where):
+        folder, storage = _pull_for_resume(where, results, storage)
+    else:
+        folder = Path(where)
     if not is_study_folder(folder):
         _fail(f"{folder}: not a study folder (no {STUDY_FILE}); give results/<study>")
     try:
@@ -362,7 +406,49 @@ def resume(
     _run(spec, folder, address, max_concurrent, storage, verbose, resume=True)
 
 
-def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, resume: bool) -> None:
+def _is_uri(where: str | Path) -> bool:
+    from sweep.mirror import is_uri
+
+    return is_uri(str(where))
+
+
+def _pull_for_resume(uri: str, results: Path, storage: str | None) -> tuple[Path, str]:
+    """Pull the study mirrored at ``uri`` into ``results/<study>``; the storage to resume with
+    (``--storage``, else the URI's parent)."""
+    from sweep.mirror import MirrorError, pull, split_study_uri
+
+    try:
+        parent, study = split_study_uri(uri)
+    except MirrorError as error:
+        _fail(str(error))
+    folder = results / study
+    if folder.exists() and any(folder.iterdir()):
+        _fail(
+            f"{folder} already exists: resume that folder (infovae-sweep resume {folder}; it "
+            f"mirrors to the same storage), or pull into a fresh folder with --results"
+        )
+    try:
+        count = pull(uri, folder)
+    except MirrorError as error:
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"{uri}: cannot be read ({error})", code=1)
+    console.print(f"pulled {count} files from {uri} into {folder}", highlight=False)
+    return folder, storage or parent
+
+
+def _run(
+    spec,
+    folder: Path,
+    address,
+    max_concurrent,
+    storage,
+    verbose: bool,
+    resume: bool,
+    optuna_storage: str | None = None,
+) -> None:
     from infovae_core.data import DataError
     from sweep.progress import LiveView
     from sweep.runner import StorageError, StudyInterrupted, run_study
@@ -379,6 +465,7 @@ def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, re
                 verbose=verbose,
                 resume=resume,
                 storage=storage,
+                optuna_storage=optuna_storage,
                 listeners=[view.update],
             )
     except StudyInterrupted as error:
@@ -393,6 +480,13 @@ def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, re
         highlight=False,
     )
     _write_report(folder, partial=False)
+    if outcome.mirror is not None:
+        try:
+            outcome.mirror.sync(force=True)
+        except (OSError, ValueError) as error:  # pyarrow's errors; the study folder is whole
+            console.print(f"[yellow]mirror {outcome.mirror.uri} not updated: {error}[/]")
+        else:
+            console.print(f"mirror: {outcome.mirror.uri}", highlight=False)
 
 
 def _write_report(folder: Path, partial: bool) -> Path | None:
@@ -415,11 +509,48 @@ class FigureFormatChoice(str, Enum):
     png = "png"
 
 
+StudyArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="FOLDER",
+        help="Study folder, e.g. results/digits, or its mirror <storage URI>/<study> "
+        "(read through a temporary copy).",
+    ),
+]
+
+
+@contextlib.contextmanager
+def _readable(where: str, *, artifacts: bool = False) -> Iterator[Path]:
+    """The study folder to read: ``where`` itself, or a temporary copy pulled from a mirror
+    URI (removed on exit; a URI that holds no study exits 2)."""
+    if not _is_uri(where):
+        yield Path(where)
+        return
+    from sweep.mirror import MirrorError, pulled
+
+    with contextlib.ExitStack() as stack:
+        try:
+            folder = stack.enter_context(pulled(where, artifacts=artifacts))
+        except MirrorError as error:
+            _fail(str(error))
+        except OSError as error:
+            _fail(f"{where}: cannot be read ({error})", code=1)
+        yield folder
+
+
+def _default_out(where: str, suffix: str) -> Path | None:
+    """Outputs that default to the study folder go to ./<study><suffix> for a mirror URI."""
+    return Path(f"{where.rstrip('/').rpartition('/')[2]}{suffix}") if _is_uri(where) else None
+
+
 @app.command()
 def report(
-    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    where: StudyArgument,
     out: Annotated[
-        Path | None, typer.Option(help="Output HTML file (default FOLDER/report.html).")
+        Path | None,
+        typer.Option(
+            help="Output HTML file (default FOLDER/report.html; for a URI ./<study>-report.html)."
+        ),
     ] = None,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the report in the browser.")
@@ -440,24 +571,28 @@ def report(
     from sweep.report.static import FiguresUnavailableError, require_kaleido, write_figures
     from sweep.store import LOCK_FILE, STUDY_FILE, is_study_folder
 
-    if not is_study_folder(folder):
-        _fail(f"{folder}: not a study folder (no {STUDY_FILE})")
-    if figures is not None:
+    out = out or _default_out(where, "-report.html")
+    with _readable(where, artifacts=True) as folder:
+        if not is_study_folder(folder):
+            _fail(f"{folder}: not a study folder (no {STUDY_FILE})")
+        if figures is not None:
+            try:
+                require_kaleido()  # before anything is written
+            except FiguresUnavailableError as error:
+                _fail(str(error))
+        # A mirror is read through a temporary copy: its figures go to ./<study>-figures/.
+        figures_dir = _default_out(where, "-figures") or folder / FIGURES_DIR
+        running = _is_running(folder / LOCK_FILE)
         try:
-            require_kaleido()  # before anything is written
+            content = build_content(load_study_data(folder), partial=running)
+            written = []
+            if figures is not None:
+                written = write_figures(content, figures_dir, figures.value)
+            path = write_report(content, out if out is not None else folder / REPORT_FILE)
         except FiguresUnavailableError as error:
             _fail(str(error))
-    running = _is_running(folder / LOCK_FILE)
-    try:
-        content = build_content(load_study_data(folder), partial=running)
-        written = []
-        if figures is not None:
-            written = write_figures(content, folder / FIGURES_DIR, figures.value)
-        path = write_report(content, out if out is not None else folder / REPORT_FILE)
-    except FiguresUnavailableError as error:
-        _fail(str(error))
-    except (OSError, ValueError, RuntimeError) as error:
-        _fail(str(error), code=1)
+        except (OSError, ValueError, RuntimeError) as error:
+            _fail(str(error), code=1)
     for figure in written:
         line = f"{figure.path}  ({figure.section}: {figure.title})"
         stdout.print(line, highlight=False, soft_wrap=True, markup=False)
@@ -487,19 +622,41 @@ def _is_running(lock_path: Path) -> bool:
 
 @app.command("ls")
 def list_command(
-    results: Annotated[Path, typer.Argument(help="Results root folder.")] = Path("results"),
+    where: Annotated[
+        str,
+        typer.Argument(
+            metavar="RESULTS",
+            help="Results root folder, or a storage URI that studies are mirrored under.",
+        ),
+    ] = "results",
 ) -> None:
     """List the studies under a results folder: trials by status, best value per arm."""
+    if _is_uri(where):
+        from sweep.mirror import MirrorError, pulled_root
+
+        with contextlib.ExitStack() as stack:
+            try:
+                root = stack.enter_context(pulled_root(where))
+            except MirrorError as error:
+                _fail(str(error))
+            except OSError as error:
+                _fail(f"{where}: cannot be read ({error})", code=1)
+            _list_studies(root, where)
+        return
+    if not Path(where).is_dir():
+        _fail(f"{where}: no such results folder")
+    _list_studies(Path(where), where)
+
+
+def _list_studies(results: Path, title: str) -> None:
     from sweep.leaderboard import best_per_arm
     from sweep.store import list_studies
 
-    if not results.is_dir():
-        _fail(f"{results}: no such results folder")
     studies = list_studies(results)
     if not studies:
-        stdout.print(f"no studies under {results}")
+        stdout.print(f"no studies under {title}")
         return
-    table = Table(title=f"studies under {results}")
+    table = Table(title=f"studies under {title}")
     for column in ("study", "trials", "completed", "failed", "stopped", "best per arm"):
         table.add_column(column)
     for summary in studies:
@@ -520,11 +677,16 @@ def list_command(
 
 @app.command()
 def show(
-    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    where: StudyArgument,
     top: Annotated[int, typer.Option(min=1, help="Trials shown per arm.")] = 5,
 ) -> None:
     """Print the leaderboard of each arm (best completed trials by the study's objective) with
     each trial's convergence and, per arm, how many trials converged in each phase."""
+    with _readable(where) as folder:
+        _show(folder, top)
+
+
+def _show(folder: Path, top: int) -> None:
     from sweep.leaderboard import convergence_rule, leaderboards
     from sweep.store import StoreError
 
@@ -555,7 +717,7 @@ class ExportFormatChoice(str, Enum):
 
 @app.command("export")
 def export_command(
-    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    where: StudyArgument,
     fmt: Annotated[
         ExportFormatChoice,
         typer.Option(
@@ -564,7 +726,10 @@ def export_command(
             "json (one document).",
         ),
     ] = ExportFormatChoice.csv,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default FOLDER/export).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (default FOLDER/export; for a URI ./<study>-export)."),
+    ] = None,
     top: Annotated[int, typer.Option(min=1, help="Trials per arm in the leaderboards.")] = 10,
 ) -> None:
     """Export the verdict, the claims and the per-arm leaderboards for a paper or notebook."""
@@ -572,12 +737,14 @@ def export_command(
     from sweep.report.data import NotAStudyFolderError
     from sweep.store import StoreError
 
-    try:
-        paths = export_study(folder, fmt.value, out=out, top=top)
-    except (NotAStudyFolderError, StoreError) as error:
-        _fail(str(error))
-    except OSError as error:
-        _fail(f"export not written: {error}", code=1)
+    out = out or _default_out(where, "-export")
+    with _readable(where) as folder:
+        try:
+            paths = export_study(folder, fmt.value, out=out, top=top)
+        except (NotAStudyFolderError, StoreError) as error:
+            _fail(str(error))
+        except OSError as error:
+            _fail(f"export not written: {error}", code=1)
     for path in paths:
         stdout.print(str(path), highlight=False, soft_wrap=True)
 
@@ -617,7 +784,7 @@ def compare_command(
 
 @app.command("summary")
 def summary_command(
-    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    where: StudyArgument,
     by: Annotated[
         list[str] | None,
         typer.Option(
@@ -639,10 +806,11 @@ def summary_command(
     from sweep.store import StoreError
     from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
 
-    try:
-        data = load_study_data(folder)
-    except (NotAStudyFolderError, StoreError) as error:
-        _fail(str(error))
+    with _readable(where) as folder:
+        try:
+            data = load_study_data(folder)
+        except (NotAStudyFolderError, StoreError) as error:
+            _fail(str(error))
     metrics = tuple(metric) if metric else DEFAULT_METRICS
     try:
         table = configuration_summary(

@@ -30,7 +30,9 @@ __all__ = [
     "METRIC",
     "METRIC_NAMES",
     "NODE_ID",
+    "MIRROR_STATE_FILE",
     "OPTUNA_FILE",
+    "OPTUNA_JOURNAL_FILE",
     "PARAM",
     "PARTS_DIR",
     "PHASE",
@@ -44,6 +46,7 @@ __all__ = [
     "STATUS",
     "STATUSES",
     "STOPPED",
+    "STORAGE_FILE",
     "STUDY",
     "STUDY_FILE",
     "TRAIN",
@@ -67,6 +70,12 @@ LOCK_FILE = ".lock"
 PARTS_DIR = ".parts"
 #: One Optuna study per arm, named after it.
 OPTUNA_FILE = "optuna.db"
+#: The same, as Optuna's file journal (``--optuna-storage journal``), for a shared mount.
+OPTUNA_JOURNAL_FILE = "optuna.journal"
+#: Where the study's storages are: Ray Tune's storage path or URI, the Optuna storage.
+STORAGE_FILE = "storage.yaml"
+#: The driver's record of what its mirror (``<storage URI>/<study>/``) holds; never mirrored.
+MIRROR_STATE_FILE = ".mirror.json"
 #: ``artifacts/<trial_id>/``: latents and image grids of a completed trial, for the report.
 ARTIFACTS_DIR = "artifacts"
 REPORT_FILE = "report.html"

@@ -9,15 +9,19 @@ Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it
    actors fetch it once per worker process.
 4. For each arm, in file order, the search phase: ``trials_per_arm`` trials sampled by Optuna
    (:mod:`sweep.searcher`, Optuna's public ask/tell with the arm's seeded sampler and the
-   study's SQLite storage ``optuna.db``, one Optuna study per arm, named after it), at most
-   ``max_concurrent`` at a time, ASHA early stopping when configured. A suggestion whose full
-   TrialConfig (seed included) equals a completed search trial's is not trained: it is
-   recorded as a copy (``copy_of``) and Optuna is told the original's values.
+   study's Optuna storage, :mod:`sweep.storages`: ``optuna.db`` by default, one Optuna study
+   per arm, named after it), at most ``max_concurrent`` at a time, ASHA early stopping when
+   configured. A suggestion whose full TrialConfig (seed included) equals a completed search
+   trial's is not trained: it is recorded as a copy (``copy_of``) and Optuna is told the
+   original's values.
 5. For each arm, the confirm phase: the best ``confirm.top_k`` completed search trials are
    trained again with each confirm seed.
 6. Every trial is recorded in the Parquet store by the driver as it finishes (a Tune callback),
    with its epochs and artefacts; a failed trial is recorded with its error and Optuna is told
    it failed.
+
+With a storage URI the study folder is mirrored to ``<storage>/<study>/`` as trials are
+recorded (:mod:`sweep.mirror`); ``resume`` from that URI pulls it into a fresh folder first.
 
 Resume: completed (and failed or stopped) trials are in the store and are never run
 again. Optuna trials still marked RUNNING belonged to trials interrupted with the driver: they
@@ -48,6 +52,7 @@ import pyarrow.compute as pc
 
 from sweep import names
 from sweep.files import atomic_write, atomic_write_bytes, fsync_dir
+from sweep.mirror import MirrorError, StudyMirror, mirror_uri
 from sweep.ranking import better, rank_trials
 from sweep.searcher import (
     ArmSearch,
@@ -57,6 +62,14 @@ from sweep.searcher import (
     recover_interrupted,
 )
 from sweep.spec import StudySpec
+from sweep.storages import (
+    OptunaStorageError,
+    StorageRecord,
+    check_optuna_storage,
+    open_optuna_storage,
+    read_record,
+    write_record,
+)
 from sweep.store import ResultsStore, json_columns
 from sweep.trainable import (
     ARTIFACT_PREFIX,
@@ -207,10 +220,6 @@ def _per_arm_scheduler_class() -> type:
             return "per-arm ASHA"
 
     return PerArmScheduler
-
-
-def optuna_storage_url(folder: Path) -> str:
-    return f"sqlite:///{(folder / OPTUNA_FILE).resolve()}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -524,8 +533,7 @@ def _run_search(run: _StudyRun) -> None:
     storage_path, data_refs, data_key = run.storage_path, run.data_refs, run.data_key
     max_concurrent, verbose = run.max_concurrent, run.verbose
 
-    url = optuna_storage_url(store.folder)
-    storage = _optuna_storage(url)
+    storage = open_optuna_storage(store.folder)  # as the folder's storage.yaml names it
     recorded = _recorded_by_arm(store, names.SEARCH)
     context = _context(spec, names.SEARCH, data_key)
     duplicates = _duplicate_index(run, context)
@@ -593,12 +601,6 @@ class _SeedPolicy:
 
     def __call__(self, index: int) -> int | None:
         return self.spec.search_seed(self.arm, index)
-
-
-def _optuna_storage(url: str):
-    import optuna
-
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
 
 
 def confirm_candidates(spec: StudySpec, store: ResultsStore, arm: str) -> list[dict[str, Any]]:
@@ -713,6 +715,9 @@ class RunOutcome:
     folder: Path
     counts: dict[str, int]
     seconds: float
+    #: The study folder's mirror under the storage URI (None without one); the CLI syncs it
+    #: again after writing the report.
+    mirror: StudyMirror | None = None
 
 
 @_tune_environment()  # Tune's variables for this run only, restored after it
@@ -725,16 +730,22 @@ def run_study(
     verbose: bool = False,
     resume: bool = False,
     storage: str | None = None,
+    optuna_storage: str | None = None,
     num_cpus: int | None = None,
     listeners: list[Callable[[StudyEvents], None]] | None = None,
 ) -> RunOutcome:
     """Run (or resume) ``spec`` into ``folder``; see the module docstring.
 
     ``storage`` overrides the study's ``storage`` (Ray Tune's storage path); the Parquet store
-    and the report are written by the driver into ``folder`` either way.
+    and the report are written by the driver into ``folder`` either way, and with a storage
+    URI the folder is mirrored to ``<storage>/<study>/`` (:mod:`sweep.mirror`).
+    ``optuna_storage``: ``sqlite`` (default), ``journal`` or an RDB URL (:mod:`sweep.storages`).
+    Both are recorded in the folder's ``storage.yaml``; ``resume`` reopens what it records
+    (an explicit ``storage`` still overrides Ray Tune's storage path and the mirror).
 
     Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished, and
-    :class:`StorageError` for a local storage path on a multi-node cluster (before any trial).
+    :class:`StorageError` for a local storage path on a multi-node cluster, an Optuna storage
+    that cannot be opened or a storage URI that cannot be used (before any trial).
     """
     import ray
 
@@ -744,7 +755,12 @@ def run_study(
     store = ResultsStore.open(folder) if resume else None
     concurrency = max_concurrent or spec.search.max_concurrent
     events = StudyEvents(spec=spec, listeners=list(listeners or []))
-    storage = storage or spec.storage
+    record = _read_record(folder) if resume else None
+    storage = storage or (record.storage if record is not None else None) or spec.storage
+    optuna_choice = _optuna_choice(folder, record, optuna_storage, resume)
+    mirror = _open_mirror(folder, storage, spec.name, resume)
+    if mirror is not None:
+        events.listeners.append(_mirror_listener(mirror))
     storage_path = storage or str((folder / names.RAY_DIR).resolve())
     started_ray = start_ray(address, verbose, num_cpus=num_cpus)
     _quiet_loggers(verbose)
@@ -757,6 +773,8 @@ def run_study(
         splits = load_dataset(data_config)
         if store is None:
             store = ResultsStore.create(folder, spec.to_yaml())
+        if record is None or record.storage != storage:
+            write_record(folder, StorageRecord(storage=storage, optuna_storage=optuna_choice))
         with store.lock():
             _count_recorded(spec, store, events)
             data_key = json.dumps(
@@ -788,7 +806,11 @@ def run_study(
                 )
             store.reload()
             counts = store.trials()["status"].value_counts().to_dict() if len(store) else {}
+        if mirror is not None:  # after the lock's release folded the part files in
+            _final_sync(mirror)
     except KeyboardInterrupt:
+        if mirror is not None:
+            _final_sync(mirror)
         raise StudyInterrupted(
             f"interrupted; finished trials are recorded in {folder}. "
             f"Continue with: infovae-sweep resume {folder}"
@@ -796,7 +818,99 @@ def run_study(
     finally:
         if started_ray:
             ray.shutdown()
-    return RunOutcome(folder=folder, counts=counts, seconds=time.monotonic() - events.started)
+    return RunOutcome(
+        folder=folder, counts=counts, seconds=time.monotonic() - events.started, mirror=mirror
+    )
+
+
+def _read_record(folder: Path) -> StorageRecord | None:
+    try:
+        return read_record(folder)
+    except OptunaStorageError as error:
+        raise StorageError(str(error)) from None
+
+
+def _final_sync(mirror: StudyMirror) -> None:
+    """The last copy of a run; a failure is logged (the study folder itself is complete)."""
+    try:
+        mirror.sync(force=True)
+    except (OSError, ValueError) as error:
+        logging.getLogger(__name__).warning("mirror %s: copy failed: %s", mirror.uri, error)
+
+
+def _optuna_choice(
+    folder: Path, record: StorageRecord | None, optuna_storage: str | None, resume: bool
+) -> str:
+    """The Optuna storage of this run: the recorded one on resume (a different explicit choice
+    is refused), else ``optuna_storage``, checked (an RDB URL is opened once) before anything
+    is written."""
+    try:
+        if resume:
+            recorded = record.optuna_storage if record is not None else check_optuna_storage(None)
+            if optuna_storage is not None and check_optuna_storage(optuna_storage) != recorded:
+                raise StorageError(
+                    f"--optuna-storage: the study in {folder} uses the Optuna storage "
+                    f"{recorded!r} (its {names.STORAGE_FILE}); resume reopens it"
+                )
+            return recorded
+        choice = check_optuna_storage(optuna_storage)
+    except OptunaStorageError as error:
+        raise StorageError(str(error)) from None
+    if "://" in choice:
+        import optuna
+
+        try:
+            optuna.storages.RDBStorage(choice).engine.dispose()
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy and drivers raise many types
+            raise StorageError(
+                f"--optuna-storage: cannot open {choice}: {type(error).__name__}: {error}"
+            ) from None
+    return choice
+
+
+def _open_mirror(folder: Path, storage: str | None, study: str, resume: bool):
+    """The study folder's mirror under a storage URI (None for a local storage path).
+
+    A new study is refused when the mirror already holds one of the same name: resume that one
+    from its URI, or choose another name or storage."""
+    if storage is None or "://" not in storage:
+        return None
+    uri = mirror_uri(storage, study)
+    try:
+        mirror = StudyMirror(folder, uri)
+        if mirror.is_same_folder():
+            return None
+        if not resume:
+            from pyarrow import fs
+
+            marker = mirror.fs.get_file_info(f"{mirror.root}/{names.STUDY_FILE}")
+            if marker.type == fs.FileType.File:
+                raise StorageError(
+                    f"storage: {uri} already holds a study named {study!r}. Continue it with "
+                    f"`infovae-sweep resume {uri}`, or give the study another name or "
+                    "another --storage"
+                )
+    except (MirrorError, OSError) as error:
+        raise StorageError(f"storage: {error}") from None
+    return mirror
+
+
+def _mirror_listener(mirror: StudyMirror) -> Callable[[StudyEvents], None]:
+    """Sync the mirror whenever a trial has been recorded (the listener runs on the driver's
+    Tune loop, as the recording does); a failed copy is logged and retried next time."""
+    seen: list[int] = [-1]
+
+    def on_change(events: StudyEvents) -> None:
+        recorded = sum(p.done + p.failed + p.stopped for p in events.arms.values())
+        if recorded == seen[0]:
+            return
+        seen[0] = recorded
+        try:
+            mirror.sync(force=recorded == 0)
+        except (OSError, ValueError) as error:  # pyarrow's errors; the study goes on
+            logging.getLogger(__name__).warning("mirror %s: copy failed: %s", mirror.uri, error)
+
+    return on_change
 
 
 def _count_recorded(spec: StudySpec, store: ResultsStore, events: StudyEvents) -> None:

@@ -5,8 +5,9 @@ scheduler stop as PRUNED, a metric read from the final result only) by reaching 
 private attributes, and those change between Ray releases. This module drives Optuna directly
 instead, with public calls only:
 
-* :class:`ArmSearch`: one arm's search, one Optuna study per arm in the study's ``optuna.db``
-  (named after the arm, ``load_if_exists`` so that a resumed search keeps its history),
+* :class:`ArmSearch`: one arm's search, one Optuna study per arm in the study's Optuna storage
+  (:mod:`sweep.storages`; named after the arm, ``load_if_exists`` so that a resumed search
+  keeps its history, its metric names set to the objectives for optuna-dashboard),
   ``Study.ask(fixed_distributions=...)`` for each suggestion and ``Study.tell`` for each outcome
   (single or several objectives);
 * :func:`arms_searcher`: the Ray Tune ``Searcher`` that interleaves the arms in one Tuner and
@@ -22,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -83,6 +85,11 @@ class ArmSearch:
             directions=list(directions),
             load_if_exists=True,
         )
+        if self.study.metric_names != self.metrics:
+            # The objectives' names, for optuna-dashboard and other readers of the storage.
+            with warnings.catch_warnings():  # public, marked experimental since Optuna 3.2
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(self.metrics)
         self._asked: dict[str, optuna.Trial] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any]:

@@ -315,29 +315,32 @@ def _hyperparameter_section(data: StudyData) -> Section:
 
 def _importance_blocks(data: StudyData) -> list[Block]:
     """fANOVA importances from the Optuna storage, one bar group per arm."""
-    path = data.study_dir / "optuna.db"
-    if not path.is_file():
-        return [
-            NoteBlock("Hyperparameter importance not available: no optuna.db in the study folder.")
-        ]
     try:
         import optuna
     except ImportError as exc:  # pragma: no cover - optuna is a dependency
         return [NoteBlock(f"Hyperparameter importance not available: {exc}")]
+    from sweep.storages import close_optuna_storage, open_optuna_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     notes: list[Block] = []
     rows: list[dict[str, object]] = []
     try:
-        # A reader: no table creation (never writes to the runner's database) and no schema
-        # migration check (saves importing Alembic).
-        storage = optuna.storages.RDBStorage(
-            f"sqlite:///{path}", skip_compatibility_check=True, skip_table_creation=True
-        )
+        # A reader (the study folder's storage.yaml names the storage; optuna.db by default):
+        # no table creation (never writes to the runner's database) and no schema migration
+        # check (saves importing Alembic).
+        storage = open_optuna_storage(data.study_dir, read_only=True)
     except Exception as exc:
         return [
             NoteBlock(
-                f"Hyperparameter importance not available: optuna.db could not be "
+                f"Hyperparameter importance not available: the Optuna storage could not be "
                 f"opened ({type(exc).__name__}: {exc})."
+            )
+        ]
+    if storage is None:
+        return [
+            NoteBlock(
+                "Hyperparameter importance not available: no optuna.db (nor the Optuna "
+                "journal that storage.yaml names) in the study folder."
             )
         ]
     try:
@@ -356,8 +359,7 @@ def _importance_blocks(data: StudyData) -> list[Block]:
             for param, value in importances.items():
                 rows.append({"arm": arm, "param": param, "importance": float(value)})
     finally:
-        storage.remove_session()
-        storage.engine.dispose()
+        close_optuna_storage(storage)
     blocks: list[Block] = []
     if rows:
         frame = pd.DataFrame(rows)
@@ -382,7 +384,7 @@ def _fanova(optuna: Any, storage: Any, arm: str) -> dict[str, float]:
     stored = optuna.load_study(study_name=arm, storage=storage)
     complete = stored.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:
-        raise ValueError(f"{len(complete)} completed trial(s) in optuna.db; need at least 2")
+        raise ValueError(f"{len(complete)} completed trial(s) in the Optuna study; need at least 2")
     if len(complete) > MAX_IMPORTANCE_TRIALS:
         keep = np.random.default_rng(0).choice(len(complete), MAX_IMPORTANCE_TRIALS, replace=False)
         complete = [complete[i] for i in sorted(keep)]
