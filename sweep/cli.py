@@ -323,6 +323,15 @@ StorageOption = Annotated[
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show Ray's own logs and tables.")
 ]
+LogToOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--log-to",
+        help="Also log every trial's settings, epoch terms and metrics to a tracker "
+        "(repeatable): mlflow[:URI], tensorboard[:DIR] (default FOLDER/tensorboard) or "
+        "wandb[:PROJECT] (default: the study's name).",
+    ),
+]
 
 
 @app.command()
@@ -333,10 +342,11 @@ def run(
     max_concurrent: ConcurrencyOption = None,
     storage: StorageOption = None,
     verbose: VerboseOption = False,
+    log_to: LogToOption = None,
 ) -> None:
     """Run a study: Optuna search through Ray Tune trials, then the confirm phase."""
     spec = _load_spec(study)
-    _run(spec, results / spec.name, address, max_concurrent, storage, verbose, resume=False)
+    _run(spec, results / spec.name, address, max_concurrent, storage, verbose, False, log_to)
 
 
 @app.command()
@@ -346,6 +356,7 @@ def resume(
     max_concurrent: ConcurrencyOption = None,
     storage: StorageOption = None,
     verbose: VerboseOption = False,
+    log_to: LogToOption = None,
 ) -> None:
     """Continue an interrupted study: finished trials are kept, interrupted ones run again."""
     from sweep.spec import StudySpec, StudySpecError
@@ -359,15 +370,22 @@ def resume(
         )
     except StudySpecError as error:
         _fail(str(error))
-    _run(spec, folder, address, max_concurrent, storage, verbose, resume=True)
+    _run(spec, folder, address, max_concurrent, storage, verbose, True, log_to)
 
 
-def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, resume: bool) -> None:
+def _run(
+    spec, folder: Path, address, max_concurrent, storage, verbose: bool, resume: bool, log_to
+) -> None:
     from infovae_core.data import DataError
     from sweep.progress import LiveView
     from sweep.runner import StorageError, StudyInterrupted, run_study
     from sweep.store import StoreError
+    from sweep.trackers import TrackerError, parse_tracker
 
+    try:
+        trackers = [parse_tracker(value) for value in log_to or ()]
+    except TrackerError as error:
+        _fail(str(error))
     view = LiveView(console)
     try:
         with view:
@@ -380,11 +398,12 @@ def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, re
                 resume=resume,
                 storage=storage,
                 listeners=[view.update],
+                trackers=trackers,
             )
     except StudyInterrupted as error:
         console.print(f"[yellow]{error}[/]", highlight=False)
         raise typer.Exit(130) from None
-    except (StoreError, DataError, StorageError) as error:
+    except (StoreError, DataError, StorageError, TrackerError) as error:
         _fail(str(error))
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
     console.print(

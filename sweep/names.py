@@ -46,6 +46,7 @@ __all__ = [
     "STOPPED",
     "STUDY",
     "STUDY_FILE",
+    "TENSORBOARD_DIR",
     "TRAIN",
     "TRAIN_SECONDS",
     "TRIALS_FILE",
@@ -74,6 +75,8 @@ REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 #: Ray Tune's storage path inside the study folder when no shared storage is given.
 RAY_DIR = "ray"
+#: ``--log-to tensorboard`` without a folder: event files under ``tensorboard/<phase>/<trial_id>/``.
+TENSORBOARD_DIR = "tensorboard"
 
 # ---- columns -----------------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,10 +54,12 @@ from sweep.searcher import (
     DuplicateIndex,
     FixedArm,
     arms_searcher,
+    confirm_recorder,
     recover_interrupted,
 )
 from sweep.spec import StudySpec
 from sweep.store import ResultsStore, json_columns
+from sweep.trackers import Tracker, check_trackers, tracker_callbacks
 from sweep.trainable import (
     ARTIFACT_PREFIX,
     ERROR_KEY,
@@ -458,13 +460,13 @@ def _write_artifacts(folder: Path, trial_id: str, result: dict[str, Any]) -> Non
 # Phases
 
 
-def _run_config(storage_path: str, name: str, callback, verbose: bool):
+def _run_config(storage_path: str, name: str, callbacks: list, verbose: bool):
     from ray import tune
 
     return tune.RunConfig(
         name=name,
         storage_path=storage_path,
-        callbacks=[callback],
+        callbacks=callbacks,
         verbose=1 if verbose else 0,
         # Infrastructure failures (a dead worker or node) are retried; errors of the training
         # code itself are reported by the trainable as failed trials and never retried.
@@ -504,6 +506,11 @@ class _StudyRun:
     events: StudyEvents
     max_concurrent: int
     verbose: bool
+    trackers: tuple[Tracker, ...] = ()
+
+    def callbacks(self, store_callback, context: TrialContext) -> list:
+        """The store's callback, then one per ``--log-to`` tracker (:mod:`sweep.trackers`)."""
+        return [store_callback, *tracker_callbacks(self.trackers, context, self.store.folder)]
 
 
 def _recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, set[str]]:
@@ -538,7 +545,14 @@ def _run_search(run: _StudyRun) -> None:
             continue
         budgets[arm] = remaining
         if not spec.arms[arm].search:
-            searchers[arm] = FixedArm(arm, _SeedPolicy(spec, arm), recorded.get(arm, set()))
+            searchers[arm] = FixedArm(
+                arm,
+                _SeedPolicy(spec, arm),
+                recorded.get(arm, set()),
+                storage=storage,
+                metrics=spec.search.metrics,
+                directions=spec.search.directions,
+            )
             continue
         searchers[arm] = ArmSearch(
             arm=arm,
@@ -579,7 +593,9 @@ def _run_search(run: _StudyRun) -> None:
             max_concurrent_trials=max_concurrent,
             reuse_actors=True,
         ),
-        run_config=_run_config(storage_path, f"search-{_stamp()}", callback, verbose),
+        run_config=_run_config(
+            storage_path, f"search-{_stamp()}", run.callbacks(callback, context), verbose
+        ),
     )
     tuner.fit()
 
@@ -647,6 +663,7 @@ def _run_confirm(run: _StudyRun) -> None:
                             names.TRIAL_ID: trial_id,
                             names.SEED: seed,
                             "params": candidate["params"],
+                            "source": candidate["source"],
                         }
                     )
     if not todo:
@@ -654,11 +671,19 @@ def _run_confirm(run: _StudyRun) -> None:
     context = _context(spec, names.CONFIRM, data_key)
     rank = spec.confirm_rank
     callback = StoreCallback(store, context, events, rank.metric, rank.direction)
+    # Optuna records the confirm trials too (optuna-dashboard then shows every trial).
+    storage = _optuna_storage(optuna_storage_url(store.folder))
+    recorder = confirm_recorder(storage, spec.search.metrics, spec.search.directions)
     tuner = tune.Tuner(
         _trainable(spec, context, data_refs),
         param_space={TRIAL_KEY: tune.grid_search(todo)},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
-        run_config=_run_config(storage_path, f"confirm-{_stamp()}", callback, verbose),
+        run_config=_run_config(
+            storage_path,
+            f"confirm-{_stamp()}",
+            [*run.callbacks(callback, context), recorder],
+            verbose,
+        ),
     )
     tuner.fit()
 
@@ -727,19 +752,23 @@ def run_study(
     storage: str | None = None,
     num_cpus: int | None = None,
     listeners: list[Callable[[StudyEvents], None]] | None = None,
+    trackers: Sequence[Tracker] = (),
 ) -> RunOutcome:
     """Run (or resume) ``spec`` into ``folder``; see the module docstring.
 
     ``storage`` overrides the study's ``storage`` (Ray Tune's storage path); the Parquet store
-    and the report are written by the driver into ``folder`` either way.
+    and the report are written by the driver into ``folder`` either way. ``trackers`` (from
+    :func:`sweep.trackers.parse_tracker`) add MLflow, TensorBoard or W&B logging.
 
-    Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished, and
-    :class:`StorageError` for a local storage path on a multi-node cluster (before any trial).
+    Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished,
+    :class:`StorageError` for a local storage path on a multi-node cluster and
+    :class:`~sweep.trackers.TrackerError` for a tracker that cannot log (both before any trial).
     """
     import ray
 
     from infovae_core.data import load_dataset
 
+    check_trackers(trackers, spec.name)
     folder = Path(folder)
     store = ResultsStore.open(folder) if resume else None
     concurrency = max_concurrent or spec.search.max_concurrent
@@ -784,6 +813,7 @@ def run_study(
                         events,
                         concurrency,
                         verbose,
+                        tuple(trackers),
                     )
                 )
             store.reload()
