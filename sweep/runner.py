@@ -17,7 +17,10 @@ Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it
    trained again with each confirm seed.
 6. Every trial is recorded in the Parquet store by the driver as it finishes (a Tune callback),
    with its epochs and artefacts; a failed trial is recorded with its error and Optuna is told
-   it failed.
+   it failed. Trials Optuna did not sample (arms without a search space, confirm trials) are
+   added to ``optuna.db`` as finished trials, so that optuna-dashboard shows every trial.
+7. With ``trackers`` (``--log-to``), Ray Tune's MLflow, TensorBoard or W&B logger callbacks log
+   every trial too (:mod:`sweep.trackers`).
 
 Resume: completed (and failed or stopped) trials are in the store and are never run
 again. Optuna trials still marked RUNNING belonged to trials interrupted with the driver: they

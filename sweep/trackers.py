@@ -66,6 +66,8 @@ TRACKERS: dict[str, tuple[str, str]] = {
     "tensorboard": ("tensorboardX", "tensorboard"),
     "wandb": ("wandb", "wandb"),
 }
+#: What follows the colon of each tracker's ``--log-to`` value, in messages.
+_TARGET = {"mlflow": "URI", "tensorboard": "DIR", "wandb": "PROJECT"}
 #: Tune's step counter, kept in every logged result (the trackers read their step from it).
 _STEP = "training_iteration"
 #: Final-result numbers logged besides the ``metric.*``, ``train.*`` and ``val.*`` terms.
@@ -113,9 +115,6 @@ def parse_tracker(value: str) -> Tracker:
     return Tracker(kind, target.strip() if colon else None)
 
 
-_TARGET = {"mlflow": "URI", "tensorboard": "DIR", "wandb": "PROJECT"}
-
-
 def check_trackers(trackers: Sequence[Tracker], study: str) -> None:
     """What can be checked before a run without writing anything: W&B's credentials
     (``WandbLoggerCallback.setup`` refuses to start without an API key unless
@@ -126,7 +125,10 @@ def check_trackers(trackers: Sequence[Tracker], study: str) -> None:
             try:
                 callback.setup()
             except (ValueError, RuntimeError) as error:
-                raise TrackerError(f"--log-to {tracker}: {error}") from None
+                raise TrackerError(
+                    f"--log-to {tracker}: {error} (or set WANDB_MODE=offline to keep the runs "
+                    "on disk)"
+                ) from None
 
 
 def tracker_params(context: TrialContext, config: dict[str, Any]) -> dict[str, Any]:

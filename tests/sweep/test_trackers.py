@@ -16,6 +16,7 @@ from sweep.cli import app
 from sweep.trackers import (
     Tracker,
     TrackerError,
+    check_trackers,
     loggable_result,
     parse_tracker,
     tracker_params,
@@ -56,6 +57,15 @@ def test_a_missing_package_is_refused_naming_the_extra(monkeypatch) -> None:
     )
     with pytest.raises(TrackerError, match=r"mlflow package is not installed.*\[mlflow\]"):
         parse_tracker("mlflow:sqlite:///x.db")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed")
+def test_wandb_without_credentials_is_refused_before_the_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, no wandb settings
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DIR", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(TrackerError, match="WANDB_MODE=offline"):
+        check_trackers([parse_tracker("wandb")], "tiny")
 
 
 @pytest.mark.parametrize("command", ["run", "resume"])
