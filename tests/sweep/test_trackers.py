@@ -142,6 +142,46 @@ def test_tracker_params_are_the_trials_decoded_settings() -> None:
     assert params["data.train_size"] == "null"
 
 
+class _Recorder:
+    """A stand-in for a Ray logger callback: records what it is given."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def log_trial_start(self, trial) -> None:
+        self.calls.append(("start", str(trial), dict(trial.config)))
+
+    def log_trial_result(self, iteration, trial, result) -> None:
+        self.calls.append(("result", str(trial), result))
+
+    def log_trial_end(self, trial, failed=False) -> None:
+        self.calls.append(("end", str(trial), failed))
+
+
+class _Trial:
+    def __init__(self, trial_id: str, last_result: dict) -> None:
+        self.trial_id = trial_id
+        self.config = {TRIAL_KEY: {"arm": "elbo", "trial_id": f"elbo-{trial_id}", "seed": 3}}
+        self.last_result = last_result
+
+
+@pytest.mark.parametrize(("status", "failed"), [("completed", False), ("failed", True)])
+def test_the_logger_sees_settings_and_numbers_and_a_failed_trial_fails(status, failed) -> None:
+    from sweep.trackers import _tracker_callback_class
+
+    context = TrialContext("tiny", names.SEARCH, {"elbo": {}}, threads=1, data_key="{}")
+    logger = _Recorder()
+    callback = _tracker_callback_class()(logger, context)
+    trial = _Trial("0001", {STATUS_KEY: status})
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, {"train.loss": 1.0, "artifact.latents": [[0.0]]})
+    callback.on_trial_complete(0, [], trial)
+    (start, name, config), result, end = logger.calls
+    assert name == "elbo-0001" and config["train.seed"] == 3 and TRIAL_KEY not in config
+    assert result == ("result", "elbo-0001", {"train.loss": 1.0})
+    assert end == ("end", "elbo-0001", failed)
+
+
 # ---------------------------------------------------------------------------------------------
 # A real tiny study, logged
 
