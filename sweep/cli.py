@@ -334,6 +334,15 @@ OptunaStorageOption = Annotated[
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show Ray's own logs and tables.")
 ]
+LogToOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--log-to",
+        help="Also log every trial's settings, epoch terms and metrics to a tracker "
+        "(repeatable): mlflow[:URI], tensorboard[:DIR] (default FOLDER/tensorboard) or "
+        "wandb[:PROJECT] (default: the study's name).",
+    ),
+]
 
 
 @app.command()
@@ -345,6 +354,7 @@ def run(
     storage: StorageOption = None,
     optuna_storage: OptunaStorageOption = None,
     verbose: VerboseOption = False,
+    log_to: LogToOption = None,
 ) -> None:
     """Run a study: Optuna search through Ray Tune trials, then the confirm phase.
 
@@ -360,6 +370,7 @@ def run(
         verbose,
         resume=False,
         optuna_storage=optuna_storage,
+        log_to=log_to,
     )
 
 
@@ -383,6 +394,7 @@ def resume(
     max_concurrent: ConcurrencyOption = None,
     storage: StorageOption = None,
     verbose: VerboseOption = False,
+    log_to: LogToOption = None,
 ) -> None:
     """Continue an interrupted study: finished trials are kept, interrupted ones run again.
 
@@ -403,7 +415,7 @@ def resume(
         )
     except StudySpecError as error:
         _fail(str(error))
-    _run(spec, folder, address, max_concurrent, storage, verbose, resume=True)
+    _run(spec, folder, address, max_concurrent, storage, verbose, True, log_to=log_to)
 
 
 def _is_uri(where: str | Path) -> bool:
@@ -448,12 +460,18 @@ def _run(
     verbose: bool,
     resume: bool,
     optuna_storage: str | None = None,
+    log_to: list[str] | None = None,
 ) -> None:
     from infovae_core.data import DataError
     from sweep.progress import LiveView
     from sweep.runner import StorageError, StudyInterrupted, run_study
     from sweep.store import StoreError
+    from sweep.trackers import TrackerError, parse_tracker
 
+    try:
+        trackers = [parse_tracker(value) for value in log_to or ()]
+    except TrackerError as error:
+        _fail(str(error))
     view = LiveView(console)
     try:
         with view:
@@ -467,11 +485,12 @@ def _run(
                 storage=storage,
                 optuna_storage=optuna_storage,
                 listeners=[view.update],
+                trackers=trackers,
             )
     except StudyInterrupted as error:
         console.print(f"[yellow]{error}[/]", highlight=False)
         raise typer.Exit(130) from None
-    except (StoreError, DataError, StorageError) as error:
+    except (StoreError, DataError, StorageError, TrackerError) as error:
         _fail(str(error))
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
     console.print(

@@ -49,6 +49,7 @@ __all__ = [
     "STORAGE_FILE",
     "STUDY",
     "STUDY_FILE",
+    "TENSORBOARD_DIR",
     "TRAIN",
     "TRAIN_SECONDS",
     "TRIALS_FILE",
@@ -83,6 +84,8 @@ REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 #: Ray Tune's storage path inside the study folder when no shared storage is given.
 RAY_DIR = "ray"
+#: ``--log-to tensorboard`` without a folder: event files under ``tensorboard/<phase>/<trial_id>/``.
+TENSORBOARD_DIR = "tensorboard"
 
 # ---- columns -----------------------------------------------------------------------------------
 

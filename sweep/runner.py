@@ -18,7 +18,10 @@ Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it
    trained again with each confirm seed.
 6. Every trial is recorded in the Parquet store by the driver as it finishes (a Tune callback),
    with its epochs and artefacts; a failed trial is recorded with its error and Optuna is told
-   it failed.
+   it failed. Trials Optuna did not sample (arms without a search space, confirm trials) are
+   added to ``optuna.db`` as finished trials, so that optuna-dashboard shows every trial.
+7. With ``trackers`` (``--log-to``), Ray Tune's MLflow, TensorBoard or W&B logger callbacks log
+   every trial too (:mod:`sweep.trackers`).
 
 With a storage URI the study folder is mirrored to ``<storage>/<study>/`` as trials are
 recorded (:mod:`sweep.mirror`); ``resume`` from that URI pulls it into a fresh folder first.
@@ -42,7 +45,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,7 @@ from sweep.searcher import (
     DuplicateIndex,
     FixedArm,
     arms_searcher,
+    confirm_recorder,
     recover_interrupted,
 )
 from sweep.spec import StudySpec
@@ -71,6 +75,7 @@ from sweep.storages import (
     write_record,
 )
 from sweep.store import ResultsStore, json_columns
+from sweep.trackers import Tracker, check_trackers, tracker_callbacks
 from sweep.trainable import (
     ARTIFACT_PREFIX,
     ERROR_KEY,
@@ -467,13 +472,13 @@ def _write_artifacts(folder: Path, trial_id: str, result: dict[str, Any]) -> Non
 # Phases
 
 
-def _run_config(storage_path: str, name: str, callback, verbose: bool):
+def _run_config(storage_path: str, name: str, callbacks: list, verbose: bool):
     from ray import tune
 
     return tune.RunConfig(
         name=name,
         storage_path=storage_path,
-        callbacks=[callback],
+        callbacks=callbacks,
         verbose=1 if verbose else 0,
         # Infrastructure failures (a dead worker or node) are retried; errors of the training
         # code itself are reported by the trainable as failed trials and never retried.
@@ -513,6 +518,11 @@ class _StudyRun:
     events: StudyEvents
     max_concurrent: int
     verbose: bool
+    trackers: tuple[Tracker, ...] = ()
+
+    def callbacks(self, store_callback, context: TrialContext) -> list:
+        """The store's callback, then one per ``--log-to`` tracker (:mod:`sweep.trackers`)."""
+        return [store_callback, *tracker_callbacks(self.trackers, context, self.store.folder)]
 
 
 def _recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, set[str]]:
@@ -546,7 +556,14 @@ def _run_search(run: _StudyRun) -> None:
             continue
         budgets[arm] = remaining
         if not spec.arms[arm].search:
-            searchers[arm] = FixedArm(arm, _SeedPolicy(spec, arm), recorded.get(arm, set()))
+            searchers[arm] = FixedArm(
+                arm,
+                _SeedPolicy(spec, arm),
+                recorded.get(arm, set()),
+                storage=storage,
+                metrics=spec.search.metrics,
+                directions=spec.search.directions,
+            )
             continue
         searchers[arm] = ArmSearch(
             arm=arm,
@@ -587,7 +604,9 @@ def _run_search(run: _StudyRun) -> None:
             max_concurrent_trials=max_concurrent,
             reuse_actors=True,
         ),
-        run_config=_run_config(storage_path, f"search-{_stamp()}", callback, verbose),
+        run_config=_run_config(
+            storage_path, f"search-{_stamp()}", run.callbacks(callback, context), verbose
+        ),
     )
     tuner.fit()
 
@@ -649,6 +668,7 @@ def _run_confirm(run: _StudyRun) -> None:
                             names.TRIAL_ID: trial_id,
                             names.SEED: seed,
                             "params": candidate["params"],
+                            "source": candidate["source"],
                         }
                     )
     if not todo:
@@ -656,11 +676,19 @@ def _run_confirm(run: _StudyRun) -> None:
     context = _context(spec, names.CONFIRM, data_key)
     rank = spec.confirm_rank
     callback = StoreCallback(store, context, events, rank.metric, rank.direction)
+    # Optuna records the confirm trials too (optuna-dashboard then shows every trial).
+    storage = open_optuna_storage(store.folder)  # as the folder's storage.yaml names it
+    recorder = confirm_recorder(storage, spec.search.metrics, spec.search.directions)
     tuner = tune.Tuner(
         _trainable(spec, context, data_refs),
         param_space={TRIAL_KEY: tune.grid_search(todo)},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
-        run_config=_run_config(storage_path, f"confirm-{_stamp()}", callback, verbose),
+        run_config=_run_config(
+            storage_path,
+            f"confirm-{_stamp()}",
+            [*run.callbacks(callback, context), recorder],
+            verbose,
+        ),
     )
     tuner.fit()
 
@@ -733,6 +761,7 @@ def run_study(
     optuna_storage: str | None = None,
     num_cpus: int | None = None,
     listeners: list[Callable[[StudyEvents], None]] | None = None,
+    trackers: Sequence[Tracker] = (),
 ) -> RunOutcome:
     """Run (or resume) ``spec`` into ``folder``; see the module docstring.
 
@@ -742,15 +771,19 @@ def run_study(
     ``optuna_storage``: ``sqlite`` (default), ``journal`` or an RDB URL (:mod:`sweep.storages`).
     Both are recorded in the folder's ``storage.yaml``; ``resume`` reopens what it records
     (an explicit ``storage`` still overrides Ray Tune's storage path and the mirror).
+    ``trackers`` (from :func:`sweep.trackers.parse_tracker`) add MLflow, TensorBoard or W&B
+    logging.
 
-    Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished, and
+    Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished,
     :class:`StorageError` for a local storage path on a multi-node cluster, an Optuna storage
-    that cannot be opened or a storage URI that cannot be used (before any trial).
+    that cannot be opened or a storage URI that cannot be used, and
+    :class:`~sweep.trackers.TrackerError` for a tracker that cannot log (all before any trial).
     """
     import ray
 
     from infovae_core.data import load_dataset
 
+    check_trackers(trackers, spec.name)
     folder = Path(folder)
     store = ResultsStore.open(folder) if resume else None
     concurrency = max_concurrent or spec.search.max_concurrent
@@ -802,6 +835,7 @@ def run_study(
                         events,
                         concurrency,
                         verbose,
+                        tuple(trackers),
                     )
                 )
             store.reload()
