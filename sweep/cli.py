@@ -320,6 +320,14 @@ StorageOption = Annotated[
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show Ray's own logs and tables.")
 ]
+SingleNodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--single-node",
+        help="The --address cluster is this one machine: a local storage path will do "
+        "(otherwise a run on a cluster needs shared --storage).",
+    ),
+]
 
 
 @app.command()
@@ -330,10 +338,20 @@ def run(
     max_concurrent: ConcurrencyOption = None,
     storage: StorageOption = None,
     verbose: VerboseOption = False,
+    single_node: SingleNodeOption = False,
 ) -> None:
     """Run a study: Optuna search through Ray Tune trials, then the confirm phase."""
     spec = _load_spec(study)
-    _run(spec, results / spec.name, address, max_concurrent, storage, verbose, resume=False)
+    _run(
+        spec,
+        results / spec.name,
+        address,
+        max_concurrent,
+        storage,
+        verbose,
+        resume=False,
+        single_node=single_node,
+    )
 
 
 @app.command()
@@ -343,6 +361,7 @@ def resume(
     max_concurrent: ConcurrencyOption = None,
     storage: StorageOption = None,
     verbose: VerboseOption = False,
+    single_node: SingleNodeOption = False,
 ) -> None:
     """Continue an interrupted study: finished trials are kept, interrupted ones run again."""
     from sweep.spec import StudySpec, StudySpecError
@@ -356,10 +375,28 @@ def resume(
         )
     except StudySpecError as error:
         _fail(str(error))
-    _run(spec, folder, address, max_concurrent, storage, verbose, resume=True)
+    _run(
+        spec,
+        folder,
+        address,
+        max_concurrent,
+        storage,
+        verbose,
+        resume=True,
+        single_node=single_node,
+    )
 
 
-def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, resume: bool) -> None:
+def _run(
+    spec,
+    folder: Path,
+    address,
+    max_concurrent,
+    storage,
+    verbose: bool,
+    resume: bool,
+    single_node: bool = False,
+) -> None:
     from infovae_core.data import DataError
     from sweep.progress import LiveView
     from sweep.runner import StorageError, StudyInterrupted, run_study
@@ -377,6 +414,7 @@ def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, re
                 resume=resume,
                 storage=storage,
                 listeners=[view.update],
+                single_node=single_node,
             )
     except StudyInterrupted as error:
         console.print(f"[yellow]{error}[/]", highlight=False)

@@ -11,8 +11,9 @@ Layout of ``results/<study>/`` (docs/results.md)::
 ``trials.parquet`` columns, in this order:
 
 * fixed (:data:`TRIAL_SCHEMA`): ``study``, ``arm``, ``phase`` (``search``/``confirm``),
-  ``trial_id``, ``attempt``, ``resumed_from_epoch``, ``seed``, ``status`` (``completed``/``failed``/``stopped``),
-  ``error``, ``started_at``, ``ended_at`` (``timestamp[us, tz=UTC]``), ``train_seconds``,
+  ``trial_id``, ``attempt``, ``resumed_from_epoch``, ``seed``, ``status``
+  (``completed``/``failed``/``stopped``), ``error``, ``started_at``, ``ended_at``
+  (``timestamp[us, tz=UTC]``), ``train_seconds``,
   ``eval_seconds`` (float64 seconds), ``host``, ``node_id``, ``device``, ``copy_of``
   (null, or the ``trial_id`` of the completed trial whose configuration, seed included, this
   search trial repeated: it was not trained again, its metrics and epochs are the original's,
