@@ -21,8 +21,13 @@ pytestmark = pytest.mark.slow
 
 
 def _kill_tree(process: psutil.Process) -> list[psutil.Process]:
-    """SIGKILL a driver and every process it started (its embedded Ray), by their ids."""
-    family = [process] + process.children(recursive=True)
+    """SIGKILL a driver and every process it started (its embedded Ray), by their ids.
+
+    A process that already ended (and was reaped) is no error: its family is empty."""
+    try:
+        family = [process] + process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
     for member in family:
         try:
             member.send_signal(signal.SIGKILL)
