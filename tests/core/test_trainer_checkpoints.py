@@ -60,8 +60,9 @@ def _interrupted_then_resumed(config: TrialConfig, stop_after: int, tmp_path):
     [
         {"objective.alpha": 1.0, "objective.lambda": 10.0},  # MMD, dynamic binarisation
         {"objective.divergence": "adversarial", "objective.alpha": 0.0, "objective.lambda": 2.0},
+        {"train.lr_schedule": "cosine", "train.lr_min": 1e-4},
     ],
-    ids=["mmd", "adversarial"],
+    ids=["mmd", "adversarial", "cosine-lr"],
 )
 def test_resumed_fit_ends_with_the_uninterrupted_fits_metrics_and_parameters(overrides, tmp_path):
     config = _config(**overrides)
