@@ -10,8 +10,9 @@ device and read once per epoch, so the GPU is never synchronised per step.
 
 Checkpoints: every ``train.checkpoint_every`` epochs :func:`fit` hands a :class:`TrainState`
 (model, optimisers, every RNG stream, the history so far) to its ``checkpoint`` callback;
-``fit(..., resume_from=state)`` continues from it and, on the same device, ends with the same
-parameters and metrics as the uninterrupted run (tests/core/test_trainer_checkpoints.py).
+``fit(..., resume_from=state)`` continues from it and, on the CPU, ends with exactly the
+parameters and metrics of the uninterrupted run (tests/core/test_trainer_checkpoints.py); on a
+GPU, as close as two uninterrupted runs are (CUDA kernels are not bitwise deterministic).
 :meth:`TrainState.state_dict` is plain tensors and numbers, saved with ``torch.save`` and read
 back with ``torch.load(weights_only=True)`` (nothing is unpickled). Where the state is stored
 is the caller's business.
