@@ -282,6 +282,12 @@ class TrainConfig:
     ``lr_t = lr_min + (lr - lr_min) (1 + cos(pi t / T)) / 2`` for step t = 0 .. T-1, so a run
     ends settled at its budget rather than still moving at rate ``lr``. It is a pure function
     of the step, so a resumed run needs no scheduler state.
+
+    ``checkpoint_every``: the trainer hands its whole state (:class:`infovae_core.trainer.
+    TrainState`: model, optimisers, RNG streams, history) to its checkpoint callback after every
+    ``checkpoint_every``-th epoch, so that an interrupted trial continues from there with the
+    same result as an uninterrupted one; 0 turns checkpoints off. The sweep stores them through
+    Ray Tune (a trial retried after a lost node resumes from its last one).
     """
 
     epochs: int = 20
@@ -295,6 +301,7 @@ class TrainConfig:
     val_points: int | None = None
     lr_schedule: LearningRateSchedule = "constant"
     lr_min: float = 0.0
+    checkpoint_every: int = 5
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
@@ -312,6 +319,11 @@ class TrainConfig:
             self.val_points is None or self.val_points >= 2,
             "train.val_points",
             f"must be >= 2, got {self.val_points}",
+        )
+        _check(
+            self.checkpoint_every >= 0,
+            "train.checkpoint_every",
+            f"must be >= 0 (0: no checkpoints), got {self.checkpoint_every}",
         )
 
 

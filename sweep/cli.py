@@ -343,6 +343,14 @@ LogToOption = Annotated[
         "wandb[:PROJECT] (default: the study's name).",
     ),
 ]
+SingleNodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--single-node",
+        help="The --address cluster is this one machine: a local storage path will do "
+        "(otherwise a run on a cluster needs shared --storage).",
+    ),
+]
 
 
 @app.command()
@@ -355,6 +363,7 @@ def run(
     optuna_storage: OptunaStorageOption = None,
     verbose: VerboseOption = False,
     log_to: LogToOption = None,
+    single_node: SingleNodeOption = False,
 ) -> None:
     """Run a study: Optuna search through Ray Tune trials, then the confirm phase.
 
@@ -371,6 +380,7 @@ def run(
         resume=False,
         optuna_storage=optuna_storage,
         log_to=log_to,
+        single_node=single_node,
     )
 
 
@@ -395,6 +405,7 @@ def resume(
     storage: StorageOption = None,
     verbose: VerboseOption = False,
     log_to: LogToOption = None,
+    single_node: SingleNodeOption = False,
 ) -> None:
     """Continue an interrupted study: finished trials are kept, interrupted ones run again.
 
@@ -415,7 +426,17 @@ def resume(
         )
     except StudySpecError as error:
         _fail(str(error))
-    _run(spec, folder, address, max_concurrent, storage, verbose, True, log_to=log_to)
+    _run(
+        spec,
+        folder,
+        address,
+        max_concurrent,
+        storage,
+        verbose,
+        resume=True,
+        log_to=log_to,
+        single_node=single_node,
+    )
 
 
 def _is_uri(where: str | Path) -> bool:
@@ -461,6 +482,7 @@ def _run(
     resume: bool,
     optuna_storage: str | None = None,
     log_to: list[str] | None = None,
+    single_node: bool = False,
 ) -> None:
     from infovae_core.data import DataError
     from sweep.progress import LiveView
@@ -486,6 +508,7 @@ def _run(
                 optuna_storage=optuna_storage,
                 listeners=[view.update],
                 trackers=trackers,
+                single_node=single_node,
             )
     except StudyInterrupted as error:
         console.print(f"[yellow]{error}[/]", highlight=False)

@@ -40,6 +40,7 @@ __all__ = [
     "PROBE_ACC",
     "RAY_DIR",
     "REPORT_FILE",
+    "RESUMED_FROM_EPOCH",
     "SEARCH",
     "SEED",
     "STARTED_AT",
@@ -94,6 +95,8 @@ ARM = "arm"
 PHASE = "phase"
 TRIAL_ID = "trial_id"
 ATTEMPT = "attempt"
+#: The epoch of the checkpoint a retried trial resumed from (0: the trial started fresh).
+RESUMED_FROM_EPOCH = "resumed_from_epoch"
 SEED = "seed"
 STATUS = "status"
 ERROR = "error"
@@ -115,6 +118,7 @@ TRIAL_FIXED_COLUMNS: tuple[str, ...] = (
     PHASE,
     TRIAL_ID,
     ATTEMPT,
+    RESUMED_FROM_EPOCH,
     SEED,
     STATUS,
     ERROR,

@@ -128,20 +128,77 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
-def check_storage(storage: str | None, n_nodes: int) -> None:
-    """Refuse a local storage path for a run on several nodes.
+def check_storage(
+    storage: str | None,
+    n_nodes: int = 1,
+    *,
+    address: str | None = None,
+    single_node: bool = False,
+) -> None:
+    """Refuse a local storage path for a run that may use several machines.
 
-    Trials on other nodes write Ray Tune's experiment files to the storage path, so it must
-    be reachable from every node: a bucket URI, or a shared file system named explicitly as
-    ``file:///mount/point`` (mounted at the same path on every node)."""
-    if n_nodes > 1 and (storage is None or not is_uri(storage)):
-        where = "the study folder (the default)" if storage is None else repr(storage)
+    Trials on other nodes write Ray Tune's experiment files and their checkpoints to the
+    storage path, so it must be reachable from every node: a bucket URI, or a shared file
+    system named explicitly as ``file:///mount/point`` (mounted at the same path on every
+    node). A run attached to a cluster (``address``) needs one even while the cluster has a
+    single node: an autoscaling cluster starts with its head alone and adds workers later. Only
+    ``single_node`` (the user says the cluster is this one machine) lifts the rule; without an
+    address (embedded Ray) the nodes are counted."""
+    if single_node or (storage is not None and is_uri(storage)):
+        return
+    where = "the study folder (the default)" if storage is None else repr(storage)
+    remedy = (
+        "Give shared storage with --storage (or `storage:` in the study file): a bucket URI "
+        "such as s3://BUCKET/infovae-sweep or gs://BUCKET/infovae-sweep, or a shared mount "
+        "written as file:///mnt/shared/path"
+    )
+    if address is not None:
+        raise StorageError(
+            f"storage: this run is attached to the Ray cluster at {address!r}, whose nodes "
+            f"(now or once it scales up) cannot reach Ray Tune's storage path {where}, local "
+            f"to the driver's machine. {remedy}; or pass --single-node if the whole cluster "
+            "is this one machine"
+        )
+    if n_nodes > 1:
         raise StorageError(
             f"storage: this Ray cluster has {n_nodes} nodes, and Ray Tune's storage path "
-            f"{where} is local to the driver's machine. Give shared storage with --storage "
-            "(or `storage:` in the study file): a bucket URI such as s3://BUCKET/infovae-sweep "
-            "or gs://BUCKET/infovae-sweep, or a shared mount written as file:///mnt/shared/path"
+            f"{where} is local to the driver's machine. {remedy}"
         )
+
+
+#: Longest recorded error text of a trial that Ray failed (its last characters are kept).
+ERROR_CHARS = 2000
+
+
+def clip_error(text: str, limit: int = ERROR_CHARS) -> str:
+    """``text`` cut to its last ``limit`` characters, starting at a line where it can (the
+    end of a traceback says what failed)."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    tail = text[-(limit - 4) :]
+    newline = tail.find("\n")
+    if 0 <= newline < len(tail) // 2:
+        tail = tail[newline + 1 :]
+    return "...\n" + tail
+
+
+def ray_trial_error(trial) -> str:
+    """Ray Tune's own text of why ``trial`` failed (the exception, the dead actor or lost
+    node), from the trial's error file (``Trial.error_file``, written by Ray before it calls
+    the callbacks; ``Trial.get_error()`` reads the copy at the storage path). Each failure
+    appends its ``Failure # n`` block: the last one is kept by :func:`clip_error`."""
+    text = None
+    path = getattr(trial, "error_file", None)
+    if path:
+        with contextlib.suppress(OSError):
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+    if not text:
+        with contextlib.suppress(Exception):
+            text = trial.get_error()
+    if not text:
+        return "the trial's worker failed (Ray recorded no error text)"
+    return clip_error(str(text))
 
 
 class StudyInterrupted(RuntimeError):
@@ -271,29 +328,38 @@ class _StoreCallbackMixin:
         return self.events.arms[trial.config[TRIAL_KEY]["arm"]]
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        # Also called when a recovered trial starts again: its earlier epochs are kept.
         self._progress(trial).running += 1
-        self.epochs[trial.trial_id] = []
+        self.epochs.setdefault(trial.trial_id, [])
         self.events.changed()
 
     def on_trial_restore(self, iteration, trials, trial, **info):
         self.epochs[trial.trial_id] = []
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        # A worker died; Ray retries the trial from scratch: forget the partial epochs.
-        self.epochs[trial.trial_id] = []
+        # A worker died; Ray retries the trial, from its last checkpoint when it has one (else
+        # from epoch 1). The epochs before it stay: the retry's epochs replace the rest as
+        # they arrive (on_trial_result), so each epoch is recorded once.
+        progress = self._progress(trial)
+        progress.running = max(0, progress.running - 1)  # on_trial_start counts it again
+        self.events.changed()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if names.EPOCH in result and STATUS_KEY not in result:
-            row = {names.EPOCH: int(result[names.EPOCH])}
+            epoch = int(result[names.EPOCH])
+            row = {names.EPOCH: epoch}
             row.update({k: v for k, v in result.items() if k.startswith((names.TRAIN, names.VAL))})
-            self.epochs.setdefault(trial.trial_id, []).append(row)
+            rows = self.epochs.setdefault(trial.trial_id, [])
+            if rows and rows[-1][names.EPOCH] >= epoch:
+                # A retry that went back to a checkpoint (or to the start): drop what it redoes.
+                rows[:] = [r for r in rows if r[names.EPOCH] < epoch]
+            rows.append(row)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, trial.last_result or {}, error=None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        message = getattr(trial, "error_msg", None) or "the trial's worker failed"
-        self._record(trial, trial.last_result or {}, error=str(message))
+        self._record(trial, trial.last_result or {}, error=ray_trial_error(trial))
 
     def _record(self, trial, result: dict[str, Any], error: str | None) -> None:
         meta = trial.config[TRIAL_KEY]
@@ -324,6 +390,7 @@ class _StoreCallbackMixin:
             names.PHASE: self.context.phase,
             names.TRIAL_ID: study_trial_id,
             names.ATTEMPT: int(getattr(trial, "num_failures", 0) or 0),
+            names.RESUMED_FROM_EPOCH: int(result.get(names.RESUMED_FROM_EPOCH) or 0),
             names.SEED: seed,
             names.STATUS: status,
             names.ERROR: message,
@@ -389,6 +456,7 @@ def _duplicate_index(run: _StudyRun, context: TrialContext) -> DuplicateIndex:
                 names.TRIAL_ID: meta["trial_id"],
                 names.COPY_OF: original,
                 names.ATTEMPT: 0,
+                names.RESUMED_FROM_EPOCH: 0,
                 names.ERROR: None,
                 names.STARTED_AT: now,
                 names.ENDED_AT: now,
@@ -483,6 +551,9 @@ def _run_config(storage_path: str, name: str, callbacks: list, verbose: bool):
         # Infrastructure failures (a dead worker or node) are retried; errors of the training
         # code itself are reported by the trainable as failed trials and never retried.
         failure_config=tune.FailureConfig(max_failures=2),
+        # Trials report a checkpoint every train.checkpoint_every epochs; a retry needs only
+        # the last one.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         log_to_file=False,
     )
 
@@ -762,6 +833,7 @@ def run_study(
     num_cpus: int | None = None,
     listeners: list[Callable[[StudyEvents], None]] | None = None,
     trackers: Sequence[Tracker] = (),
+    single_node: bool = False,
 ) -> RunOutcome:
     """Run (or resume) ``spec`` into ``folder``; see the module docstring.
 
@@ -773,6 +845,8 @@ def run_study(
     (an explicit ``storage`` still overrides Ray Tune's storage path and the mirror).
     ``trackers`` (from :func:`sweep.trackers.parse_tracker`) add MLflow, TensorBoard or W&B
     logging.
+    With an ``address`` it must be shared storage unless ``single_node``
+    (:func:`check_storage`).
 
     Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished,
     :class:`StorageError` for a local storage path on a multi-node cluster, an Optuna storage
@@ -783,13 +857,15 @@ def run_study(
 
     from infovae_core.data import load_dataset
 
-    check_trackers(trackers, spec.name)
     folder = Path(folder)
+    record = _read_record(folder) if resume else None
+    storage = storage or (record.storage if record is not None else None) or spec.storage
+    # Refused before anything is started or written.
+    check_storage(storage, address=address, single_node=single_node)
+    check_trackers(trackers, spec.name)
     store = ResultsStore.open(folder) if resume else None
     concurrency = max_concurrent or spec.search.max_concurrent
     events = StudyEvents(spec=spec, listeners=list(listeners or []))
-    record = _read_record(folder) if resume else None
-    storage = storage or (record.storage if record is not None else None) or spec.storage
     optuna_choice = _optuna_choice(folder, record, optuna_storage, resume)
     mirror = _open_mirror(folder, storage, spec.name, resume)
     if mirror is not None:
@@ -799,7 +875,8 @@ def run_study(
     _quiet_loggers(verbose)
     try:
         # Everything that can refuse the run does so before the study folder is written.
-        check_storage(storage, len([n for n in ray.nodes() if n.get("Alive")]))
+        alive = len([n for n in ray.nodes() if n.get("Alive")])
+        check_storage(storage, alive, address=address, single_node=single_node)
         # The whole splits, once: each trial cuts its own data.train_size from them (arms may
         # fix or search it), so every size shares this one copy in the object store.
         data_config = dataclasses.replace(spec.arm_config(spec.arm_names[0]).data, train_size=None)
