@@ -14,6 +14,7 @@ from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infovae_core.config import (  # light: dataclasses and the Literal choices, no torch
@@ -278,6 +279,17 @@ def _fit_with_progress(fit, config, quiet: bool):
 # Studies
 
 
+def _refuse_damaged(folder: Path) -> None:
+    """Exit 2, naming each damaged file, when a study folder holds one (reads only)."""
+    from sweep.integrity import damaged_files, describe_damage
+    from sweep.store import is_study_folder
+
+    if is_study_folder(folder) and (problems := damaged_files(folder)):
+        console.print("[bold red]error:[/] ", end="", highlight=False)
+        console.print(describe_damage(folder, problems), markup=False, highlight=False)
+        raise typer.Exit(USAGE_ERROR)
+
+
 def _load_spec(path: Path):
     from sweep.spec import StudySpecError, load_study
 
@@ -350,6 +362,7 @@ def resume(
 
     if not is_study_folder(folder):
         _fail(f"{folder}: not a study folder (no {STUDY_FILE}); give results/<study>")
+    _refuse_damaged(folder)
     try:
         spec = StudySpec.from_yaml_text(
             (folder / STUDY_FILE).read_text(encoding="utf-8"), source=str(folder / STUDY_FILE)
@@ -420,6 +433,7 @@ def report(
 
     if not is_study_folder(folder):
         _fail(f"{folder}: not a study folder (no {STUDY_FILE})")
+    _refuse_damaged(folder)
     running = _is_running(folder / LOCK_FILE)
     try:
         path = build_report(folder, out=out, partial=running)
@@ -452,6 +466,7 @@ def list_command(
     results: Annotated[Path, typer.Argument(help="Results root folder.")] = Path("results"),
 ) -> None:
     """List the studies under a results folder: trials by status, best value per arm."""
+    from sweep.integrity import damaged_files
     from sweep.leaderboard import best_per_arm
     from sweep.store import list_studies
 
@@ -461,12 +476,17 @@ def list_command(
     if not studies:
         stdout.print(f"no studies under {results}")
         return
+    damaged: list[str] = []
     table = Table(title=f"studies under {results}")
     for column in ("study", "trials", "completed", "failed", "stopped", "best per arm"):
         table.add_column(column)
     for summary in studies:
-        if summary.error:
-            table.add_row(summary.name, "?", "", "", "", f"[red]{summary.error}[/]")
+        damage = damaged_files(summary.path, thorough=False)
+        if summary.error and not damage:
+            damage = [summary.error]
+        if damage:
+            table.add_row(summary.name, "?", "", "", "", "[red]damaged (see below)[/]")
+            damaged += damage
             continue
         best = best_per_arm(summary.path)
         table.add_row(
@@ -478,6 +498,10 @@ def list_command(
             "; ".join(best) or "-",
         )
     stdout.print(table)
+    if damaged:  # the others are listed; the exit status says that not all could be read
+        for problem in damaged:
+            console.print(f"[bold red]damaged:[/] {escape(problem)}", highlight=False)
+        raise typer.Exit(USAGE_ERROR)
 
 
 @app.command()
@@ -490,6 +514,7 @@ def show(
     from sweep.leaderboard import convergence_rule, leaderboards
     from sweep.store import StoreError
 
+    _refuse_damaged(folder)
     try:
         boards = leaderboards(folder, top=top)
     except StoreError as error:
@@ -534,6 +559,7 @@ def export_command(
     from sweep.report.data import NotAStudyFolderError
     from sweep.store import StoreError
 
+    _refuse_damaged(folder)
     try:
         paths = export_study(folder, fmt.value, out=out, top=top)
     except (NotAStudyFolderError, StoreError) as error:
@@ -568,6 +594,7 @@ def summary_command(
     from sweep.store import StoreError
     from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
 
+    _refuse_damaged(folder)
     try:
         data = load_study_data(folder)
     except (NotAStudyFolderError, StoreError) as error:

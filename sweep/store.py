@@ -1121,7 +1121,11 @@ def _trial_columns(path: Path, columns: Sequence[str]) -> pa.Table:
             ]
         except FileNotFoundError:
             continue  # compacted meanwhile: read again
-        return pa.concat_tables([t.select(list(columns)) for t in tables])
+        # promote: a main file written by another tool (pandas) has nullable fields where the
+        # store's parts have not-null ones; the values are the same types.
+        return pa.concat_tables(
+            [t.select(list(columns)) for t in tables], promote_options="default"
+        )
     raise StoreError(f"{path}: the files kept changing while being read; try again")
 
 
