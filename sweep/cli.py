@@ -125,16 +125,16 @@ def train(
     scales: Annotated[str, typer.Option(help="Comma-separated kernel scales, summed.")] = "1.0",
     encoder: Annotated[EncoderChoice, typer.Option(help="Encoder kind.")] = EncoderChoice["mlp"],
     decoder: Annotated[DecoderChoice, typer.Option(help="Decoder kind.")] = DecoderChoice["mlp"],
-    width: Annotated[int, typer.Option(help="Encoder and decoder width.")] = 256,
-    depth: Annotated[int, typer.Option(help="Encoder and decoder depth.")] = 2,
+    width: Annotated[int, typer.Option(min=1, max=65536, help="Encoder and decoder width.")] = 256,
+    depth: Annotated[int, typer.Option(min=1, max=64, help="Encoder and decoder depth.")] = 2,
     likelihood: Annotated[
         LikelihoodChoice, typer.Option(help="Decoder likelihood p(x|z).")
     ] = LikelihoodChoice["bernoulli"],
-    latent_dim: Annotated[int, typer.Option(help="Latent dimension d.")] = 8,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    latent_dim: Annotated[int, typer.Option(min=1, max=4096, help="Latent dimension d.")] = 8,
+    epochs: Annotated[int, typer.Option(min=1, max=10**6, help="Training epochs.")] = 20,
+    batch_size: Annotated[int, typer.Option(min=2, max=10**7, help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Training seed.")] = 0,
     binarize: Annotated[
         BinarizeChoice, typer.Option(help="Binarisation for Bernoulli decoders.")
     ] = BinarizeChoice["dynamic"],
@@ -156,7 +156,7 @@ def train(
     ] = True,
     device: Annotated[str, typer.Option(help="auto (cuda when present), cpu or cuda.")] = "auto",
     iwae_samples: Annotated[
-        int, typer.Option(help="Importance samples k for metric.nll_iwae.")
+        int, typer.Option(min=1, max=10**5, help="Importance samples k for metric.nll_iwae.")
     ] = 100,
     amp: Annotated[bool, typer.Option(help="bfloat16 mixed precision (CUDA only).")] = False,
     compile_model: Annotated[
@@ -171,6 +171,7 @@ def train(
     from infovae_core.data import DataError
 
     preset_alpha, preset_lambda = PRESETS[objective.value]
+    scale_values = _parse_scales(scales)
     try:
         config = TrialConfig.from_dict(
             {
@@ -191,7 +192,7 @@ def train(
                 "objective.lambda": preset_lambda if lambda_ is None else lambda_,
                 "objective.divergence": divergence.value,
                 "objective.kernel": kernel.value,
-                "objective.scales": [float(s) for s in scales.split(",") if s.strip()],
+                "objective.scales": scale_values,
                 "train": {
                     "epochs": epochs,
                     "batch_size": batch_size,
@@ -245,6 +246,19 @@ def train(
         f"trained {result.train_seconds:.1f} s, evaluated {result.eval_seconds:.1f} s "
         f"on {result.device}"
     )
+
+
+def _parse_scales(text: str) -> list[float]:
+    """``--scales 0.5,1,2`` as floats; exit 2 naming the option and the bad item."""
+    values = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            values.append(float(item))
+        except ValueError:
+            _fail(f"--scales: {item!r} is not a number (comma-separated numbers, e.g. 0.5,1,2)")
+    return values
 
 
 def _fit_with_progress(fit, config, quiet: bool):

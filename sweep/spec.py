@@ -506,11 +506,16 @@ class StudySpec(_Frozen):
 
         Raises :class:`StudySpecError` listing every problem found with its line.
         """
-        data, lines, issues = _parse_yaml(text)
+        try:
+            data, lines, issues = _parse_yaml(text)
+        except RecursionError:  # PyYAML's parser and composer recurse once per nesting level
+            raise StudySpecError([StudyIssue(source, None, "", _TOO_DEEP)]) from None
         if data is None:
             raise StudySpecError([StudyIssue(source, ln, path, msg) for path, ln, msg in issues])
         try:
             return cls.model_validate(data)
+        except RecursionError:
+            raise StudySpecError([StudyIssue(source, None, "", _TOO_DEEP)]) from None
         except ValidationError as err:
             found = [(path, lines.line_for(path), msg) for path, msg in _translate(err)]
             found.sort(key=lambda issue: (issue[1] or 0, issue[0]))
@@ -621,6 +626,11 @@ def load_study(path: str | Path) -> StudySpec:
 class _StudyLoader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2 style; YAML 1.1 wants 1.0e-3)."""
 
+
+_TOO_DEEP = (
+    "invalid YAML: lists or mappings nested too deeply to read (a study nests a few levels; "
+    "is this a generated or corrupted file?)"
+)
 
 _StudyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

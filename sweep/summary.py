@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from sweep.report.aggregate import config_signature_columns
+from sweep.report.data import hashable_param
 
 DEFAULT_METRICS: tuple[str, ...] = (
     "mmd",
@@ -75,7 +76,10 @@ def configuration_summary(
         phases: which phases' trials to pool.
         confidence: of the interval.
     """
-    done = trials[(trials["status"] == "completed") & trials["phase"].isin(list(phases))]
+    done = trials[(trials["status"] == "completed") & trials["phase"].isin(list(phases))].copy()
+    for column in [c for c in done.columns if c.startswith("param.")]:
+        if done[column].dtype == object:  # list cells (a Parquet list column) cannot be grouped
+            done[column] = done[column].map(hashable_param)
     keys = list(by) if by is not None else default_grouping(done)
     missing = [k for k in keys if k not in done.columns]
     if missing:
