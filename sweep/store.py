@@ -91,7 +91,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from sweep import names
-from sweep.files import atomic_write, atomic_write_bytes, fsync_dir, remove_temp_files
+from sweep.files import TMP_PREFIX, atomic_write, atomic_write_bytes, fsync_dir, remove_temp_files
 
 __all__ = [
     "EPOCH_SCHEMA",
@@ -795,7 +795,12 @@ class ResultsStore:
                     )
                 _write_text(study_file, study_yaml_text)
         else:
-            others = [p.name for p in folder.iterdir() if p.name != LOCK_FILE]
+            # A temp file is what a driver killed while creating the folder left behind.
+            others = [
+                p.name
+                for p in folder.iterdir()
+                if p.name != LOCK_FILE and not p.name.startswith(TMP_PREFIX)
+            ]
             if others and not reuse:
                 raise StudyExistsError(
                     f"{folder}: exists, is not empty ({', '.join(sorted(others)[:5])}) and has "

@@ -178,3 +178,17 @@ def test_ls_reads_parts_beside_a_main_file_written_by_pandas(template, tmp_path)
     assert result.exit_code == 0, result.output
     synthetic = next(line for line in result.stdout.splitlines() if "synthetic" in line)
     assert "elbo=" in synthetic
+
+
+def test_run_again_after_a_kill_while_creating_the_study_folder(tmp_path):
+    """A driver killed while writing study.yaml leaves only its temp file: the folder was
+    refused as "not empty" and the study could not be run again."""
+    from sweep.files import TMP_PREFIX, TMP_SUFFIX
+
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    (folder / f"{TMP_PREFIX}{names.STUDY_FILE}.x1y2{TMP_SUFFIX}").write_text("name: fre")
+
+    store = ResultsStore.create(folder, "name: fresh\narms: {elbo: {}}\n")
+
+    assert (store.folder / names.STUDY_FILE).is_file() and len(store) == 0
