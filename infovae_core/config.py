@@ -435,7 +435,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             key,
             f"must be a number, got {value!r}",
         )
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the float range, e.g. 10**400
+            size = f"{'-' if value < 0 else ''}about 10^{int(value.bit_length() * math.log10(2))}"
+            _check(False, key, f"must be a number within the float range, got {size}")
     if annotation is str:
         _check(isinstance(value, str), key, f"must be a string, got {value!r}")
         return value

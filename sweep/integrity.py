@@ -99,8 +99,8 @@ def _study_problem(path: Path) -> str | None:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         return "not UTF-8 text"
-    except yaml.YAMLError as exc:
-        return f"not valid YAML ({' '.join(str(exc).split())})"
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        return f"not valid YAML ({' '.join(str(exc).split())[:300]})"
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
     if not isinstance(loaded, dict):

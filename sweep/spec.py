@@ -729,6 +729,9 @@ def _parse_yaml(text: str) -> tuple[dict[str, Any] | None, _LineIndex, list[_Raw
         return None, index, [_reader_issue(text, err)]
     except yaml.YAMLError as err:
         return None, index, [("", None, f"invalid YAML: {err}")]
+    except (ValueError, OverflowError) as err:  # a scalar PyYAML resolved but cannot build:
+        # an integer of more than 4300 digits, a timestamp such as 2024-13-45
+        return None, index, [("", None, f"invalid YAML value: {err}")]
     finally:
         loader.dispose()
     if issues:

@@ -427,3 +427,25 @@ def test_a_study_with_an_unknown_device_is_refused_at_validation(tmp_path):
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 2, result.output
     assert "train.device" in result.output and "tpu" in result.output
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        # int() refuses more than 4,300 digits: a ValueError traceback from PyYAML
+        ("trials_per_arm: 2", "trials_per_arm: " + "9" * 5000, "4300 digits"),
+        # PyYAML builds a date from what looks like one: a ValueError traceback
+        ("name: big", "name: big\ndescription: 2024-13-45", "month must be in 1..12"),
+        # float(10**400) overflowed inside the TrialConfig corner check
+        ("objective.alpha: 0,", "objective.alpha: 1" + "0" * 400 + ",", "float range"),
+    ],
+)
+def test_validate_refuses_scalars_yaml_or_floats_cannot_hold(stubbed, tmp_path, old, new, says):
+    path = write_study(tmp_path, "big")
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    result = runner.invoke(app, ["validate", str(path)])
+    _no_traceback(result)
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+    _names_the_file(result, path)
