@@ -35,7 +35,9 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SQLITE_HEADER = 100
 
 
-def _parquet_problem(path: Path, thorough: bool) -> str | None:
+def _parquet_problem(path: Path) -> str | None:
+    """What is wrong with a Parquet file's size and footer (a truncated, overwritten or emptied
+    file fails here; damage inside the data pages is found by reading it whole)."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -43,10 +45,7 @@ def _parquet_problem(path: Path, thorough: bool) -> str | None:
     if size == 0:
         return "empty file (0 bytes)"
     try:
-        if thorough:
-            pq.read_table(path)
-        else:
-            pq.read_metadata(path)
+        pq.read_metadata(path)
     except FileNotFoundError:
         return None
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -111,8 +110,9 @@ def _study_problem(path: Path) -> str | None:
 def damaged_files(folder: Path | str, *, thorough: bool = True) -> list[str]:
     """``"<path>: <what is wrong>"`` for every damaged file of a study folder (empty: sound).
 
-    Reads only. ``thorough`` reads the Parquet files whole and runs SQLite's ``quick_check``;
-    otherwise only the Parquet footers and the SQLite header are read.
+    Reads only. ``thorough`` also reads the Parquet files whole (through
+    :class:`~sweep.store.ResultsStore`) and runs SQLite's ``quick_check``; otherwise only the
+    Parquet footers and the SQLite header are read.
     """
     folder = Path(folder)
     problems: list[str] = []
@@ -123,11 +123,11 @@ def damaged_files(folder: Path | str, *, thorough: bool = True) -> list[str]:
     parts = folder / names.PARTS_DIR
     parquet += sorted(parts / n for n in _listing(parts) if n.endswith(".parquet"))
     for path in parquet:
-        if (problem := _parquet_problem(path, thorough)) is not None:
+        if (problem := _parquet_problem(path)) is not None:
             problems.append(f"{path}: {problem}")
     trials_recorded = True
     if not problems and thorough and study.is_file():
-        try:  # the fixed columns and no trial twice, over the main files and the parts
+        try:  # every page readable, the fixed columns, no trial twice (main files and parts)
             trials_recorded = len(ResultsStore.open(folder)) > 0
         except StoreCorruptError as exc:
             problems.append(str(exc))

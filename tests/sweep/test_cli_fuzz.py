@@ -119,8 +119,21 @@ SCALARS = st.one_of(
     st.text(max_size=20),
     st.sampled_from(["", "yes", "nan", "-.inf", "1e-3", "~", "0x1F", "[1, 2", "{a: 1}"]),
 )
+# Search distributions (sweep.space) with any bounds, steps and choices.
+DISTRIBUTIONS = st.one_of(
+    st.builds(
+        lambda kind, bounds: {kind: bounds},
+        st.sampled_from(["uniform", "log_uniform", "int"]),
+        st.dictionaries(st.sampled_from(["low", "high", "step", "log"]), SCALARS, max_size=4),
+    ),
+    st.builds(
+        lambda kind, values: {kind: values},
+        st.sampled_from(["choice", "grid"]),
+        st.lists(SCALARS, max_size=4),
+    ),
+)
 VALUES = st.recursive(
-    SCALARS,
+    st.one_of(SCALARS, DISTRIBUTIONS),
     lambda children: st.one_of(
         st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=3)
     ),
