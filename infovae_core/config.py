@@ -30,6 +30,7 @@ LikelihoodKind = Literal["bernoulli", "gaussian"]
 VarianceKind = Literal["fixed", "learned"]
 DivergenceKind = Literal["mmd", "adversarial", "stein"]
 KernelKind = Literal["rbf", "imq"]
+LearningRateSchedule = Literal["constant", "cosine"]
 
 
 #: Images in each dataset's training split as :mod:`infovae_core.data` builds it (digits: 70 % of
@@ -279,6 +280,18 @@ class TrainConfig:
     rule) are computed on the first ``val_points`` images of the validation split (null: all of
     it). Runs of many short epochs on a small training set would otherwise spend most of their
     time validating. The final evaluation metrics always use the test split.
+
+    ``lr_schedule``: ``constant`` keeps Adam's rate at ``lr``; ``cosine`` anneals it over the
+    planned gradient steps T (every epoch's batches, :meth:`TrialConfig.planned_epochs`) as
+    ``lr_t = lr_min + (lr - lr_min) (1 + cos(pi t / T)) / 2`` for step t = 0 .. T-1, so a run
+    ends settled at its budget rather than still moving at rate ``lr``. It is a pure function
+    of the step, so a resumed run needs no scheduler state.
+
+    ``checkpoint_every``: the trainer hands its whole state (:class:`infovae_core.trainer.
+    TrainState`: model, optimisers, RNG streams, history) to its checkpoint callback after every
+    ``checkpoint_every``-th epoch, so that an interrupted trial continues from there with the
+    same result as an uninterrupted one; 0 turns checkpoints off. The sweep stores them through
+    Ray Tune (a trial retried after a lost node resumes from its last one).
     """
 
     epochs: int = 20
@@ -290,9 +303,17 @@ class TrainConfig:
     compile: bool = False
     steps: int | None = None
     val_points: int | None = None
+    lr_schedule: LearningRateSchedule = "constant"
+    lr_min: float = 0.0
+    checkpoint_every: int = 5
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        _check(
+            0.0 <= self.lr_min <= self.lr,
+            "train.lr_min",
+            f"must be between 0 and train.lr ({self.lr}), got {self.lr_min}",
+        )
         _check(self.batch_size >= 2, "train.batch_size", f"must be >= 2, got {self.batch_size}")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _check(
@@ -307,6 +328,11 @@ class TrainConfig:
             self.val_points is None or self.val_points >= 2,
             "train.val_points",
             f"must be >= 2, got {self.val_points}",
+        )
+        _check(
+            self.checkpoint_every >= 0,
+            "train.checkpoint_every",
+            f"must be >= 0 (0: no checkpoints), got {self.checkpoint_every}",
         )
 
 

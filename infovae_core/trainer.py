@@ -4,22 +4,35 @@ Seeded and reproducible on a given device: ``train.seed`` seeds parameter initia
 reparameterisation noise, batch order and dynamic binarisation. The per-epoch validation pass
 draws its noise from a forked RNG, so the training trajectory does not depend on how (or on how
 many images) we validate: the same seed trains the same model as a plain loop over the same
-streams (tests/core/test_trainer.py pins both). Each split is one tensor on the
-trial's device and batches are index slices of it (no per-sample DataLoader). Loss terms are
-accumulated on the device and read once per epoch, so the GPU is never synchronised per step.
+streams (tests/core/test_trainer.py pins both). Each split is one tensor on the trial's device
+and batches are index slices of it (no per-sample DataLoader). Loss terms are accumulated on the
+device and read once per epoch, so the GPU is never synchronised per step.
+
+Checkpoints: every ``train.checkpoint_every`` epochs :func:`fit` hands a :class:`TrainState`
+(model, optimisers, every RNG stream, the history so far) to its ``checkpoint`` callback;
+``fit(..., resume_from=state)`` continues from it and, on the CPU, ends with exactly the
+parameters and metrics of the uninterrupted run (tests/core/test_trainer_checkpoints.py); on a
+GPU, as close as two uninterrupted runs are (CUDA kernels are not bitwise deterministic).
+:meth:`TrainState.state_dict` is plain tensors and numbers, saved with ``torch.save`` and read
+back with ``torch.load(weights_only=True)`` (nothing is unpickled). Where the state is stored
+is the caller's business.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from infovae_core.config import TrialConfig
+from infovae_core.config import TrainConfig, TrialConfig
 from infovae_core.data import DatasetSplits, Split, binarize, load_dataset, static_binarize
 from infovae_core.evaluation import evaluate
 from infovae_core.models import VAE, build_model
@@ -54,6 +67,144 @@ EpochCallback = Callable[[EpochRecord], None]
 
 
 @dataclass(frozen=True)
+class TrainState:
+    """Everything :func:`fit` needs to continue a run after ``epoch`` completed epochs.
+
+    ``model``, ``optimizer`` and ``divergence`` are ``state_dict``s (``divergence`` is empty for
+    an estimator without parameters; the adversarial one holds its discriminator and its
+    optimiser); ``rng`` the states of every random stream the trainer draws from (torch's
+    global CPU and CUDA generators, the trainer's data-order/binarisation generator, the
+    evaluation generator, NumPy's and Python's global generators); ``history`` the epochs so
+    far; ``train_seconds`` the training time they took.
+    """
+
+    epoch: int
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    divergence: dict[str, Any]
+    rng: dict[str, Any]
+    history: tuple[EpochRecord, ...]
+    train_seconds: float
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain containers of tensors, numbers and strings: ``torch.save`` writes it and
+        ``torch.load(..., weights_only=True)`` reads it back."""
+        return {
+            "version": 1,
+            "epoch": self.epoch,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "divergence": self.divergence,
+            "rng": self.rng,
+            "history": [
+                {"epoch": r.epoch, "train": r.train, "val": r.val, "seconds": r.seconds}
+                for r in self.history
+            ],
+            "train_seconds": self.train_seconds,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> TrainState:
+        if state.get("version") != 1:
+            raise ValueError(f"unknown TrainState version {state.get('version')!r}")
+        history = tuple(
+            EpochRecord(int(r["epoch"]), dict(r["train"]), dict(r["val"]), float(r["seconds"]))
+            for r in state["history"]
+        )
+        return cls(
+            epoch=int(state["epoch"]),
+            model=state["model"],
+            optimizer=state["optimizer"],
+            divergence=state["divergence"],
+            rng=state["rng"],
+            history=history,
+            train_seconds=float(state["train_seconds"]),
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`state_dict` to ``path`` with ``torch.save``."""
+        torch.save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainState:
+        """Read a file written by :meth:`save` (``weights_only``: tensors and plain data only)."""
+        return cls.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+CheckpointCallback = Callable[[TrainState], None]
+
+
+def _rng_state(device: torch.device, generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    numpy_state = np.random.get_state(legacy=False)
+    version, mt, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "bit_generator": numpy_state["bit_generator"],
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "python": {"version": version, "state": list(mt), "gauss": gauss},
+        **{name: g.get_state() for name, g in generators.items()},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(
+    state: dict[str, Any], device: torch.device, generators: dict[str, torch.Generator]
+) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": numpy_state["bit_generator"],
+            "state": {
+                "key": numpy_state["key"].numpy().astype(np.uint32),
+                "pos": numpy_state["pos"],
+            },
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    )
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    for name, generator in generators.items():
+        generator.set_state(state[name])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _snapshot(value: Any) -> Any:
+    """A CPU copy of a (nested) state: training goes on mutating the live tensors in place."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return type(value)((k, _snapshot(v)) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return type(value)(_snapshot(v) for v in value)
+    return value
+
+
+def _divergence_state(divergence) -> dict[str, Any]:
+    """Parameters and optimiser of an estimator that has them (the adversarial one)."""
+    state: dict[str, Any] = {}
+    for name in ("discriminator", "optimizer"):
+        part = getattr(divergence, name, None)
+        if part is not None:
+            state[name] = part.state_dict()
+    return state
+
+
+def _load_divergence_state(divergence, state: dict[str, Any]) -> None:
+    for name, part_state in state.items():
+        getattr(divergence, name).load_state_dict(part_state)
+
+
+@dataclass(frozen=True)
 class FitResult:
     """What one trial produced: evaluation ``metrics`` (the names of docs/metrics.md
     without the ``metric.`` prefix), the per-epoch ``history``, timings, the device used, and
@@ -72,6 +223,19 @@ class FitResult:
     reconstructions: np.ndarray
     model: nn.Module = field(repr=False, compare=False)
     notes: tuple[str, ...] = ()
+
+
+def learning_rate(train: TrainConfig, step: int, total_steps: int) -> float:
+    """Adam's rate for gradient step ``step`` (0-based) of ``total_steps``.
+
+    ``constant``: ``train.lr``. ``cosine``: ``lr_min + (lr - lr_min) (1 + cos(pi t / T)) / 2``
+    with t = ``step`` and T = ``total_steps``: ``lr`` at the first step, falling to just above
+    ``lr_min`` at the last. A pure function of the step (no scheduler state to save).
+    """
+    if train.lr_schedule == "constant" or total_steps <= 0:
+        return train.lr
+    fraction = min(max(step, 0), total_steps) / total_steps
+    return train.lr_min + (train.lr - train.lr_min) * 0.5 * (1.0 + math.cos(math.pi * fraction))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -110,6 +274,9 @@ def fit(
     config: TrialConfig,
     data: DatasetSplits | None = None,
     callback: EpochCallback | None = None,
+    *,
+    resume_from: TrainState | None = None,
+    checkpoint: CheckpointCallback | None = None,
 ) -> FitResult:
     """Train ``config`` and evaluate it on the test split.
 
@@ -121,6 +288,11 @@ def fit(
             loaded once per worker.
         callback: called after every epoch with its :class:`EpochRecord` (for logging,
             reporting to a scheduler, or stopping by raising).
+        resume_from: a :class:`TrainState` of an earlier run of the same ``config`` and data:
+            training continues after its epoch (its history comes first in the result's).
+        checkpoint: called with the :class:`TrainState` after every
+            ``train.checkpoint_every``-th epoch (never when it is 0), before that epoch's
+            ``callback``.
 
     Returns:
         :class:`FitResult` with every evaluation metric of docs/metrics.md.
@@ -158,22 +330,40 @@ def fit(
     n_train = train_images.shape[0]
     batch_size = min(config.train.batch_size, n_train)
     epochs = config.planned_epochs(n_train)
+    steps_per_epoch = config.batches_per_epoch(n_train)
+    total_steps = epochs * steps_per_epoch
+    scheduled = config.train.lr_schedule != "constant"
     history: list[EpochRecord] = []
+    generators = {"generator": generator, "eval_generator": eval_generator}
+    first_epoch, earlier_seconds = 1, 0.0
+    if resume_from is not None:
+        model.load_state_dict(resume_from.model)
+        optimizer.load_state_dict(resume_from.optimizer)
+        _load_divergence_state(divergence, resume_from.divergence)
+        _set_rng_state(resume_from.rng, device, generators)
+        history = list(resume_from.history)
+        first_epoch = resume_from.epoch + 1
+        earlier_seconds = resume_from.train_seconds
+    every = config.train.checkpoint_every
     # With a zero divergence weight (ELBO, beta-VAE) D is only logged, never trained through.
     weighted = config.objective.divergence_weight > 0
     not_trained = torch.zeros((), device=device)
     started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
         epoch_images = binarize(train_images, generator) if mode == "dynamic" else train_images
         order = torch.randperm(n_train, generator=generator, device=device)
         sums = torch.zeros(len(TERM_NAMES), device=device)
         seen = 0
-        for start in range(0, n_train, batch_size):
+        for batch_number, start in enumerate(range(0, n_train, batch_size)):
             index = order[start : start + batch_size]
             if index.shape[0] < 2:  # a batch-level divergence needs at least two codes
                 continue
+            if scheduled:
+                step = (epoch - 1) * steps_per_epoch + batch_number
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config.train, step, total_steps)
             x = epoch_images[index]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 output = train_model(x)
@@ -203,9 +393,21 @@ def fit(
             raise NonFiniteLossError(epoch, {f"val.{k}": v for k, v in val_terms.items()})
         record = EpochRecord(epoch, train_terms, val_terms, time.perf_counter() - epoch_start)
         history.append(record)
+        if checkpoint is not None and every > 0 and epoch % every == 0:
+            checkpoint(
+                TrainState(
+                    epoch=epoch,
+                    model=_snapshot(model.state_dict()),
+                    optimizer=_snapshot(optimizer.state_dict()),
+                    divergence=_snapshot(_divergence_state(divergence)),
+                    rng=_rng_state(device, generators),
+                    history=tuple(history),
+                    train_seconds=earlier_seconds + time.perf_counter() - started,
+                )
+            )
         if callback is not None:
             callback(record)
-    train_seconds = time.perf_counter() - started
+    train_seconds = earlier_seconds + time.perf_counter() - started
 
     eval_start = time.perf_counter()
     model.eval()

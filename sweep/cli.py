@@ -6,8 +6,10 @@ Heavy imports (Ray, Optuna, Plotly) happen inside the commands that need them, s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -97,7 +99,10 @@ def _root(
 
 
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    # escaped: a message quoting a path or an option such as 'pkg[extra]' is shown as written
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -343,8 +348,34 @@ StorageOption = Annotated[
         "(default: the study's `storage`, else the study folder).",
     ),
 ]
+OptunaStorageOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Optuna storage: sqlite (optuna.db in the study folder, the default), journal "
+        "(optuna.journal in the study folder, for a shared mount) or a database URL "
+        "(postgresql://..., mysql://..., sqlite:///...). Recorded in the study folder; resume "
+        "reopens it.",
+    ),
+]
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show Ray's own logs and tables.")
+]
+LogToOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--log-to",
+        help="Also log every trial's settings, epoch terms and metrics to a tracker "
+        "(repeatable): mlflow[:URI], tensorboard[:DIR] (default FOLDER/tensorboard) or "
+        "wandb[:PROJECT] (default: the study's name).",
+    ),
+]
+SingleNodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--single-node",
+        help="The --address cluster is this one machine: a local storage path will do "
+        "(otherwise a run on a cluster needs shared --storage).",
+    ),
 ]
 
 
@@ -355,25 +386,64 @@ def run(
     address: AddressOption = None,
     max_concurrent: ConcurrencyOption = None,
     storage: StorageOption = None,
+    optuna_storage: OptunaStorageOption = None,
     verbose: VerboseOption = False,
+    log_to: LogToOption = None,
+    single_node: SingleNodeOption = False,
 ) -> None:
-    """Run a study: Optuna search through Ray Tune trials, then the confirm phase."""
+    """Run a study: Optuna search through Ray Tune trials, then the confirm phase.
+
+    With a storage URI (--storage s3://..., gs://..., file:///...) the study folder is mirrored
+    to <storage>/<study>/ as trials finish."""
     spec = _load_spec(study)
-    _run(spec, results / spec.name, address, max_concurrent, storage, verbose, resume=False)
+    _run(
+        spec,
+        results / spec.name,
+        address,
+        max_concurrent,
+        storage,
+        verbose,
+        resume=False,
+        optuna_storage=optuna_storage,
+        log_to=log_to,
+        single_node=single_node,
+    )
 
 
 @app.command()
 def resume(
-    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    where: Annotated[
+        str,
+        typer.Argument(
+            metavar="FOLDER",
+            help="Study folder, e.g. results/digits, or its mirror <storage URI>/<study>, "
+            "e.g. s3://bucket/path/digits.",
+        ),
+    ],
+    results: Annotated[
+        Path,
+        typer.Option(
+            "--results", help="Results root folder to pull a mirrored study into (URI only)."
+        ),
+    ] = Path("results"),
     address: AddressOption = None,
     max_concurrent: ConcurrencyOption = None,
     storage: StorageOption = None,
     verbose: VerboseOption = False,
+    log_to: LogToOption = None,
+    single_node: SingleNodeOption = False,
 ) -> None:
-    """Continue an interrupted study: finished trials are kept, interrupted ones run again."""
+    """Continue an interrupted study: finished trials are kept, interrupted ones run again.
+
+    From a URI, the mirrored study folder is first pulled into RESULTS/<study> (which must not
+    hold a study yet), then the study continues there and keeps mirroring to the URI."""
     from sweep.spec import StudySpec, StudySpecError
     from sweep.store import STUDY_FILE, is_study_folder
 
+    if _is_uri(where):
+        folder, storage = _pull_for_resume(where, results, storage)
+    else:
+        folder = Path(where)
     if not is_study_folder(folder):
         _fail(f"{folder}: not a study folder (no {STUDY_FILE}); give results/<study>")
     _refuse_damaged(folder)
@@ -383,15 +453,74 @@ def resume(
         )
     except StudySpecError as error:
         _fail(str(error))
-    _run(spec, folder, address, max_concurrent, storage, verbose, resume=True)
+    _run(
+        spec,
+        folder,
+        address,
+        max_concurrent,
+        storage,
+        verbose,
+        resume=True,
+        log_to=log_to,
+        single_node=single_node,
+    )
 
 
-def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, resume: bool) -> None:
+def _is_uri(where: str | Path) -> bool:
+    from sweep.mirror import is_uri
+
+    return is_uri(str(where))
+
+
+def _pull_for_resume(uri: str, results: Path, storage: str | None) -> tuple[Path, str]:
+    """Pull the study mirrored at ``uri`` into ``results/<study>``; the storage to resume with
+    (``--storage``, else the URI's parent)."""
+    from sweep.mirror import MirrorError, pull, split_study_uri
+
+    try:
+        parent, study = split_study_uri(uri)
+    except MirrorError as error:
+        _fail(str(error))
+    folder = results / study
+    if folder.exists() and any(folder.iterdir()):
+        _fail(
+            f"{folder} already exists: resume that folder (infovae-sweep resume {folder}; it "
+            f"mirrors to the same storage), or pull into a fresh folder with --results"
+        )
+    try:
+        count = pull(uri, folder)
+    except MirrorError as error:
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"{uri}: cannot be read ({error})", code=1)
+    console.print(f"pulled {count} files from {uri} into {folder}", highlight=False)
+    return folder, storage or parent
+
+
+def _run(
+    spec,
+    folder: Path,
+    address,
+    max_concurrent,
+    storage,
+    verbose: bool,
+    resume: bool,
+    optuna_storage: str | None = None,
+    log_to: list[str] | None = None,
+    single_node: bool = False,
+) -> None:
     from infovae_core.data import DataError
     from sweep.progress import LiveView
     from sweep.runner import StorageError, StudyInterrupted, run_study
     from sweep.store import StoreError
+    from sweep.trackers import TrackerError, parse_tracker
 
+    try:
+        trackers = [parse_tracker(value) for value in log_to or ()]
+    except TrackerError as error:
+        _fail(str(error))
     view = LiveView(console)
     try:
         with view:
@@ -403,12 +532,15 @@ def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, re
                 verbose=verbose,
                 resume=resume,
                 storage=storage,
+                optuna_storage=optuna_storage,
                 listeners=[view.update],
+                trackers=trackers,
+                single_node=single_node,
             )
     except StudyInterrupted as error:
         console.print(f"[yellow]{error}[/]", highlight=False)
         raise typer.Exit(130) from None
-    except (StoreError, DataError, StorageError) as error:
+    except (StoreError, DataError, StorageError, TrackerError) as error:
         _fail(str(error))
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
     console.print(
@@ -417,6 +549,13 @@ def _run(spec, folder: Path, address, max_concurrent, storage, verbose: bool, re
         highlight=False,
     )
     _write_report(folder, partial=False)
+    if outcome.mirror is not None:
+        try:
+            outcome.mirror.sync(force=True)
+        except (OSError, ValueError) as error:  # pyarrow's errors; the study folder is whole
+            console.print(f"[yellow]mirror {outcome.mirror.uri} not updated: {error}[/]")
+        else:
+            console.print(f"mirror: {outcome.mirror.uri}", highlight=False)
 
 
 def _write_report(folder: Path, partial: bool) -> Path | None:
@@ -431,28 +570,104 @@ def _write_report(folder: Path, partial: bool) -> Path | None:
     return path
 
 
+class FigureFormatChoice(str, Enum):
+    """The formats of :mod:`sweep.report.static` (kept here so the CLI starts without Plotly)."""
+
+    svg = "svg"
+    pdf = "pdf"
+    png = "png"
+
+
+StudyArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="FOLDER",
+        help="Study folder, e.g. results/digits, or its mirror <storage URI>/<study> "
+        "(read through a temporary copy).",
+    ),
+]
+
+
+@contextlib.contextmanager
+def _readable(where: str, *, artifacts: bool = False) -> Iterator[Path]:
+    """The study folder to read: ``where`` itself, or a temporary copy pulled from a mirror
+    URI (removed on exit; a URI that holds no study exits 2)."""
+    if not _is_uri(where):
+        yield Path(where)
+        return
+    from sweep.mirror import MirrorError, pulled
+
+    with contextlib.ExitStack() as stack:
+        try:
+            folder = stack.enter_context(pulled(where, artifacts=artifacts))
+        except MirrorError as error:
+            _fail(str(error))
+        except OSError as error:
+            _fail(f"{where}: cannot be read ({error})", code=1)
+        yield folder
+
+
+def _default_out(where: str, suffix: str) -> Path | None:
+    """Outputs that default to the study folder go to ./<study><suffix> for a mirror URI."""
+    return Path(f"{where.rstrip('/').rpartition('/')[2]}{suffix}") if _is_uri(where) else None
+
+
 @app.command()
 def report(
-    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    where: StudyArgument,
     out: Annotated[
-        Path | None, typer.Option(help="Output HTML file (default FOLDER/report.html).")
+        Path | None,
+        typer.Option(
+            help="Output HTML file (default FOLDER/report.html; for a URI ./<study>-report.html)."
+        ),
     ] = None,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the report in the browser.")
     ] = False,
+    figures: Annotated[
+        FigureFormatChoice | None,
+        typer.Option(
+            "--figures",
+            help="Also write every figure as a file under FOLDER/figures/ (needs the "
+            "'figures' extra: Kaleido and Chrome or Chromium).",
+        ),
+    ] = None,
 ) -> None:
     """Write the study's self-contained HTML report (partial while the study runs)."""
-    from sweep.report import build_report
+    from sweep.names import FIGURES_DIR, REPORT_FILE
+    from sweep.report import build_content, load_study_data
+    from sweep.report.build import write_report
+    from sweep.report.static import FiguresUnavailableError, require_kaleido, write_figures
     from sweep.store import LOCK_FILE, STUDY_FILE, is_study_folder
 
-    if not is_study_folder(folder):
-        _fail(f"{folder}: not a study folder (no {STUDY_FILE})")
-    _refuse_damaged(folder)
-    running = _is_running(folder / LOCK_FILE)
-    try:
-        path = build_report(folder, out=out, partial=running)
-    except (OSError, ValueError) as error:
-        _fail(str(error), code=1)
+    out = out or _default_out(where, "-report.html")
+    with _readable(where, artifacts=True) as folder:
+        if not is_study_folder(folder):
+            _fail(f"{folder}: not a study folder (no {STUDY_FILE})")
+        _refuse_damaged(folder)
+        if figures is not None:
+            try:
+                require_kaleido()  # before anything is written
+            except FiguresUnavailableError as error:
+                _fail(str(error))
+        # A mirror is read through a temporary copy: its figures go to ./<study>-figures/.
+        figures_dir = _default_out(where, "-figures") or folder / FIGURES_DIR
+        running = _is_running(folder / LOCK_FILE)
+        try:
+            content = build_content(load_study_data(folder), partial=running)
+            written = []
+            if figures is not None:
+                written = write_figures(content, figures_dir, figures.value)
+            path = write_report(content, out if out is not None else folder / REPORT_FILE)
+        except FiguresUnavailableError as error:
+            _fail(str(error))
+        except (OSError, ValueError, RuntimeError) as error:
+            _fail(str(error), code=1)
+    for figure in written:
+        line = f"{figure.path}  ({figure.section}: {figure.title})"
+        stdout.print(line, highlight=False, soft_wrap=True, markup=False)
+    if figures is not None:
+        stdout.print(f"figures: {len(written)} {figures.value} file(s)", highlight=False)
     stdout.print(f"report: {path}" + (" (partial: the study is still running)" if running else ""))
     if open_browser:
         import webbrowser
@@ -477,21 +692,43 @@ def _is_running(lock_path: Path) -> bool:
 
 @app.command("ls")
 def list_command(
-    results: Annotated[Path, typer.Argument(help="Results root folder.")] = Path("results"),
+    where: Annotated[
+        str,
+        typer.Argument(
+            metavar="RESULTS",
+            help="Results root folder, or a storage URI that studies are mirrored under.",
+        ),
+    ] = "results",
 ) -> None:
     """List the studies under a results folder: trials by status, best value per arm."""
+    if _is_uri(where):
+        from sweep.mirror import MirrorError, pulled_root
+
+        with contextlib.ExitStack() as stack:
+            try:
+                root = stack.enter_context(pulled_root(where))
+            except MirrorError as error:
+                _fail(str(error))
+            except OSError as error:
+                _fail(f"{where}: cannot be read ({error})", code=1)
+            _list_studies(root, where)
+        return
+    if not Path(where).is_dir():
+        _fail(f"{where}: no such results folder")
+    _list_studies(Path(where), where)
+
+
+def _list_studies(results: Path, title: str) -> None:
     from sweep.integrity import damaged_files
     from sweep.leaderboard import best_per_arm
     from sweep.store import list_studies
 
-    if not results.is_dir():
-        _fail(f"{results}: no such results folder")
     studies = list_studies(results)
     if not studies:
-        stdout.print(f"no studies under {results}")
+        stdout.print(f"no studies under {title}")
         return
     damaged: list[str] = []
-    table = Table(title=f"studies under {results}")
+    table = Table(title=f"studies under {title}")
     for column in ("study", "trials", "completed", "failed", "stopped", "best per arm"):
         table.add_column(column)
     for summary in studies:
@@ -520,11 +757,16 @@ def list_command(
 
 @app.command()
 def show(
-    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    where: StudyArgument,
     top: Annotated[int, typer.Option(min=1, help="Trials shown per arm.")] = 5,
 ) -> None:
     """Print the leaderboard of each arm (best completed trials by the study's objective) with
     each trial's convergence and, per arm, how many trials converged in each phase."""
+    with _readable(where) as folder:
+        _show(folder, top)
+
+
+def _show(folder: Path, top: int) -> None:
     from sweep.leaderboard import convergence_rule, leaderboards
     from sweep.store import StoreError
 
@@ -556,7 +798,7 @@ class ExportFormatChoice(str, Enum):
 
 @app.command("export")
 def export_command(
-    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    where: StudyArgument,
     fmt: Annotated[
         ExportFormatChoice,
         typer.Option(
@@ -565,7 +807,10 @@ def export_command(
             "json (one document).",
         ),
     ] = ExportFormatChoice.csv,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default FOLDER/export).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (default FOLDER/export; for a URI ./<study>-export)."),
+    ] = None,
     top: Annotated[int, typer.Option(min=1, help="Trials per arm in the leaderboards.")] = 10,
 ) -> None:
     """Export the verdict, the claims and the per-arm leaderboards for a paper or notebook."""
@@ -573,20 +818,55 @@ def export_command(
     from sweep.report.data import NotAStudyFolderError
     from sweep.store import StoreError
 
-    _refuse_damaged(folder)
-    try:
-        paths = export_study(folder, fmt.value, out=out, top=top)
-    except (NotAStudyFolderError, StoreError) as error:
-        _fail(str(error))
-    except OSError as error:
-        _fail(f"export not written: {error}", code=1)
+    out = out or _default_out(where, "-export")
+    with _readable(where) as folder:
+        _refuse_damaged(folder)
+        try:
+            paths = export_study(folder, fmt.value, out=out, top=top)
+        except (NotAStudyFolderError, StoreError) as error:
+            _fail(str(error))
+        except OSError as error:
+            _fail(f"export not written: {error}", code=1)
     for path in paths:
         stdout.print(str(path), highlight=False, soft_wrap=True)
 
 
+@app.command("compare")
+def compare_command(
+    study_a: Annotated[Path, typer.Argument(help="Study folder A, e.g. results/digits.")],
+    study_b: Annotated[Path, typer.Argument(help="Study folder B, compared with A.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output HTML file (default STUDY_A/compare-<name of B>.html)."),
+    ] = None,
+) -> None:
+    """Set two studies' confirm-phase metrics side by side (arms matched by name): mean and
+    95% CI per arm and study, B - A with its CI and tests, unconverged runs marked, and the
+    study settings that differ. Prints a text summary and writes one HTML page."""
+    from sweep.files import atomic_write_text
+    from sweep.report.compare import compare_studies, default_out, format_text
+    from sweep.report.data import NotAStudyFolderError
+    from sweep.report.html import render_comparison
+    from sweep.store import StoreError
+
+    try:
+        comparison = compare_studies(study_a, study_b)
+    except (NotAStudyFolderError, StoreError) as error:
+        _fail(str(error))
+    path = out if out is not None else default_out(comparison)
+    try:
+        page = render_comparison(comparison)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, page)
+    except OSError as error:
+        _fail(f"comparison not written: {error}", code=1)
+    sys.stdout.write(format_text(comparison))
+    stdout.print(f"compare: {path}", highlight=False, soft_wrap=True, markup=False)
+
+
 @app.command("summary")
 def summary_command(
-    folder: Annotated[Path, typer.Argument(help="Study folder, e.g. results/digits.")],
+    where: StudyArgument,
     by: Annotated[
         list[str] | None,
         typer.Option(
@@ -608,11 +888,12 @@ def summary_command(
     from sweep.store import StoreError
     from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
 
-    _refuse_damaged(folder)
-    try:
-        data = load_study_data(folder)
-    except (NotAStudyFolderError, StoreError) as error:
-        _fail(str(error))
+    with _readable(where) as folder:
+        _refuse_damaged(folder)
+        try:
+            data = load_study_data(folder)
+        except (NotAStudyFolderError, StoreError) as error:
+            _fail(str(error))
     metrics = tuple(metric) if metric else DEFAULT_METRICS
     try:
         table = configuration_summary(
@@ -621,9 +902,9 @@ def summary_command(
     except KeyError as error:
         _fail(f"--by: {error.args[0]}")
     if csv is not None:
-        from sweep.export import write_text_atomic
+        from sweep.files import atomic_write_text
 
-        write_text_atomic(csv, table.to_csv(index=False))
+        atomic_write_text(csv, table.to_csv(index=False))
     shown = [m for m in metrics if m in table.columns]
     keys = [c for c in table.columns if c.startswith("param.")]
     view = Table(title=f"{data.name}: mean [95% t interval] over completed trials")

@@ -36,14 +36,13 @@ import csv
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sweep.files import atomic_write_text
 from sweep.leaderboard import leaderboards
 from sweep.report.aggregate import SIGNIFICANCE_LEVEL, Verdict, format_number
 from sweep.report.analysis import ArmConvergence, ConvergenceReport, analyse, runs_text
@@ -457,19 +456,6 @@ def render(tables: StudyTables, fmt: ExportFormat) -> dict[str, str]:
     return renderers[fmt]()
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_study(
     folder: Path, fmt: ExportFormat = "csv", out: Path | None = None, top: int = 10
 ) -> list[Path]:
@@ -483,7 +469,7 @@ def export_study(
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in files.items():
-        write_text_atomic(target / name, text)
+        atomic_write_text(target / name, text)
         written.append(target / name)
     return written
 

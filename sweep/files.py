@@ -70,6 +70,11 @@ def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> Non
     atomic_write(path, lambda handle: handle.write(data), sync_dir=sync_dir)
 
 
+def atomic_write_text(path: Path, text: str, *, sync_dir: bool = True) -> None:
+    """:func:`atomic_write` of UTF-8 text, written as is (no newline translation)."""
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")), sync_dir=sync_dir)
+
+
 def remove_temp_files(folder: Path) -> None:
     """Delete the temp files that a killed :func:`atomic_write` left in ``folder``."""
     for path in Path(folder).glob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):

@@ -24,12 +24,15 @@ __all__ = [
     "ERROR",
     "EVAL_SECONDS",
     "FAILED",
+    "FIGURES_DIR",
     "HOST",
     "LOCK_FILE",
     "METRIC",
     "METRIC_NAMES",
     "NODE_ID",
+    "MIRROR_STATE_FILE",
     "OPTUNA_FILE",
+    "OPTUNA_JOURNAL_FILE",
     "PARAM",
     "PARTS_DIR",
     "PHASE",
@@ -37,14 +40,17 @@ __all__ = [
     "PROBE_ACC",
     "RAY_DIR",
     "REPORT_FILE",
+    "RESUMED_FROM_EPOCH",
     "SEARCH",
     "SEED",
     "STARTED_AT",
     "STATUS",
     "STATUSES",
     "STOPPED",
+    "STORAGE_FILE",
     "STUDY",
     "STUDY_FILE",
+    "TENSORBOARD_DIR",
     "TRAIN",
     "TRAIN_SECONDS",
     "TRIALS_FILE",
@@ -66,11 +72,21 @@ LOCK_FILE = ".lock"
 PARTS_DIR = ".parts"
 #: One Optuna study per arm, named after it.
 OPTUNA_FILE = "optuna.db"
+#: The same, as Optuna's file journal (``--optuna-storage journal``), for a shared mount.
+OPTUNA_JOURNAL_FILE = "optuna.journal"
+#: Where the study's storages are: Ray Tune's storage path or URI, the Optuna storage.
+STORAGE_FILE = "storage.yaml"
+#: The driver's record of what its mirror (``<storage URI>/<study>/``) holds; never mirrored.
+MIRROR_STATE_FILE = ".mirror.json"
 #: ``artifacts/<trial_id>/``: latents and image grids of a completed trial, for the report.
 ARTIFACTS_DIR = "artifacts"
 REPORT_FILE = "report.html"
+#: ``figures/``: the report's figures as SVG, PDF or PNG files (``report --figures``).
+FIGURES_DIR = "figures"
 #: Ray Tune's storage path inside the study folder when no shared storage is given.
 RAY_DIR = "ray"
+#: ``--log-to tensorboard`` without a folder: event files under ``tensorboard/<phase>/<trial_id>/``.
+TENSORBOARD_DIR = "tensorboard"
 
 # ---- columns -----------------------------------------------------------------------------------
 
@@ -79,6 +95,8 @@ ARM = "arm"
 PHASE = "phase"
 TRIAL_ID = "trial_id"
 ATTEMPT = "attempt"
+#: The epoch of the checkpoint a retried trial resumed from (0: the trial started fresh).
+RESUMED_FROM_EPOCH = "resumed_from_epoch"
 SEED = "seed"
 STATUS = "status"
 ERROR = "error"
@@ -100,6 +118,7 @@ TRIAL_FIXED_COLUMNS: tuple[str, ...] = (
     PHASE,
     TRIAL_ID,
     ATTEMPT,
+    RESUMED_FROM_EPOCH,
     SEED,
     STATUS,
     ERROR,

@@ -9,15 +9,22 @@ Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it
    actors fetch it once per worker process.
 4. For each arm, in file order, the search phase: ``trials_per_arm`` trials sampled by Optuna
    (:mod:`sweep.searcher`, Optuna's public ask/tell with the arm's seeded sampler and the
-   study's SQLite storage ``optuna.db``, one Optuna study per arm, named after it), at most
-   ``max_concurrent`` at a time, ASHA early stopping when configured. A suggestion whose full
-   TrialConfig (seed included) equals a completed search trial's is not trained: it is
-   recorded as a copy (``copy_of``) and Optuna is told the original's values.
+   study's Optuna storage, :mod:`sweep.storages`: ``optuna.db`` by default, one Optuna study
+   per arm, named after it), at most ``max_concurrent`` at a time, ASHA early stopping when
+   configured. A suggestion whose full TrialConfig (seed included) equals a completed search
+   trial's is not trained: it is recorded as a copy (``copy_of``) and Optuna is told the
+   original's values.
 5. For each arm, the confirm phase: the best ``confirm.top_k`` completed search trials are
    trained again with each confirm seed.
 6. Every trial is recorded in the Parquet store by the driver as it finishes (a Tune callback),
    with its epochs and artefacts; a failed trial is recorded with its error and Optuna is told
-   it failed.
+   it failed. Trials Optuna did not sample (arms without a search space, confirm trials) are
+   added to ``optuna.db`` as finished trials, so that optuna-dashboard shows every trial.
+7. With ``trackers`` (``--log-to``), Ray Tune's MLflow, TensorBoard or W&B logger callbacks log
+   every trial too (:mod:`sweep.trackers`).
+
+With a storage URI the study folder is mirrored to ``<storage>/<study>/`` as trials are
+recorded (:mod:`sweep.mirror`); ``resume`` from that URI pulls it into a fresh folder first.
 
 Resume: completed (and failed or stopped) trials are in the store and are never run
 again. Optuna trials still marked RUNNING belonged to trials interrupted with the driver: they
@@ -38,7 +45,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,16 +55,27 @@ import pyarrow.compute as pc
 
 from sweep import names
 from sweep.files import atomic_write, atomic_write_bytes, fsync_dir
+from sweep.mirror import MirrorError, StudyMirror, mirror_uri
 from sweep.ranking import better, rank_trials
 from sweep.searcher import (
     ArmSearch,
     DuplicateIndex,
     FixedArm,
     arms_searcher,
+    confirm_recorder,
     recover_interrupted,
 )
 from sweep.spec import StudySpec
+from sweep.storages import (
+    OptunaStorageError,
+    StorageRecord,
+    check_optuna_storage,
+    open_optuna_storage,
+    read_record,
+    write_record,
+)
 from sweep.store import ResultsStore, json_columns
+from sweep.trackers import Tracker, check_trackers, tracker_callbacks
 from sweep.trainable import (
     ARTIFACT_PREFIX,
     ERROR_KEY,
@@ -110,20 +128,77 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
-def check_storage(storage: str | None, n_nodes: int) -> None:
-    """Refuse a local storage path for a run on several nodes.
+def check_storage(
+    storage: str | None,
+    n_nodes: int = 1,
+    *,
+    address: str | None = None,
+    single_node: bool = False,
+) -> None:
+    """Refuse a local storage path for a run that may use several machines.
 
-    Trials on other nodes write Ray Tune's experiment files to the storage path, so it must
-    be reachable from every node: a bucket URI, or a shared file system named explicitly as
-    ``file:///mount/point`` (mounted at the same path on every node)."""
-    if n_nodes > 1 and (storage is None or not is_uri(storage)):
-        where = "the study folder (the default)" if storage is None else repr(storage)
+    Trials on other nodes write Ray Tune's experiment files and their checkpoints to the
+    storage path, so it must be reachable from every node: a bucket URI, or a shared file
+    system named explicitly as ``file:///mount/point`` (mounted at the same path on every
+    node). A run attached to a cluster (``address``) needs one even while the cluster has a
+    single node: an autoscaling cluster starts with its head alone and adds workers later. Only
+    ``single_node`` (the user says the cluster is this one machine) lifts the rule; without an
+    address (embedded Ray) the nodes are counted."""
+    if single_node or (storage is not None and is_uri(storage)):
+        return
+    where = "the study folder (the default)" if storage is None else repr(storage)
+    remedy = (
+        "Give shared storage with --storage (or `storage:` in the study file): a bucket URI "
+        "such as s3://BUCKET/infovae-sweep or gs://BUCKET/infovae-sweep, or a shared mount "
+        "written as file:///mnt/shared/path"
+    )
+    if address is not None:
+        raise StorageError(
+            f"storage: this run is attached to the Ray cluster at {address!r}, whose nodes "
+            f"(now or once it scales up) cannot reach Ray Tune's storage path {where}, local "
+            f"to the driver's machine. {remedy}; or pass --single-node if the whole cluster "
+            "is this one machine"
+        )
+    if n_nodes > 1:
         raise StorageError(
             f"storage: this Ray cluster has {n_nodes} nodes, and Ray Tune's storage path "
-            f"{where} is local to the driver's machine. Give shared storage with --storage "
-            "(or `storage:` in the study file): a bucket URI such as s3://BUCKET/infovae-sweep "
-            "or gs://BUCKET/infovae-sweep, or a shared mount written as file:///mnt/shared/path"
+            f"{where} is local to the driver's machine. {remedy}"
         )
+
+
+#: Longest recorded error text of a trial that Ray failed (its last characters are kept).
+ERROR_CHARS = 2000
+
+
+def clip_error(text: str, limit: int = ERROR_CHARS) -> str:
+    """``text`` cut to its last ``limit`` characters, starting at a line where it can (the
+    end of a traceback says what failed)."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    tail = text[-(limit - 4) :]
+    newline = tail.find("\n")
+    if 0 <= newline < len(tail) // 2:
+        tail = tail[newline + 1 :]
+    return "...\n" + tail
+
+
+def ray_trial_error(trial) -> str:
+    """Ray Tune's own text of why ``trial`` failed (the exception, the dead actor or lost
+    node), from the trial's error file (``Trial.error_file``, written by Ray before it calls
+    the callbacks; ``Trial.get_error()`` reads the copy at the storage path). Each failure
+    appends its ``Failure # n`` block: the last one is kept by :func:`clip_error`."""
+    text = None
+    path = getattr(trial, "error_file", None)
+    if path:
+        with contextlib.suppress(OSError):
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+    if not text:
+        with contextlib.suppress(Exception):
+            text = trial.get_error()
+    if not text:
+        return "the trial's worker failed (Ray recorded no error text)"
+    return clip_error(str(text))
 
 
 class StudyInterrupted(RuntimeError):
@@ -209,10 +284,6 @@ def _per_arm_scheduler_class() -> type:
     return PerArmScheduler
 
 
-def optuna_storage_url(folder: Path) -> str:
-    return f"sqlite:///{(folder / OPTUNA_FILE).resolve()}"
-
-
 # --------------------------------------------------------------------------------------------
 # The driver's record of trials
 
@@ -257,29 +328,38 @@ class _StoreCallbackMixin:
         return self.events.arms[trial.config[TRIAL_KEY]["arm"]]
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        # Also called when a recovered trial starts again: its earlier epochs are kept.
         self._progress(trial).running += 1
-        self.epochs[trial.trial_id] = []
+        self.epochs.setdefault(trial.trial_id, [])
         self.events.changed()
 
     def on_trial_restore(self, iteration, trials, trial, **info):
         self.epochs[trial.trial_id] = []
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        # A worker died; Ray retries the trial from scratch: forget the partial epochs.
-        self.epochs[trial.trial_id] = []
+        # A worker died; Ray retries the trial, from its last checkpoint when it has one (else
+        # from epoch 1). The epochs before it stay: the retry's epochs replace the rest as
+        # they arrive (on_trial_result), so each epoch is recorded once.
+        progress = self._progress(trial)
+        progress.running = max(0, progress.running - 1)  # on_trial_start counts it again
+        self.events.changed()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if names.EPOCH in result and STATUS_KEY not in result:
-            row = {names.EPOCH: int(result[names.EPOCH])}
+            epoch = int(result[names.EPOCH])
+            row = {names.EPOCH: epoch}
             row.update({k: v for k, v in result.items() if k.startswith((names.TRAIN, names.VAL))})
-            self.epochs.setdefault(trial.trial_id, []).append(row)
+            rows = self.epochs.setdefault(trial.trial_id, [])
+            if rows and rows[-1][names.EPOCH] >= epoch:
+                # A retry that went back to a checkpoint (or to the start): drop what it redoes.
+                rows[:] = [r for r in rows if r[names.EPOCH] < epoch]
+            rows.append(row)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, trial.last_result or {}, error=None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        message = getattr(trial, "error_msg", None) or "the trial's worker failed"
-        self._record(trial, trial.last_result or {}, error=str(message))
+        self._record(trial, trial.last_result or {}, error=ray_trial_error(trial))
 
     def _record(self, trial, result: dict[str, Any], error: str | None) -> None:
         meta = trial.config[TRIAL_KEY]
@@ -310,6 +390,7 @@ class _StoreCallbackMixin:
             names.PHASE: self.context.phase,
             names.TRIAL_ID: study_trial_id,
             names.ATTEMPT: int(getattr(trial, "num_failures", 0) or 0),
+            names.RESUMED_FROM_EPOCH: int(result.get(names.RESUMED_FROM_EPOCH) or 0),
             names.SEED: seed,
             names.STATUS: status,
             names.ERROR: message,
@@ -375,6 +456,7 @@ def _duplicate_index(run: _StudyRun, context: TrialContext) -> DuplicateIndex:
                 names.TRIAL_ID: meta["trial_id"],
                 names.COPY_OF: original,
                 names.ATTEMPT: 0,
+                names.RESUMED_FROM_EPOCH: 0,
                 names.ERROR: None,
                 names.STARTED_AT: now,
                 names.ENDED_AT: now,
@@ -458,17 +540,20 @@ def _write_artifacts(folder: Path, trial_id: str, result: dict[str, Any]) -> Non
 # Phases
 
 
-def _run_config(storage_path: str, name: str, callback, verbose: bool):
+def _run_config(storage_path: str, name: str, callbacks: list, verbose: bool):
     from ray import tune
 
     return tune.RunConfig(
         name=name,
         storage_path=storage_path,
-        callbacks=[callback],
+        callbacks=callbacks,
         verbose=1 if verbose else 0,
         # Infrastructure failures (a dead worker or node) are retried; errors of the training
         # code itself are reported by the trainable as failed trials and never retried.
         failure_config=tune.FailureConfig(max_failures=2),
+        # Trials report a checkpoint every train.checkpoint_every epochs; a retry needs only
+        # the last one.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         log_to_file=False,
     )
 
@@ -504,6 +589,11 @@ class _StudyRun:
     events: StudyEvents
     max_concurrent: int
     verbose: bool
+    trackers: tuple[Tracker, ...] = ()
+
+    def callbacks(self, store_callback, context: TrialContext) -> list:
+        """The store's callback, then one per ``--log-to`` tracker (:mod:`sweep.trackers`)."""
+        return [store_callback, *tracker_callbacks(self.trackers, context, self.store.folder)]
 
 
 def _recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, set[str]]:
@@ -524,8 +614,7 @@ def _run_search(run: _StudyRun) -> None:
     storage_path, data_refs, data_key = run.storage_path, run.data_refs, run.data_key
     max_concurrent, verbose = run.max_concurrent, run.verbose
 
-    url = optuna_storage_url(store.folder)
-    storage = _optuna_storage(url)
+    storage = open_optuna_storage(store.folder)  # as the folder's storage.yaml names it
     recorded = _recorded_by_arm(store, names.SEARCH)
     context = _context(spec, names.SEARCH, data_key)
     duplicates = _duplicate_index(run, context)
@@ -538,7 +627,14 @@ def _run_search(run: _StudyRun) -> None:
             continue
         budgets[arm] = remaining
         if not spec.arms[arm].search:
-            searchers[arm] = FixedArm(arm, _SeedPolicy(spec, arm), recorded.get(arm, set()))
+            searchers[arm] = FixedArm(
+                arm,
+                _SeedPolicy(spec, arm),
+                recorded.get(arm, set()),
+                storage=storage,
+                metrics=spec.search.metrics,
+                directions=spec.search.directions,
+            )
             continue
         searchers[arm] = ArmSearch(
             arm=arm,
@@ -579,7 +675,9 @@ def _run_search(run: _StudyRun) -> None:
             max_concurrent_trials=max_concurrent,
             reuse_actors=True,
         ),
-        run_config=_run_config(storage_path, f"search-{_stamp()}", callback, verbose),
+        run_config=_run_config(
+            storage_path, f"search-{_stamp()}", run.callbacks(callback, context), verbose
+        ),
     )
     tuner.fit()
 
@@ -593,12 +691,6 @@ class _SeedPolicy:
 
     def __call__(self, index: int) -> int | None:
         return self.spec.search_seed(self.arm, index)
-
-
-def _optuna_storage(url: str):
-    import optuna
-
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
 
 
 def confirm_candidates(spec: StudySpec, store: ResultsStore, arm: str) -> list[dict[str, Any]]:
@@ -647,6 +739,7 @@ def _run_confirm(run: _StudyRun) -> None:
                             names.TRIAL_ID: trial_id,
                             names.SEED: seed,
                             "params": candidate["params"],
+                            "source": candidate["source"],
                         }
                     )
     if not todo:
@@ -654,11 +747,19 @@ def _run_confirm(run: _StudyRun) -> None:
     context = _context(spec, names.CONFIRM, data_key)
     rank = spec.confirm_rank
     callback = StoreCallback(store, context, events, rank.metric, rank.direction)
+    # Optuna records the confirm trials too (optuna-dashboard then shows every trial).
+    storage = open_optuna_storage(store.folder)  # as the folder's storage.yaml names it
+    recorder = confirm_recorder(storage, spec.search.metrics, spec.search.directions)
     tuner = tune.Tuner(
         _trainable(spec, context, data_refs),
         param_space={TRIAL_KEY: tune.grid_search(todo)},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
-        run_config=_run_config(storage_path, f"confirm-{_stamp()}", callback, verbose),
+        run_config=_run_config(
+            storage_path,
+            f"confirm-{_stamp()}",
+            [*run.callbacks(callback, context), recorder],
+            verbose,
+        ),
     )
     tuner.fit()
 
@@ -713,6 +814,9 @@ class RunOutcome:
     folder: Path
     counts: dict[str, int]
     seconds: float
+    #: The study folder's mirror under the storage URI (None without one); the CLI syncs it
+    #: again after writing the report.
+    mirror: StudyMirror | None = None
 
 
 @_tune_environment()  # Tune's variables for this run only, restored after it
@@ -725,38 +829,62 @@ def run_study(
     verbose: bool = False,
     resume: bool = False,
     storage: str | None = None,
+    optuna_storage: str | None = None,
     num_cpus: int | None = None,
     listeners: list[Callable[[StudyEvents], None]] | None = None,
+    trackers: Sequence[Tracker] = (),
+    single_node: bool = False,
 ) -> RunOutcome:
     """Run (or resume) ``spec`` into ``folder``; see the module docstring.
 
     ``storage`` overrides the study's ``storage`` (Ray Tune's storage path); the Parquet store
-    and the report are written by the driver into ``folder`` either way.
+    and the report are written by the driver into ``folder`` either way, and with a storage
+    URI the folder is mirrored to ``<storage>/<study>/`` (:mod:`sweep.mirror`).
+    ``optuna_storage``: ``sqlite`` (default), ``journal`` or an RDB URL (:mod:`sweep.storages`).
+    Both are recorded in the folder's ``storage.yaml``; ``resume`` reopens what it records
+    (an explicit ``storage`` still overrides Ray Tune's storage path and the mirror).
+    ``trackers`` (from :func:`sweep.trackers.parse_tracker`) add MLflow, TensorBoard or W&B
+    logging.
+    With an ``address`` it must be shared storage unless ``single_node``
+    (:func:`check_storage`).
 
-    Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished, and
-    :class:`StorageError` for a local storage path on a multi-node cluster (before any trial).
+    Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished,
+    :class:`StorageError` for a local storage path on a multi-node cluster, an Optuna storage
+    that cannot be opened or a storage URI that cannot be used, and
+    :class:`~sweep.trackers.TrackerError` for a tracker that cannot log (all before any trial).
     """
     import ray
 
     from infovae_core.data import load_dataset
 
     folder = Path(folder)
+    record = _read_record(folder) if resume else None
+    storage = storage or (record.storage if record is not None else None) or spec.storage
+    # Refused before anything is started or written.
+    check_storage(storage, address=address, single_node=single_node)
+    check_trackers(trackers, spec.name)
     store = ResultsStore.open(folder) if resume else None
     concurrency = max_concurrent or spec.search.max_concurrent
     events = StudyEvents(spec=spec, listeners=list(listeners or []))
-    storage = storage or spec.storage
+    optuna_choice = _optuna_choice(folder, record, optuna_storage, resume)
+    mirror = _open_mirror(folder, storage, spec.name, resume)
+    if mirror is not None:
+        events.listeners.append(_mirror_listener(mirror))
     storage_path = storage or str((folder / names.RAY_DIR).resolve())
     started_ray = start_ray(address, verbose, num_cpus=num_cpus)
     _quiet_loggers(verbose)
     try:
         # Everything that can refuse the run does so before the study folder is written.
-        check_storage(storage, len([n for n in ray.nodes() if n.get("Alive")]))
+        alive = len([n for n in ray.nodes() if n.get("Alive")])
+        check_storage(storage, alive, address=address, single_node=single_node)
         # The whole splits, once: each trial cuts its own data.train_size from them (arms may
         # fix or search it), so every size shares this one copy in the object store.
         data_config = dataclasses.replace(spec.arm_config(spec.arm_names[0]).data, train_size=None)
         splits = load_dataset(data_config)
         if store is None:
             store = ResultsStore.create(folder, spec.to_yaml())
+        if record is None or record.storage != storage:
+            write_record(folder, StorageRecord(storage=storage, optuna_storage=optuna_choice))
         with store.lock():
             _count_recorded(spec, store, events)
             data_key = json.dumps(
@@ -784,11 +912,16 @@ def run_study(
                         events,
                         concurrency,
                         verbose,
+                        tuple(trackers),
                     )
                 )
             store.reload()
             counts = store.trials()["status"].value_counts().to_dict() if len(store) else {}
+        if mirror is not None:  # after the lock's release folded the part files in
+            _final_sync(mirror)
     except KeyboardInterrupt:
+        if mirror is not None:
+            _final_sync(mirror)
         raise StudyInterrupted(
             f"interrupted; finished trials are recorded in {folder}. "
             f"Continue with: infovae-sweep resume {folder}"
@@ -796,7 +929,99 @@ def run_study(
     finally:
         if started_ray:
             ray.shutdown()
-    return RunOutcome(folder=folder, counts=counts, seconds=time.monotonic() - events.started)
+    return RunOutcome(
+        folder=folder, counts=counts, seconds=time.monotonic() - events.started, mirror=mirror
+    )
+
+
+def _read_record(folder: Path) -> StorageRecord | None:
+    try:
+        return read_record(folder)
+    except OptunaStorageError as error:
+        raise StorageError(str(error)) from None
+
+
+def _final_sync(mirror: StudyMirror) -> None:
+    """The last copy of a run; a failure is logged (the study folder itself is complete)."""
+    try:
+        mirror.sync(force=True)
+    except (OSError, ValueError) as error:
+        logging.getLogger(__name__).warning("mirror %s: copy failed: %s", mirror.uri, error)
+
+
+def _optuna_choice(
+    folder: Path, record: StorageRecord | None, optuna_storage: str | None, resume: bool
+) -> str:
+    """The Optuna storage of this run: the recorded one on resume (a different explicit choice
+    is refused), else ``optuna_storage``, checked (an RDB URL is opened once) before anything
+    is written."""
+    try:
+        if resume:
+            recorded = record.optuna_storage if record is not None else check_optuna_storage(None)
+            if optuna_storage is not None and check_optuna_storage(optuna_storage) != recorded:
+                raise StorageError(
+                    f"--optuna-storage: the study in {folder} uses the Optuna storage "
+                    f"{recorded!r} (its {names.STORAGE_FILE}); resume reopens it"
+                )
+            return recorded
+        choice = check_optuna_storage(optuna_storage)
+    except OptunaStorageError as error:
+        raise StorageError(str(error)) from None
+    if "://" in choice:
+        import optuna
+
+        try:
+            optuna.storages.RDBStorage(choice).engine.dispose()
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy and drivers raise many types
+            raise StorageError(
+                f"--optuna-storage: cannot open {choice}: {type(error).__name__}: {error}"
+            ) from None
+    return choice
+
+
+def _open_mirror(folder: Path, storage: str | None, study: str, resume: bool):
+    """The study folder's mirror under a storage URI (None for a local storage path).
+
+    A new study is refused when the mirror already holds one of the same name: resume that one
+    from its URI, or choose another name or storage."""
+    if storage is None or "://" not in storage:
+        return None
+    uri = mirror_uri(storage, study)
+    try:
+        mirror = StudyMirror(folder, uri)
+        if mirror.is_same_folder():
+            return None
+        if not resume:
+            from pyarrow import fs
+
+            marker = mirror.fs.get_file_info(f"{mirror.root}/{names.STUDY_FILE}")
+            if marker.type == fs.FileType.File:
+                raise StorageError(
+                    f"storage: {uri} already holds a study named {study!r}. Continue it with "
+                    f"`infovae-sweep resume {uri}`, or give the study another name or "
+                    "another --storage"
+                )
+    except (MirrorError, OSError) as error:
+        raise StorageError(f"storage: {error}") from None
+    return mirror
+
+
+def _mirror_listener(mirror: StudyMirror) -> Callable[[StudyEvents], None]:
+    """Sync the mirror whenever a trial has been recorded (the listener runs on the driver's
+    Tune loop, as the recording does); a failed copy is logged and retried next time."""
+    seen: list[int] = [-1]
+
+    def on_change(events: StudyEvents) -> None:
+        recorded = sum(p.done + p.failed + p.stopped for p in events.arms.values())
+        if recorded == seen[0]:
+            return
+        seen[0] = recorded
+        try:
+            mirror.sync(force=recorded == 0)
+        except (OSError, ValueError) as error:  # pyarrow's errors; the study goes on
+            logging.getLogger(__name__).warning("mirror %s: copy failed: %s", mirror.uri, error)
+
+    return on_change
 
 
 def _count_recorded(spec: StudySpec, store: ResultsStore, events: StudyEvents) -> None:

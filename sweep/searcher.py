@@ -5,14 +5,24 @@ scheduler stop as PRUNED, a metric read from the final result only) by reaching 
 private attributes, and those change between Ray releases. This module drives Optuna directly
 instead, with public calls only:
 
-* :class:`ArmSearch`: one arm's search, one Optuna study per arm in the study's ``optuna.db``
-  (named after the arm, ``load_if_exists`` so that a resumed search keeps its history),
+* :class:`ArmSearch`: one arm's search, one Optuna study per arm in the study's Optuna storage
+  (:mod:`sweep.storages`; named after the arm, ``load_if_exists`` so that a resumed search
+  keeps its history, its metric names set to the objectives for optuna-dashboard),
   ``Study.ask(fixed_distributions=...)`` for each suggestion and ``Study.tell`` for each outcome
   (single or several objectives);
 * :func:`arms_searcher`: the Ray Tune ``Searcher`` that interleaves the arms in one Tuner and
   skips configurations already trained (:class:`DuplicateIndex`);
 * :func:`recover_interrupted`: Optuna trials left RUNNING by a killed driver are failed with
-  ``Study.tell(number, state=FAIL)`` and their parameters enqueued again.
+  ``Study.tell(number, state=FAIL)`` and their parameters enqueued again;
+* :class:`FixedArm` and :func:`confirm_recorder`: the trials Optuna does not sample (arms
+  without a search space, the confirm phase) are added to the storage as finished trials
+  (``Study.add_trial``), so that optuna-dashboard shows every trial of the study: an arm
+  without a search space in the study named after it, the confirm trials of an arm in the
+  study :func:`confirm_study_name` (``<arm>/confirm``), with the parameters of the search trial
+  they confirm.
+
+Every Optuna study carries the objectives' metric names (``Study.set_metric_names``, for
+example ``metric.mmd``), which the dashboard shows instead of "Objective 0".
 
 Importing this module does not import Ray.
 """
@@ -22,6 +32,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +47,9 @@ __all__ = [
     "DuplicateIndex",
     "INTERRUPTED_ATTR",
     "arms_searcher",
+    "confirm_recorder",
+    "confirm_study_name",
+    "objective_study",
     "recover_interrupted",
     "study_trial_id",
 ]
@@ -50,6 +64,79 @@ _ERROR_CHARS = 1000
 def study_trial_id(arm: str, number: int) -> str:
     """The store's ``trial_id`` of Optuna trial ``number`` of ``arm``'s search."""
     return f"{arm}-{number:04d}"
+
+
+def confirm_study_name(arm: str) -> str:
+    """The Optuna study holding ``arm``'s confirm trials (arm names never hold a slash)."""
+    return f"{arm}/{names.CONFIRM}"
+
+
+def objective_study(
+    storage: optuna.storages.BaseStorage | str,
+    name: str,
+    metrics: Sequence[str],
+    directions: Sequence[str],
+    sampler: optuna.samplers.BaseSampler | None = None,
+) -> optuna.Study:
+    """Create or load the Optuna study ``name`` with the study's objectives, their metric
+    names set (``Study.set_metric_names``, experimental in Optuna, so its warning is
+    silenced)."""
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler,
+        directions=list(directions),
+        load_if_exists=True,
+    )
+    if study.metric_names != list(metrics):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(metrics))
+    return study
+
+
+def _outcome(
+    result: Mapping[str, Any], metrics: Sequence[str], error: bool
+) -> tuple[TrialState, list[float] | None]:
+    """How Optuna should see a finished trial: COMPLETE with its objective values, FAIL (an
+    error, or a missing or non-finite value), or PRUNED (stopped early by the scheduler)."""
+    status = result.get(STATUS_KEY)
+    values = [result.get(m) for m in metrics]
+    finite = all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+    if status == names.COMPLETED and finite and not error:
+        return TrialState.COMPLETE, [float(v) for v in values]
+    if status in (names.COMPLETED, names.FAILED) or error:
+        return TrialState.FAIL, None
+    return TrialState.PRUNED, None
+
+
+def _add_finished(
+    study: optuna.Study,
+    own_id: str,
+    result: Mapping[str, Any],
+    metrics: Sequence[str],
+    error: bool,
+    *,
+    params: Mapping[str, Any] | None = None,
+    distributions: Mapping[str, optuna.distributions.BaseDistribution] | None = None,
+    user_attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Add a trial that ran outside Optuna's ask/tell as a finished trial (once per id)."""
+    if any(t.user_attrs.get("trial_id") == own_id for t in study.get_trials(deepcopy=False)):
+        return
+    state, values = _outcome(result, metrics, error)
+    attrs = {"trial_id": own_id, **(user_attrs or {})}
+    if state == TrialState.FAIL and result.get(ERROR_KEY):
+        attrs["error"] = str(result[ERROR_KEY])[:_ERROR_CHARS]
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=state,
+            values=values,
+            params=dict(params or {}),
+            distributions=dict(distributions or {}),
+            user_attrs=attrs,
+        )
+    )
 
 
 class ArmSearch:
@@ -76,13 +163,7 @@ class ArmSearch:
         self.metrics = list(metrics)
         self._space = dict(space)
         self._seed_for = seed_for
-        self.study = optuna.create_study(
-            study_name=arm,
-            storage=storage,
-            sampler=sampler,
-            directions=list(directions),
-            load_if_exists=True,
-        )
+        self.study = objective_study(storage, arm, metrics, directions, sampler)
         self._asked: dict[str, optuna.Trial] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
@@ -102,18 +183,14 @@ class ArmSearch:
         if trial is None:
             return
         result = result or {}
-        status = result.get(STATUS_KEY)
-        values = [result.get(m) for m in self.metrics]
-        finite = all(isinstance(v, int | float) and math.isfinite(v) for v in values)
-        if status == names.COMPLETED and finite and not error:
-            told = [float(v) for v in values]
-            self.study.tell(trial, told if len(told) > 1 else told[0])
-        elif status in (names.COMPLETED, names.FAILED) or error:
-            if result.get(ERROR_KEY):
+        state, values = _outcome(result, self.metrics, error)
+        if state == TrialState.COMPLETE:
+            assert values is not None
+            self.study.tell(trial, values if len(values) > 1 else values[0])
+        else:  # failed, or stopped early by the scheduler
+            if state == TrialState.FAIL and result.get(ERROR_KEY):
                 trial.set_user_attr("error", str(result[ERROR_KEY])[:_ERROR_CHARS])
-            self.study.tell(trial, state=TrialState.FAIL)
-        else:  # stopped early by the scheduler
-            self.study.tell(trial, state=TrialState.PRUNED)
+            self.study.tell(trial, state=state)
 
     def mark_copy(self, trial_id: str, original: str) -> None:
         """Note on the Optuna trial that it was not trained: it repeats ``original``."""
@@ -124,13 +201,31 @@ class ArmSearch:
 
 class FixedArm:
     """An arm with no search space: every trial is the arm's fixed configuration, trained with
-    the seed that ``search.seed_policy`` gives its index (Optuna has nothing to sample)."""
+    the seed that ``search.seed_policy`` gives its index (Optuna has nothing to sample).
 
-    def __init__(self, arm: str, seed_for: Callable[[int], int | None], taken: set[str]):
+    With a ``storage``, each finished trial is added to the Optuna study named after the arm
+    (no parameters; its values, seed and ``trial_id`` as for a searched arm), so that the
+    dashboard shows it."""
+
+    def __init__(
+        self,
+        arm: str,
+        seed_for: Callable[[int], int | None],
+        taken: set[str],
+        *,
+        storage: optuna.storages.BaseStorage | str | None = None,
+        metrics: Sequence[str] = (),
+        directions: Sequence[str] = (),
+    ):
         self.arm = arm
         self._seed_for = seed_for
         self._taken = set(taken)
         self._next = 0
+        self.metrics = list(metrics)
+        self.study = None
+        if storage is not None:
+            self.study = objective_study(storage, arm, metrics, directions)
+        self._asked: dict[str, dict[str, Any]] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
         while study_trial_id(self.arm, self._next) in self._taken:
@@ -138,15 +233,26 @@ class FixedArm:
         index, self._next = self._next, self._next + 1
         own_id = study_trial_id(self.arm, index)
         self._taken.add(own_id)
-        return {TRIAL_KEY: {"arm": self.arm, "trial_id": own_id, "seed": self._seed_for(index)}}
+        meta = {"arm": self.arm, "trial_id": own_id, "seed": self._seed_for(index)}
+        self._asked[trial_id] = dict(meta)
+        return {TRIAL_KEY: meta}
 
     def on_trial_complete(
         self, trial_id: str, result: Mapping[str, Any] | None = None, error: bool = False
     ) -> None:
-        return None
+        meta = self._asked.pop(trial_id, None)
+        if meta is None or self.study is None:
+            return
+        attrs = {"seed": meta["seed"]}
+        if meta.get(names.COPY_OF):
+            attrs[names.COPY_OF] = meta[names.COPY_OF]
+        _add_finished(
+            self.study, meta["trial_id"], result or {}, self.metrics, error, user_attrs=attrs
+        )
 
     def mark_copy(self, trial_id: str, original: str) -> None:
-        return None
+        if trial_id in self._asked:
+            self._asked[trial_id][names.COPY_OF] = original
 
 
 def _number(value: Any) -> Any:
@@ -274,6 +380,85 @@ def arms_searcher(
 ) -> Any:
     """The Ray Tune ``Searcher`` over the arms' searches (class built on first use)."""
     return _arms_searcher_class()(searchers, budgets, duplicates)
+
+
+@functools.cache
+def _confirm_recorder_class() -> type:
+    from ray.tune import Callback
+
+    class ConfirmRecorder(Callback):
+        """Adds each finished confirm trial to its arm's confirm study (``<arm>/confirm``),
+        with the parameters and distributions of the search trial it confirms (its
+        ``source``), and its seed as a user attribute."""
+
+        def __init__(
+            self,
+            storage: optuna.storages.BaseStorage | str,
+            metrics: Sequence[str],
+            directions: Sequence[str],
+        ) -> None:
+            self.storage = storage
+            self.metrics = list(metrics)
+            self.directions = list(directions)
+            self._studies: dict[str, optuna.Study] = {}
+
+        def __getstate__(self) -> dict[str, Any]:
+            # Tune pickles its callbacks with the experiment state; the live storage is not
+            # state to restore (resume reads optuna.db).
+            return {"metrics": self.metrics, "directions": self.directions, "_studies": {}}
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._record(trial, error=False)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._record(trial, error=True)
+
+        def _record(self, trial, error: bool) -> None:
+            meta = trial.config[TRIAL_KEY]
+            arm = meta["arm"]
+            if arm not in self._studies:
+                name = confirm_study_name(arm)
+                self._studies[arm] = objective_study(
+                    self.storage, name, self.metrics, self.directions
+                )
+            params, distributions = self._source(arm, meta.get("source"))
+            attrs = {"seed": meta.get(names.SEED), "source": meta.get("source")}
+            _add_finished(
+                self._studies[arm],
+                meta["trial_id"],
+                trial.last_result or {},
+                self.metrics,
+                error,
+                params=params,
+                distributions=distributions,
+                user_attrs={k: v for k, v in attrs.items() if v is not None},
+            )
+
+        def _source(self, arm: str, source: str | None) -> tuple[dict, dict]:
+            """The Optuna parameters of the search trial ``source`` (none when the arm has no
+            search space or the trial is not in the storage)."""
+            if source is None:
+                return {}, {}
+            try:
+                search = optuna.load_study(study_name=arm, storage=self.storage)
+            except KeyError:
+                return {}, {}
+            for found in search.get_trials(deepcopy=False):
+                if found.user_attrs.get("trial_id") == source:
+                    return dict(found.params), dict(found.distributions)
+            return {}, {}
+
+    return ConfirmRecorder
+
+
+def confirm_recorder(
+    storage: optuna.storages.BaseStorage | str,
+    metrics: Sequence[str],
+    directions: Sequence[str],
+) -> Any:
+    """The Ray Tune callback that records confirm trials in the Optuna storage (class built
+    on first use)."""
+    return _confirm_recorder_class()(storage, metrics, directions)
 
 
 def recover_interrupted(

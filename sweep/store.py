@@ -11,8 +11,9 @@ Layout of ``results/<study>/`` (docs/results.md)::
 ``trials.parquet`` columns, in this order:
 
 * fixed (:data:`TRIAL_SCHEMA`): ``study``, ``arm``, ``phase`` (``search``/``confirm``),
-  ``trial_id``, ``attempt``, ``seed``, ``status`` (``completed``/``failed``/``stopped``),
-  ``error``, ``started_at``, ``ended_at`` (``timestamp[us, tz=UTC]``), ``train_seconds``,
+  ``trial_id``, ``attempt``, ``resumed_from_epoch``, ``seed``, ``status``
+  (``completed``/``failed``/``stopped``), ``error``, ``started_at``, ``ended_at``
+  (``timestamp[us, tz=UTC]``), ``train_seconds``,
   ``eval_seconds`` (float64 seconds), ``host``, ``node_id``, ``device``, ``copy_of``
   (null, or the ``trial_id`` of the completed trial whose configuration, seed included, this
   search trial repeated: it was not trained again, its metrics and epochs are the original's,
@@ -141,6 +142,8 @@ _UTC_US = pa.timestamp("us", tz="UTC")
 #: Fixed columns of ``trials.parquet``, in file order. ``study``, ``arm``, ``phase``,
 #: ``trial_id``, ``seed`` and ``status`` are required in every row; the rest may be omitted
 #: (null). ``attempt`` counts retries of the same trial (the runner decides the base);
+#: ``resumed_from_epoch`` is the epoch of the checkpoint a retried trial resumed from, 0 when it
+#: started fresh (also for rows and files that lack it: :data:`_ZERO_WHEN_MISSING`);
 #: ``copy_of`` names the original of a search trial that repeated a completed configuration.
 TRIAL_SCHEMA: pa.Schema = pa.schema(
     [
@@ -149,6 +152,7 @@ TRIAL_SCHEMA: pa.Schema = pa.schema(
         pa.field(names.PHASE, pa.string(), nullable=False),
         pa.field(names.TRIAL_ID, pa.string(), nullable=False),
         pa.field(names.ATTEMPT, pa.int64()),
+        pa.field(names.RESUMED_FROM_EPOCH, pa.int64()),
         pa.field(names.SEED, pa.int64(), nullable=False),
         pa.field(names.STATUS, pa.string(), nullable=False),
         pa.field(names.ERROR, pa.string()),
@@ -171,6 +175,9 @@ _TRIAL_REQUIRED = (
     names.STATUS,
 )
 _TRIAL_PREFIXES = (names.PARAM, names.METRIC)
+#: Optional columns whose absence (a row without it, a file written before the column existed)
+#: means 0 rather than unknown.
+_ZERO_WHEN_MISSING = (names.RESUMED_FROM_EPOCH,)
 
 #: Fixed columns of ``epochs.parquet``, in file order. ``study``, ``arm`` and ``trial_id`` are
 #: filled from the trial row when an epoch row omits them.
@@ -355,6 +362,12 @@ def _trial_table(row: Mapping[str, Any]) -> pa.Table:
         raise RowError(f"status: must be one of {list(STATUSES)}, got {values['status']!r}")
     values[names.SEED] = _int_value(names.SEED, row[names.SEED], required=True)
     values[names.ATTEMPT] = _int_value(names.ATTEMPT, row.get(names.ATTEMPT), required=False)
+    resumed = _int_value(
+        names.RESUMED_FROM_EPOCH, row.get(names.RESUMED_FROM_EPOCH), required=False
+    )
+    if resumed is not None and resumed < 0:
+        raise RowError(f"{names.RESUMED_FROM_EPOCH}: must be >= 0, got {resumed}")
+    values[names.RESUMED_FROM_EPOCH] = resumed or 0
     for name in (names.STARTED_AT, names.ENDED_AT):
         values[name] = _timestamp(name, row.get(name))
     for name in (names.TRAIN_SECONDS, names.EVAL_SECONDS):
@@ -559,8 +572,13 @@ def _read_main(
         if field.name not in names:
             if field.nullable and field.name not in _TRIAL_REQUIRED:
                 # An optional column (e.g. attempt, node_id) absent from a file written
-                # elsewhere to the schema of docs/results.md: read as nulls.
-                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+                # elsewhere to the schema of docs/results.md, or before the column existed:
+                # read as nulls (as 0 for resumed_from_epoch: those trials started fresh).
+                if field.name in _ZERO_WHEN_MISSING:
+                    filler = pa.array([0] * table.num_rows, type=field.type)
+                else:
+                    filler = pa.nulls(table.num_rows, field.type)
+                table = table.append_column(field, filler)
                 names = table.column_names
                 continue
             raise StoreCorruptError(f"{path}: lacks the required column {field.name!r}")

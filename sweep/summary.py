@@ -53,7 +53,9 @@ def default_grouping(trials: pd.DataFrame) -> list[str]:
     compared (e.g. ``param.data.train_size``)."""
     varying = []
     for column in sorted(config_signature_columns(trials)):
-        per_arm = trials.groupby("arm")[column].nunique(dropna=False)
+        # List-valued settings (kernel scales) come as arrays from Parquet: compare as JSON.
+        values = trials[column].map(hashable_param)
+        per_arm = values.groupby(trials["arm"]).nunique(dropna=False)
         if (per_arm > 1).any():
             varying.append(column)
     return varying
@@ -87,7 +89,8 @@ def configuration_summary(
     present = [m for m in metrics if f"metric.{m}" in done.columns]
     rows = []
     if len(done):
-        for group, frame in done.groupby(["arm", *keys], dropna=False, sort=True):
+        grouped = done.assign(**{k: done[k].map(hashable_param) for k in keys})
+        for group, frame in grouped.groupby(["arm", *keys], dropna=False, sort=True):
             values = group if isinstance(group, tuple) else (group,)
             row: dict[str, object] = dict(zip(["arm", *keys], values, strict=True))
             row["n"] = len(frame)

@@ -9,6 +9,13 @@ configuration, any exception of the training code) are *reported* as ``trial_sta
 with the error text rather than raised, so the driver records them and tells Optuna; only
 infrastructure failures (a dead worker) reach Ray, whose FailureConfig retries them.
 
+Checkpoints: every ``train.checkpoint_every`` epochs the trainer's :class:`TrainState` is saved
+(``torch.save``, read back ``weights_only``) into a directory reported with that epoch's result
+through ``ray.tune.report(..., checkpoint=ray.tune.Checkpoint.from_directory(...))``, so Ray Tune
+keeps it under the run's storage path. A trial that Ray retries after its worker or node died
+finds its last checkpoint with ``ray.tune.get_checkpoint()`` and continues from it; every
+result of that attempt carries ``resumed_from_epoch`` (0 for a fresh start).
+
 No model or loss logic lives here.
 """
 
@@ -17,8 +24,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import socket
+import tempfile
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +44,8 @@ TRIAL_KEY = "_trial"
 STATUS_KEY = "trial_status"
 ERROR_KEY = "trial_error"
 ARTIFACT_PREFIX = "artifact."
+#: The file holding the trainer's state inside a Ray Tune checkpoint directory.
+CHECKPOINT_FILE = "train_state.pt"
 LATENTS_TO_REPORT = 300
 
 
@@ -85,7 +96,7 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
     import torch
     from ray import tune
 
-    from infovae_core.trainer import NonFiniteLossError, fit
+    from infovae_core.trainer import NonFiniteLossError, TrainState, fit
 
     torch.set_num_threads(max(1, context.threads))
     started_at = dt.datetime.now(dt.timezone.utc)
@@ -97,16 +108,32 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
     except Exception:  # noqa: BLE001 - bookkeeping only
         pass
 
+    resumed_from = 0
+    pending: list[TrainState] = []  # the checkpoint of the epoch about to be reported
+
+    def on_checkpoint(state: TrainState) -> None:
+        pending.append(state)
+
     def on_epoch(record) -> None:
-        result = {names.EPOCH: record.epoch}
+        result = {names.EPOCH: record.epoch, names.RESUMED_FROM_EPOCH: resumed_from}
         result.update({names.TRAIN + k: v for k, v in record.train.items()})
         result.update({names.VAL + k: v for k, v in record.val.items()})
-        tune.report(result)
+        if not pending:
+            tune.report(result)
+            return
+        state = pending.pop()
+        with tempfile.TemporaryDirectory(prefix="infovae-checkpoint-") as directory:
+            state.save(Path(directory) / CHECKPOINT_FILE)
+            # Ray Tune copies the directory to the storage path before report returns.
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
 
     try:
         cfg = trial_config(context, config)
+        resume = _last_checkpoint(tune.get_checkpoint())
+        if resume is not None:
+            resumed_from = resume.epoch
         splits = apply_train_size(_dataset(context.data_key, data), cfg.data)
-        fitted = fit(cfg, splits, callback=on_epoch)
+        fitted = fit(cfg, splits, callback=on_epoch, resume_from=resume, checkpoint=on_checkpoint)
     except NonFiniteLossError as error:
         final = {STATUS_KEY: names.FAILED, ERROR_KEY: f"NonFiniteLossError: {error}"}
     except Exception as error:  # noqa: BLE001 - recorded as the trial's error, study goes on
@@ -129,5 +156,16 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
             ),
         }
     final.update(base)
+    final[names.RESUMED_FROM_EPOCH] = resumed_from
     final[names.ENDED_AT] = dt.datetime.now(dt.timezone.utc).isoformat()
     tune.report(final)
+
+
+def _last_checkpoint(checkpoint):
+    """The :class:`TrainState` in a Ray Tune checkpoint (None: the trial starts fresh)."""
+    from infovae_core.trainer import TrainState
+
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return TrainState.load(Path(directory) / CHECKPOINT_FILE)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +20,9 @@ import numpy as np
 import pandas as pd
 
 from infovae_core.config import TRAIN_SPLIT_SIZES
+from sweep.convergence import describe_rule, trial_convergence
+from sweep.files import atomic_write_text
+from sweep.names import REPORT_FILE
 from sweep.report import figures
 from sweep.report.aggregate import (
     best_trial,
@@ -43,6 +44,7 @@ from sweep.report.content import (
     NoteBlock,
     ReportContent,
     Section,
+    TableBlock,
 )
 from sweep.report.data import (
     NotAStudyFolderError,
@@ -52,6 +54,7 @@ from sweep.report.data import (
     load_study_data,
 )
 from sweep.report.html import render_report
+from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ _LIBRARIES = (
 _HEADLINE_METRICS = ("mmd", "mutual_info", "nll_iwae")
 _TERM_ORDER = {"loss": 0, "recon": 1, "kl": 2, "divergence": 3, "elbo": 4}
 
-__all__ = ["NotAStudyFolderError", "build_report", "build_content"]
+__all__ = ["NotAStudyFolderError", "build_report", "build_content", "write_report"]
 
 
 def build_report(study_dir: Path, out: Path | None = None, partial: bool = False) -> Path:
@@ -93,18 +96,17 @@ def build_report(study_dir: Path, out: Path | None = None, partial: bool = False
     without ``study.yaml``.
     """
     study_dir = Path(study_dir)
-    out = Path(out) if out is not None else study_dir / "report.html"
-    content = build_content(load_study_data(study_dir), partial=partial)
+    out = Path(out) if out is not None else study_dir / REPORT_FILE
+    return write_report(build_content(load_study_data(study_dir), partial=partial), out)
+
+
+def write_report(content: ReportContent, out: Path) -> Path:
+    """Render ``content`` as the HTML page and write it to ``out`` atomically (a temporary file
+    beside it, renamed over it); returns ``out``."""
+    out = Path(out)
     page = render_report(content)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(out, page)
     return out
 
 
@@ -114,6 +116,7 @@ def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
     analysis = analyse(data)
     failures = trials[trials["status"] == "failed"]
     sections = (
+        *_settings_sections(data),
         _hyperparameter_section(data),
         _training_section(data),
         _latent_section(data),
@@ -312,29 +315,32 @@ def _hyperparameter_section(data: StudyData) -> Section:
 
 def _importance_blocks(data: StudyData) -> list[Block]:
     """fANOVA importances from the Optuna storage, one bar group per arm."""
-    path = data.study_dir / "optuna.db"
-    if not path.is_file():
-        return [
-            NoteBlock("Hyperparameter importance not available: no optuna.db in the study folder.")
-        ]
     try:
         import optuna
     except ImportError as exc:  # pragma: no cover - optuna is a dependency
         return [NoteBlock(f"Hyperparameter importance not available: {exc}")]
+    from sweep.storages import close_optuna_storage, open_optuna_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     notes: list[Block] = []
     rows: list[dict[str, object]] = []
     try:
-        # A reader: no table creation (never writes to the runner's database) and no schema
-        # migration check (saves importing Alembic).
-        storage = optuna.storages.RDBStorage(
-            f"sqlite:///{path}", skip_compatibility_check=True, skip_table_creation=True
-        )
+        # A reader (the study folder's storage.yaml names the storage; optuna.db by default):
+        # no table creation (never writes to the runner's database) and no schema migration
+        # check (saves importing Alembic).
+        storage = open_optuna_storage(data.study_dir, read_only=True)
     except Exception as exc:
         return [
             NoteBlock(
-                f"Hyperparameter importance not available: optuna.db could not be "
+                f"Hyperparameter importance not available: the Optuna storage could not be "
                 f"opened ({type(exc).__name__}: {exc})."
+            )
+        ]
+    if storage is None:
+        return [
+            NoteBlock(
+                "Hyperparameter importance not available: no optuna.db (nor the Optuna "
+                "journal that storage.yaml names) in the study folder."
             )
         ]
     try:
@@ -353,8 +359,7 @@ def _importance_blocks(data: StudyData) -> list[Block]:
             for param, value in importances.items():
                 rows.append({"arm": arm, "param": param, "importance": float(value)})
     finally:
-        storage.remove_session()
-        storage.engine.dispose()
+        close_optuna_storage(storage)
     blocks: list[Block] = []
     if rows:
         frame = pd.DataFrame(rows)
@@ -379,7 +384,7 @@ def _fanova(optuna: Any, storage: Any, arm: str) -> dict[str, float]:
     stored = optuna.load_study(study_name=arm, storage=storage)
     complete = stored.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:
-        raise ValueError(f"{len(complete)} completed trial(s) in optuna.db; need at least 2")
+        raise ValueError(f"{len(complete)} completed trial(s) in the Optuna study; need at least 2")
     if len(complete) > MAX_IMPORTANCE_TRIALS:
         keep = np.random.default_rng(0).choice(len(complete), MAX_IMPORTANCE_TRIALS, replace=False)
         complete = [complete[i] for i in sorted(keep)]
@@ -424,6 +429,59 @@ def _training_section(data: StudyData) -> Section:
         fig.update_layout(title=f"{name} terms per epoch (median and 10-90% band over runs)")
         blocks.append(FigureBlock(fig))
     return Section("Training", "training", tuple(blocks), intro=intro)
+
+
+# --------------------------------------------------------------------------- settings
+
+#: At most this many rows in the settings table (arm x setting).
+SETTINGS_TABLE_ROWS = 80
+
+
+def _settings_sections(data: StudyData) -> tuple[Section, ...]:
+    """Grid studies (training-set size x seeds, decoder depth x seeds, ...) have no verdict:
+    their finding is each setting's mean over its seeds. Shown when most settings of the
+    search phase were run with two seeds or more (median count >= 2): a search that samples
+    configurations (TPE, say) has one run for most of them and gets no table."""
+    trials = data.trials
+    done = trials[(trials["status"] == "completed") & (trials["phase"] == "search")]
+    if done.empty:
+        return ()
+    summary = configuration_summary(done, phases=("search",))
+    keys = [c for c in summary.columns if c.startswith("param.")]
+    if not keys or summary.empty or float(summary["n"].median()) < 2:
+        return ()
+    metric, tolerance = data.convergence
+    judged = trial_convergence(done, data.epochs, metric, tolerance)
+    status = dict(zip(judged["trial_id"].astype(str), judged["status"], strict=True))
+    metrics = [m for m in DEFAULT_METRICS if m in summary.columns]
+    rows = []
+    for _, row in summary.head(SETTINGS_TABLE_ROWS).iterrows():
+        mask = done["arm"] == row["arm"]
+        for key in keys:
+            mask &= done[key].astype(str) == str(row[key])
+        found = [status.get(str(t), "unknown") for t in done.loc[mask, "trial_id"]]
+        cells = {"arm": row["arm"]}
+        cells.update({key.removeprefix("param."): row[key] for key in keys})
+        cells["seeds"] = int(row["n"])
+        cells["converged"] = f"{found.count('converged')}/{len(found)}"
+        for name in metrics:
+            cells[name] = format_cell(row[name], row[f"{name}.low"], row[f"{name}.high"])
+        rows.append(cells)
+    caption = (
+        "Per arm and setting: the mean over the completed search runs (seeds) with a 95% "
+        "Student-t interval, and how many of those runs converged. "
+        + describe_rule(metric, tolerance)
+    )
+    if len(summary) > SETTINGS_TABLE_ROWS:
+        caption += f" First {SETTINGS_TABLE_ROWS} of {len(summary)} rows; "
+        caption += "`infovae-sweep summary` lists all."
+    table = TableBlock(pd.DataFrame(rows), caption=caption)
+    intro = (
+        "The settings the search compared, each replicated over seeds "
+        f"({', '.join(k.removeprefix('param.') for k in keys)}): the same table as "
+        "`infovae-sweep summary`."
+    )
+    return (Section("Settings compared", "settings", (table,), intro=intro),)
 
 
 # --------------------------------------------------------------------------- latent space

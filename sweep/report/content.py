@@ -6,6 +6,8 @@ one HTML page. Text fields hold raw (unescaped) strings: escaping is the writer'
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -58,6 +60,29 @@ class Section:
     anchor: str
     blocks: tuple[Block, ...]
     intro: str = ""
+
+
+#: Longest title part of a figure's file name (the section and number keep names unique).
+MAX_STEM_TITLE = 60
+
+
+def slug(text: str) -> str:
+    """``text`` as a file-name part: lower-case ASCII letters, digits and single hyphens
+    (HTML entities of escaped study text decoded first); "figure" when nothing is left."""
+    words = re.sub(r"[^a-z0-9]+", "-", html.unescape(text).lower()).strip("-")
+    return words[:MAX_STEM_TITLE].rstrip("-") or "figure"
+
+
+def section_figures(section: Section) -> list[tuple[str, FigureBlock]]:
+    """The figures of ``section`` in order, each with its file stem
+    ``<section anchor>-<nn>-<title slug>``: the name of its static file (``report --figures``)
+    and of the SVG the report's toolbar saves. Unique within a report."""
+    out: list[tuple[str, FigureBlock]] = []
+    for block in section.blocks:
+        if isinstance(block, FigureBlock):
+            title = block.figure.layout.title.text or ""
+            out.append((f"{slug(section.anchor)}-{len(out) + 1:02d}-{slug(title)}", block))
+    return out
 
 
 @dataclass(frozen=True)

@@ -524,3 +524,70 @@ def spectrum_figure(spectra: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
         yaxis={"title": {"text": "eigenvalue"}, "type": "log"},
     )
     return fig
+
+
+def compare_figure(
+    intervals: pd.DataFrame, studies: Sequence[str], arms: Sequence[str]
+) -> go.Figure:
+    """Two studies side by side: per metric (one panel each), each arm's mean with its 95% CI
+    in each study. Input columns: ``metric, arm, study, mean, low, high`` (``studies`` in
+    legend order, ``arms`` in axis order)."""
+    metrics = list(dict.fromkeys(intervals["metric"])) or ["(no measured metric)"]
+    rows, cols = _grid(len(metrics))
+    fig = subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[plot_text(m) for m in metrics],
+        horizontal_spacing=0.08,
+        vertical_spacing=0.5 / rows,
+    )
+    order = [plot_text(a) for a in arms]
+    ranges: dict[int, list[float]] = {}
+    for s, study in enumerate(studies):
+        color = PALETTE[s % len(PALETTE)]
+        for i, metric in enumerate(metrics):
+            part = intervals[(intervals["study"] == study) & (intervals["metric"] == metric)]
+            if part.empty:
+                continue
+            mean = part["mean"].to_numpy(dtype=float)
+            ranges.setdefault(i, []).extend(
+                np.concatenate([mean, part["low"].to_numpy(float), part["high"].to_numpy(float)])
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=[plot_text(a) for a in part["arm"]],
+                    y=mean,
+                    mode="markers",
+                    marker={"color": color, "size": 9},
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": np.nan_to_num(part["high"].to_numpy(dtype=float) - mean),
+                        "arrayminus": np.nan_to_num(mean - part["low"].to_numpy(dtype=float)),
+                        "color": color,
+                    },
+                    name=plot_text(study),
+                    legendgroup=plot_text(study),
+                    showlegend=i == 0,
+                    customdata=part[["low", "high", "n"]].to_numpy(),
+                    hovertemplate="%{x}: %{y:.4g} [%{customdata[0]:.4g}, %{customdata[1]:.4g}]"
+                    " (n = %{customdata[2]})<extra>" + plot_text(study) + "</extra>",
+                ),
+                row=i // cols + 1,
+                col=i % cols + 1,
+            )
+    fig.update_xaxes(categoryorder="array", categoryarray=order)
+    for i, values in ranges.items():  # the data's range, not zero-anchored
+        finite = np.asarray(values, dtype=float)
+        finite = finite[np.isfinite(finite)]
+        if finite.size:
+            low, high = float(finite.min()), float(finite.max())
+            pad = 0.08 * (high - low) or 0.05 * abs(high) or 1.0
+            fig.update_yaxes(range=[low - pad, high + pad], row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(
+        height=280 * rows + 80,
+        title="Confirm-phase mean and 95% CI per arm, both studies",
+        scattermode="group",
+        legend={"orientation": "h", "y": -0.08},
+    )
+    return fig

@@ -14,11 +14,21 @@ import math
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
+import plotly.graph_objects as go
 import plotly.offline
 
 from sweep.report.aggregate import Interval, MetricVerdict, Verdict, format_number
 from sweep.report.analysis import ArmConvergence, ConvergenceReport
 from sweep.report.claims import Claim
+from sweep.report.compare import (
+    MetricComparison,
+    StudyComparison,
+    StudySide,
+    goal_text,
+)
+from sweep.report.compare import (
+    compare_figure as comparison_figure,
+)
 from sweep.report.content import (
     Block,
     FigureBlock,
@@ -28,12 +38,15 @@ from sweep.report.content import (
     ReportContent,
     Section,
     TableBlock,
+    section_figures,
 )
 
 #: Longest error message shown per failed trial (the rest is cut, with a note).
 MAX_ERROR_CHARS = 5000
 #: Most failed trials listed.
 MAX_FAILURES = 200
+#: Plotly's config for every figure; the toolbar's camera button saves an SVG (for papers)
+#: named like the figure's file from ``report --figures`` (:func:`plot_config`).
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 _CSS = """
@@ -120,6 +133,23 @@ def format_duration(seconds: float) -> str:
     return f"{h} h {m:02d} min {s:02d} s" if h else f"{m} min {s:02d} s"
 
 
+def plot_config(filename: str) -> dict[str, object]:
+    """Plotly's config of one figure: no logo, responsive, and a toolbar that saves
+    ``<filename>.svg``."""
+    return {**_PLOT_CONFIG, "toImageButtonOptions": {"format": "svg", "filename": filename}}
+
+
+def figure_div(figure: go.Figure, div_id: str, filename: str) -> str:
+    """One figure as a ``<div>`` and its ``Plotly.newPlot`` call (plotly.js not included)."""
+    return figure.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
+        config=plot_config(filename),
+        default_height=f"{int(figure.layout.height or 450)}px",
+    )
+
+
 class _PlotIds:
     """Deterministic div ids (plot-1, plot-2, ...) so two builds of one store are identical."""
 
@@ -131,19 +161,28 @@ class _PlotIds:
         return f"plot-{self.count}"
 
 
+def page_head(title: str, generator: str, css: str = "") -> str:
+    """The page's start up to ``<main>``: the report's style (plus ``css``) and plotly.js
+    inlined once, so that the file works offline and never fetches from a CDN."""
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f'<meta name="generator" content="{esc(generator)}">',
+            f"<title>{esc(title)}</title>",
+            f"<style>{_CSS}{css}</style>",
+            f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>',
+            "</head><body><main>",
+        ]
+    )
+
+
 def render_report(content: ReportContent) -> str:
     """The whole page as a string."""
     ids = _PlotIds()
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        '<meta name="generator" content="infovae-sweep report">',
-        f"<title>{esc(content.title)}</title>",
-        f"<style>{_CSS}</style>",
-        # plotly.js once, inline: the file must work offline and never fetch from a CDN.
-        f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>',
-        "</head><body><main>",
+        page_head(content.title, "infovae-sweep report"),
         _render_top(content),
         _render_header(content.header),
         _render_verdict(content.verdict, content.verdict_note, content.claims, content.convergence),
@@ -419,15 +458,9 @@ def _render_verdict(
     return "\n".join(out)
 
 
-def _render_block(block: Block, ids: _PlotIds) -> str:
+def _render_block(block: Block, ids: _PlotIds, stems: dict[int, str]) -> str:
     if isinstance(block, FigureBlock):
-        div = block.figure.to_html(
-            full_html=False,
-            include_plotlyjs=False,
-            div_id=ids.next(),
-            config=_PLOT_CONFIG,
-            default_height=f"{int(block.figure.layout.height or 450)}px",
-        )
+        div = figure_div(block.figure, ids.next(), stems.get(id(block), "figure"))
         caption = f"<figcaption>{esc(block.caption)}</figcaption>" if block.caption else ""
         return f'<figure class="plot">{div}{caption}</figure>'
     if isinstance(block, NoteBlock):
@@ -449,15 +482,16 @@ def _render_section(section: Section, number: int, ids: _PlotIds) -> str:
     out = [f'<section id="{esc(section.anchor)}"><h2>{number}. {esc(section.title)}</h2>']
     if section.intro:
         out.append(f'<p class="muted">{esc(section.intro)}</p>')
+    stems = {id(block): stem for stem, block in section_figures(section)}
     images: list[str] = []
     for block in section.blocks:
         if isinstance(block, ImageBlock):
-            images.append(_render_block(block, ids))
+            images.append(_render_block(block, ids, stems))
             continue
         if images:  # consecutive image grids sit side by side
             out.append('<div class="images">' + "".join(images) + "</div>")
             images = []
-        out.append(_render_block(block, ids))
+        out.append(_render_block(block, ids, stems))
     if images:
         out.append('<div class="images">' + "".join(images) + "</div>")
     out.append("</section>")
@@ -505,3 +539,154 @@ def _render_failures(failures: pd.DataFrame, number: int) -> str:
         out.append(f'<p class="note">{len(failures) - MAX_FAILURES} more not listed.</p>')
     out.append("</section>")
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- compare page
+
+_COMPARE_CSS = """
+td.absent { color: var(--na); font-style: italic; }
+td.unconverged, span.unconverged { color: var(--bad); }
+"""
+
+
+def render_comparison(comparison: StudyComparison) -> str:
+    """The page of ``infovae-sweep compare``: two studies' confirm-phase metrics side by side,
+    in the report's style."""
+    a, b = comparison.a, comparison.b
+    title = f"{a.name} vs {b.name}: confirm-phase metrics"
+    out = [
+        page_head(title, "infovae-sweep compare", _COMPARE_CSS),
+        '<header class="top">',
+        f"<h1>{esc(title)}</h1>",
+        f'<div class="muted small">Generated {esc(comparison.generated_at)}</div>',
+    ]
+    for side in (a, b):
+        for warning in side.data.warnings:
+            out.append(f'<div class="banner warning">{esc(side.label)}: {esc(warning)}</div>')
+    if comparison.unconverged:
+        text = "; ".join(
+            f"{side.label} {runs.arm}: {runs.not_converged} of {runs.runs}"
+            for side, runs in comparison.unconverged
+        )
+        out.append(
+            '<div class="banner unconverged" id="unconverged-banner">Confirm runs not converged '
+            f"by their study's rule ({esc(text)}): train longer before reading these "
+            "differences as final.</div>"
+        )
+    out.append("</header>")
+    out.append('<section id="studies"><h2>Studies</h2>')
+    out.append(
+        _table(
+            ["", "study", "folder", "dataset", "confirm runs (completed)", "verdict"],
+            [
+                [
+                    side.label,
+                    side.name,
+                    str(side.data.study_dir),
+                    side.data.dataset,
+                    str(_confirm_runs(side)),
+                    "yes" if side.analysis.verdict is not None else "no completed confirm runs",
+                ]
+                for side in (a, b)
+            ],
+            table_id="studies-table",
+        )
+    )
+    out.append("<h3>Settings that differ</h3>")
+    if comparison.differences:
+        out.append(
+            _table(
+                ["key", f"A: {a.name}", f"B: {b.name}"],
+                [[d.key, d.a, d.b] for d in comparison.differences],
+                table_id="differences-table",
+            )
+        )
+    else:
+        out.append(
+            '<p class="note" id="no-differences">The study files agree on data, defaults, '
+            "search, confirm and convergence.</p>"
+        )
+    out.append(f'<p class="muted small">{esc(comparison.settings_note)}</p>')
+    out.append("<h3>Arms</h3>")
+    out.append(
+        _table(
+            ["arm", "in A", "in B"],
+            [
+                [arm, "yes" if arm in a.arms else "no", "yes" if arm in b.arms else "no"]
+                for arm in comparison.arms
+            ],
+            table_id="arms-table",
+        )
+    )
+    out.append("</section>")
+    out.append('<section id="metrics"><h2>Confirm-phase metrics</h2>')
+    out.append(
+        '<p class="muted small">Per arm and study: the completed confirm runs of the arm\'s '
+        "best confirmed configuration (as in each study's report), mean with a 95% "
+        "percentile-bootstrap interval (n = runs). B − A: difference of the means with its "
+        "bootstrap interval, Welch's t-test and Mann-Whitney U (two-sided); on |x| for "
+        "metrics whose goal is 0.</p>"
+    )
+    frame_figure = comparison_figure(comparison)
+    out.append(
+        '<figure class="plot">'
+        + figure_div(frame_figure, "plot-1", "compare-confirm-metrics")
+        + "</figure>"
+    )
+    for item in comparison.metrics:
+        out.append(_comparison_table(comparison, item))
+    out.append("</section></main></body></html>")
+    return "\n".join(out)
+
+
+def _confirm_runs(side: StudySide) -> int:
+    verdict = side.analysis.verdict
+    return sum(len(s.trials) for s in verdict.selections) if verdict is not None else 0
+
+
+def _side_cell(side: StudySide, arm: str, interval: Interval | None) -> str:
+    if interval is None:
+        return f'<td class="absent">not in {esc(side.label)}</td>'
+    runs = side.unconverged(arm)
+    if runs is None:
+        return f'<td class="num">{fmt_interval(interval)}</td>'
+    return (
+        f'<td class="num unconverged">{fmt_interval(interval)}<br><span class="small">'
+        f"{runs.not_converged} of {runs.runs} not converged</span></td>"
+    )
+
+
+def _comparison_table(comparison: StudyComparison, item: MetricComparison) -> str:
+    a, b = comparison.a, comparison.b
+    head = [
+        "arm",
+        f"A: {a.name}",
+        f"B: {b.name}",
+        "B − A [95% CI]",
+        "p (Welch / Mann-Whitney)",
+        "better",
+    ]
+    body = []
+    for row in item.rows:
+        cells = [f"<td>{esc(row.arm)}</td>", _side_cell(a, row.arm, row.a)]
+        cells.append(_side_cell(b, row.arm, row.b))
+        diff = row.b_vs_a
+        if diff is None:
+            cells += ["<td></td>"] * 3
+        else:
+            better = diff.better or "—"  # "A" or "B": compare() was given the labels
+            cells += [
+                f'<td class="num">{fmt_interval(diff.difference, with_n=False)}</td>',
+                f'<td class="num">{fmt_p(diff.test.welch_p)} / '
+                f"{fmt_p(diff.test.mannwhitney_p)}</td>",
+                f"<td>{esc(better)}</td>",
+            ]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f"<h3>{esc(item.metric.label)} "
+        f'<span class="muted small">({esc(goal_text(item.metric))})</span></h3>'
+        '<div class="scroll"><table class="compare" data-metric="'
+        f'{esc(item.metric.column)}"><thead><tr>'
+        + "".join(f"<th>{esc(h)}</th>" for h in head)
+        + f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )

@@ -186,3 +186,58 @@ def test_fit_trains_exactly_like_a_minimal_loop_from_the_same_seed():
             optimizer.step()
     for ours, plain in zip(result.model.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(ours, plain, rtol=0, atol=1e-6)
+
+
+def test_cosine_learning_rate_matches_its_closed_form_at_start_middle_and_end():
+    from infovae_core.trainer import learning_rate
+
+    train = _config(**{"train.lr": 2e-3, "train.lr_schedule": "cosine",
+                       "train.lr_min": 1e-4}).train
+    assert learning_rate(train, 0, 100) == pytest.approx(2e-3)
+    assert learning_rate(train, 50, 100) == pytest.approx((2e-3 + 1e-4) / 2)
+    assert learning_rate(train, 100, 100) == pytest.approx(1e-4)
+    # cos(pi / 4) = sqrt(2) / 2: a quarter of the way down the half cosine.
+    expected = 1e-4 + (2e-3 - 1e-4) * (1 + math.sqrt(2) / 2) / 2
+    assert learning_rate(train, 25, 100) == pytest.approx(expected)
+
+
+def test_constant_learning_rate_ignores_the_step():
+    from infovae_core.trainer import learning_rate
+
+    train = _config(**{"train.lr": 3e-3}).train
+    assert {learning_rate(train, step, 10) for step in (0, 5, 10)} == {3e-3}
+
+
+def test_fit_applies_the_cosine_rate_at_every_gradient_step(monkeypatch):
+    import torch
+
+    seen: list[float] = []
+    adam_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    config = _config(**{"train.epochs": 3, "train.lr": 1e-3, "train.lr_schedule": "cosine",
+                        "data.train_size": 200})
+    fit(config)
+    # 200 images at batch 64: 3 full batches and one of 8 per epoch, 3 epochs.
+    total = 3 * 4
+    assert len(seen) == total
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * t / total)) for t in range(total)]
+    assert seen == pytest.approx(expected)
+
+
+def test_lr_min_above_lr_is_refused_naming_the_setting():
+    from infovae_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.lr_min"):
+        _config(**{"train.lr": 1e-3, "train.lr_min": 1e-2})
+
+
+def test_unknown_lr_schedule_is_refused_listing_the_choices():
+    from infovae_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="constant"):
+        _config(**{"train.lr_schedule": "linear"})

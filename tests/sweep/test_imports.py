@@ -13,6 +13,7 @@ MODULES = [
     "sweep.cli",
     "sweep.runner",
     "sweep.searcher",
+    "sweep.trackers",
     "sweep.store",
     "sweep.trainable",
     "sweep.ranking",

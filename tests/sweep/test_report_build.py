@@ -342,3 +342,50 @@ def test_train_size_figure_draws_each_arm_median_per_size() -> None:
     assert lines["a (median)"] == ([100.0, 1000.0], [2.0, 5.0])  # the NaN is left out
     assert lines["b (median)"] == ([100.0], [7.0])
     assert fig.layout.xaxis.type == "log"
+
+
+def _grid_data(folder: Path):
+    """The synthetic study with its search runs re-labelled as a grid: two training-set
+    sizes, every search run of one arm sharing its decoder width (seeds are the replicates)."""
+    import dataclasses
+
+    from sweep.report.data import load_study_data
+
+    data = load_study_data(_small(folder, n_search=6, n_epochs=5))
+    trials = data.trials.copy()
+    search = trials["phase"] == "search"
+    trials.loc[search, "param.data.train_size"] = [
+        100 if i % 2 == 0 else 200 for i in range(int(search.sum()))
+    ]
+    trials.loc[search, "param.model.decoder.width"] = 128
+    trials.loc[search, "param.objective.lambda"] = 10.0
+    trials.loc[search, "param.objective.kernel"] = "rbf"
+    return dataclasses.replace(data, trials=trials)
+
+
+def test_grid_study_report_has_a_settings_table_with_the_mean_over_seeds(tmp_path: Path) -> None:
+    from sweep.report.build import build_content
+    from sweep.report.content import TableBlock
+
+    data = _grid_data(tmp_path / "grid")
+    content = build_content(data)
+    section = next(s for s in content.sections if s.anchor == "settings")
+    table = next(b for b in section.blocks if isinstance(b, TableBlock)).frame
+    arm = str(data.trials["arm"].iloc[0])
+    row = table[(table["arm"] == arm) & (table["data.train_size"] == 100)].iloc[0]
+    runs = data.trials[
+        (data.trials["arm"] == arm) & (data.trials["phase"] == "search")
+        & (data.trials["status"] == "completed") & (data.trials["param.data.train_size"] == 100)
+    ]
+    assert row["seeds"] == len(runs)
+    expected_mean = float(np.mean(runs["metric.nll_iwae"]))
+    assert row["nll_iwae"].startswith(f"{expected_mean:.2f}")
+    assert row["converged"].endswith(f"/{len(runs)}")
+
+
+def test_search_without_replicated_settings_gets_no_settings_table(tmp_path: Path) -> None:
+    from sweep.report.build import build_content
+    from sweep.report.data import load_study_data
+
+    content = build_content(load_study_data(_small(tmp_path / "tpe")))
+    assert "settings" not in {s.anchor for s in content.sections}

@@ -120,6 +120,42 @@ def test_optuna_is_told_about_failures_and_keeps_history(finished_study):
     assert {t.user_attrs["trial_id"] for t in infovae.trials} == {"infovae-0000", "infovae-0001"}
 
 
+def test_optuna_storage_names_the_objectives_of_every_study(finished_study):
+    spec, folder, _ = finished_study
+    storage = f"sqlite:///{folder / 'optuna.db'}"
+    summaries = optuna.get_all_study_summaries(storage)
+    assert summaries
+    for summary in summaries:
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        assert study.metric_names == list(spec.search.metrics), summary.study_name
+
+
+def test_optuna_storage_holds_every_trial_of_every_arm_and_phase(finished_study):
+    """optuna-dashboard shows every trial: searched arms, arms without a search space (study
+    named after the arm) and confirm trials (study <arm>/confirm, with their source's params)."""
+    _, folder, _ = finished_study
+    storage = f"sqlite:///{folder / 'optuna.db'}"
+    trials = pq.read_table(folder / "trials.parquet").to_pandas()
+    expected = {
+        (arm if phase == "search" else f"{arm}/confirm"): set(group["trial_id"])
+        for (arm, phase), group in trials.groupby(["arm", "phase"])
+    }
+    stored = {
+        summary.study_name: {
+            t.user_attrs["trial_id"]
+            for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials
+        }
+        for summary in optuna.get_all_study_summaries(storage)
+    }
+    assert stored == expected
+    confirm = optuna.load_study(study_name="infovae/confirm", storage=storage)
+    row = trials[trials["trial_id"] == "infovae-confirm1-seed1000"].iloc[0]
+    (trial,) = [t for t in confirm.trials if t.user_attrs["trial_id"] == row["trial_id"]]
+    assert trial.values == [row["metric.mmd"]]
+    assert trial.params["objective.lambda"] == row["param.objective.lambda"]
+    assert trial.user_attrs["seed"] == 1000
+
+
 def test_confirm_phase_retrains_the_best_search_configuration(finished_study):
     _, folder, _ = finished_study
     trials = pq.read_table(folder / "trials.parquet").to_pandas()

@@ -13,6 +13,7 @@ from sweep.searcher import (
     INTERRUPTED_ATTR,
     ArmSearch,
     DuplicateIndex,
+    FixedArm,
     arms_searcher,
     recover_interrupted,
 )
@@ -150,3 +151,49 @@ def test_canonical_key_ignores_int_float_and_none(value: float) -> None:
     assert DuplicateIndex.canonical({"a": value, "b": None}) == DuplicateIndex.canonical(
         {"a": 10.0}
     )
+
+
+def test_a_searched_arm_names_its_objectives_for_the_dashboard(tmp_path: Path) -> None:
+    search = _search(
+        tmp_path, metrics=["metric.nll_iwae", "metric.mmd"], directions=["minimize"] * 2
+    )
+    stored = optuna.load_study(study_name="elbo", storage=_storage(tmp_path))
+    assert search.study.metric_names == stored.metric_names == ["metric.nll_iwae", "metric.mmd"]
+
+
+def _fixed(tmp_path: Path) -> FixedArm:
+    return FixedArm(
+        "plain",
+        lambda index: 100 + index,
+        set(),
+        storage=_storage(tmp_path),
+        metrics=["metric.mmd"],
+        directions=["minimize"],
+    )
+
+
+def test_an_arm_without_search_space_records_its_trials_in_optuna(tmp_path: Path) -> None:
+    arm = _fixed(tmp_path)
+    arm.suggest("tune-0")
+    arm.suggest("tune-1")
+    arm.on_trial_complete("tune-0", {STATUS_KEY: "completed", "metric.mmd": 0.25})
+    arm.on_trial_complete("tune-1", {STATUS_KEY: "failed", ERROR_KEY: "NonFiniteLossError"})
+    study = optuna.load_study(study_name="plain", storage=_storage(tmp_path))
+    assert study.metric_names == ["metric.mmd"]
+    done, failed = study.trials
+    assert done.state == TrialState.COMPLETE and done.values == [0.25] and done.params == {}
+    assert done.user_attrs == {"trial_id": "plain-0000", "seed": 100}
+    assert failed.state == TrialState.FAIL and failed.user_attrs["error"] == "NonFiniteLossError"
+
+
+def test_an_unsearched_copy_is_recorded_once_with_its_original(tmp_path: Path) -> None:
+    arm = _fixed(tmp_path)
+    arm.suggest("tune-0")
+    arm.mark_copy("tune-0", "plain-0007")
+    arm.on_trial_complete("tune-0", {STATUS_KEY: "completed", "metric.mmd": 0.5})
+    arm.on_trial_complete("tune-0", {STATUS_KEY: "completed", "metric.mmd": 0.5})
+    again = _fixed(tmp_path)  # a resumed driver offers the same trial id again
+    again.suggest("tune-9")
+    again.on_trial_complete("tune-9", {STATUS_KEY: "completed", "metric.mmd": 0.5})
+    (trial,) = optuna.load_study(study_name="plain", storage=_storage(tmp_path)).trials
+    assert trial.user_attrs["copy_of"] == "plain-0007"

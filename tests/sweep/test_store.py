@@ -600,3 +600,31 @@ def test_files_rewritten_by_pandas_to_design_schema_are_readable(tmp_path):
     assert list(trials["trial_id"]) == ["elbo-0000"]
     assert trials["attempt"].isna().all()
     assert str(reopened.trials_table().schema.field("arm").type) == "string"
+
+
+def test_resumed_from_epoch_is_stored_and_zero_when_a_row_omits_it(store: ResultsStore) -> None:
+    store.record_trial(trial_row("fresh"), [])
+    store.record_trial(trial_row("resumed", resumed_from_epoch=10), [])
+    trials = store.trials().set_index("trial_id")
+    assert trials.loc["fresh", "resumed_from_epoch"] == 0
+    assert trials.loc["resumed", "resumed_from_epoch"] == 10
+
+
+def test_study_folder_written_before_resumed_from_epoch_reads_it_as_zero(
+    store: ResultsStore,
+) -> None:
+    store.record_trial(trial_row("old"), epoch_rows(2))
+    store.compact()
+    old = pq.read_table(store.trials_path)
+    pq.write_table(old.drop_columns(["resumed_from_epoch"]), store.trials_path)
+
+    reopened = ResultsStore.open(store.folder)
+    reopened.record_trial(trial_row("new", resumed_from_epoch=5), [])
+    reopened.compact()
+    trials = pq.read_table(store.trials_path).to_pandas().set_index("trial_id")
+    assert trials["resumed_from_epoch"].to_dict() == {"old": 0, "new": 5}
+
+
+def test_negative_resumed_from_epoch_is_refused_naming_the_column(store: ResultsStore) -> None:
+    with pytest.raises(RowError, match="resumed_from_epoch"):
+        store.record_trial(trial_row("t1", resumed_from_epoch=-1), [])

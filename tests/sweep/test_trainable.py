@@ -18,7 +18,7 @@ def test_a_trial_trains_on_its_own_train_size(monkeypatch, train_size) -> None:
     monkeypatch.setitem(trainable._DATA_CACHE, "key", whole)  # as if fetched from Ray already
     seen: dict[str, object] = {}
 
-    def fake_fit(config, data, callback=None):
+    def fake_fit(config, data, callback=None, **options):
         seen["train"], seen["val"], seen["test"] = data.train, data.val, data.test
         raise RuntimeError("stop here")
 
@@ -34,3 +34,67 @@ def test_a_trial_trains_on_its_own_train_size(monkeypatch, train_size) -> None:
     assert len(seen["train"]) == len(expected.train)
     assert bool((seen["train"].images == expected.train.images).all())
     assert seen["val"] is whole.val and seen["test"] is whole.test
+
+
+def _tiny_trial(monkeypatch):
+    whole = load_dataset(DataConfig(dataset="digits"))
+    monkeypatch.setitem(trainable._DATA_CACHE, "key", whole)  # as if fetched from Ray already
+    settings = {
+        "data.dataset": "digits",
+        "model.latent_dim": 2,
+        "model.encoder": {"width": 16, "depth": 1},
+        "model.decoder": {"width": 16, "depth": 1},
+        "train.epochs": 4,
+        "train.batch_size": 256,
+        "train.device": "cpu",
+        "train.checkpoint_every": 2,
+        "eval.iwae_samples": 2,
+        "eval.iwae_points": 20,
+        "eval.probe_labels": [50],
+    }
+    context = TrialContext("s", "search", {"arm": settings}, threads=1, data_key="key")
+    return {TRIAL_KEY: {"arm": "arm", "seed": 0}}, context
+
+
+def _run(monkeypatch, tmp_path, config, context, checkpoint=None) -> list[tuple[dict, object]]:
+    """Run the trial with Ray Tune's report and get_checkpoint replaced: each report with the
+    checkpoint it carried, copied (the trial deletes its directory once report returns)."""
+    import shutil
+
+    tune = pytest.importorskip("ray.tune")
+    reports: list[tuple[dict, object]] = []
+
+    def report(metrics, *, checkpoint=None):
+        kept = None
+        if checkpoint is not None:
+            kept = tune.Checkpoint.from_directory(
+                shutil.copytree(checkpoint.path, tmp_path / f"kept{len(reports)}")
+            )
+        reports.append((metrics, kept))
+
+    monkeypatch.setattr(tune, "report", report)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: checkpoint)
+    run_trial(config, context, {})
+    return reports
+
+
+def test_a_trial_reports_a_checkpoint_every_checkpoint_every_epochs(monkeypatch, tmp_path):
+    config, context = _tiny_trial(monkeypatch)
+    reports = _run(monkeypatch, tmp_path, config, context)
+    epochs = [(m["epoch"], c is not None) for m, c in reports if "epoch" in m]
+    assert epochs == [(1, False), (2, True), (3, False), (4, True)]
+    assert reports[-1][0]["trial_status"] == "completed"
+    assert reports[-1][0]["resumed_from_epoch"] == 0
+
+
+def test_a_retried_trial_resumes_from_its_checkpoint_with_the_same_metrics(monkeypatch, tmp_path):
+    config, context = _tiny_trial(monkeypatch)
+    whole = _run(monkeypatch, tmp_path / "whole", config, context)
+    checkpoint = next(c for m, c in whole if m.get("epoch") == 2)
+    resumed = _run(monkeypatch, tmp_path / "resumed", config, context, checkpoint=checkpoint)
+
+    assert [m["epoch"] for m, _ in resumed if "epoch" in m] == [3, 4]
+    assert all(m["resumed_from_epoch"] == 2 for m, _ in resumed)
+    final, expected = resumed[-1][0], whole[-1][0]
+    metrics = {k: v for k, v in expected.items() if k.startswith("metric.")}
+    assert metrics and {k: final[k] for k in metrics} == metrics

@@ -1,0 +1,158 @@
+"""Where a study keeps its state besides the study folder: Ray Tune's storage and Optuna's.
+
+A study folder records both in ``storage.yaml`` (written once, when the study is created), so
+that ``resume`` reopens the same storages and the report reads the same Optuna storage::
+
+    storage: s3://bucket/infovae-sweep   # Ray Tune's storage path; null: the study folder
+    optuna_storage: sqlite               # sqlite | journal | an RDB URL
+
+Optuna storage, one Optuna study per arm (named after it) in each case:
+
+* ``sqlite`` (the default): ``optuna.db`` in the study folder, through
+  ``optuna.storages.RDBStorage``. One writer on a local disk; Optuna advises against SQLite
+  on NFS.
+* ``journal``: ``optuna.journal`` in the study folder, through Optuna's file journal
+  (``optuna.storages.JournalStorage`` over ``optuna.storages.journal.JournalFileBackend``):
+  an append-only log with file locks, meant for a study folder on a shared mount (NFS).
+* an RDB URL (``postgresql://...``, ``mysql://...``, ``sqlite:///...``): that database, through
+  ``RDBStorage``. The URL is written into ``storage.yaml`` as given, and so into the mirror:
+  keep passwords out of it (``~/.pgpass``, ``PGPASSWORD``, or the driver's own settings).
+
+Each is readable by optuna-dashboard (``optuna-dashboard sqlite:///.../optuna.db``,
+``optuna-dashboard .../optuna.journal``, ``optuna-dashboard postgresql://...``); the searcher
+sets each Optuna study's metric names to the study's objectives (``metric.*``).
+
+A study folder without ``storage.yaml`` (written before it existed) reads as
+``optuna_storage: sqlite`` and the study file's own ``storage``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweep import names
+from sweep.files import atomic_write_bytes
+
+__all__ = [
+    "JOURNAL",
+    "SQLITE",
+    "OptunaStorageError",
+    "StorageRecord",
+    "check_optuna_storage",
+    "close_optuna_storage",
+    "open_optuna_storage",
+    "read_record",
+    "write_record",
+]
+
+SQLITE = "sqlite"
+JOURNAL = "journal"
+#: ``dialect[+driver]://``: what SQLAlchemy takes as a database URL.
+_URL_RE = re.compile(r"^[a-z][a-z0-9]*(\+[a-z0-9_]+)?://", re.IGNORECASE)
+_RDB_DIALECTS = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+
+
+class OptunaStorageError(ValueError):
+    """``--optuna-storage`` names no storage that this tool can open."""
+
+
+def check_optuna_storage(choice: str | None) -> str:
+    """``sqlite`` (None), ``journal`` or an RDB URL, as recorded; anything else is refused."""
+    if choice is None or choice == SQLITE:
+        return SQLITE
+    if choice == JOURNAL:
+        return JOURNAL
+    if _URL_RE.match(choice) and choice.split("://")[0].split("+")[0].lower() in _RDB_DIALECTS:
+        return choice
+    raise OptunaStorageError(
+        f"--optuna-storage: {choice!r} is not a storage: give sqlite (optuna.db in the study "
+        "folder, the default), journal (optuna.journal in the study folder, for a shared "
+        "mount) or a database URL such as postgresql://user@host/db or mysql://user@host/db"
+    )
+
+
+@dataclass(frozen=True)
+class StorageRecord:
+    """``storage.yaml`` of a study folder."""
+
+    storage: str | None
+    optuna_storage: str = SQLITE
+
+
+def write_record(folder: Path, record: StorageRecord) -> None:
+    text = yaml.safe_dump(
+        {"storage": record.storage, "optuna_storage": record.optuna_storage}, sort_keys=False
+    )
+    atomic_write_bytes(Path(folder) / names.STORAGE_FILE, text.encode("utf-8"))
+
+
+def read_record(folder: Path) -> StorageRecord | None:
+    """The folder's ``storage.yaml``; None when it has none (a study from before it existed)."""
+    path = Path(folder) / names.STORAGE_FILE
+    if not path.is_file():
+        return None
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise OptunaStorageError(f"{path}: not readable YAML ({error})") from None
+    if not isinstance(loaded, dict):
+        raise OptunaStorageError(f"{path}: expected a mapping with storage and optuna_storage")
+    storage = loaded.get("storage")
+    if storage is not None and not isinstance(storage, str):
+        raise OptunaStorageError(f"{path}: storage: expected a path, a URI or null")
+    try:
+        optuna_storage = check_optuna_storage(loaded.get("optuna_storage"))
+    except OptunaStorageError as error:
+        raise OptunaStorageError(f"{path}: optuna_storage: {error}") from None
+    return StorageRecord(storage=storage, optuna_storage=optuna_storage)
+
+
+def _choice(folder: Path) -> str:
+    record = read_record(folder)
+    return SQLITE if record is None else record.optuna_storage
+
+
+def open_optuna_storage(folder: Path, *, read_only: bool = False) -> Any:
+    """The study's Optuna storage as ``storage.yaml`` names it.
+
+    ``read_only``: for readers (the report): None when the storage file does not exist, and
+    no table creation or schema migration check against an RDB."""
+    import optuna
+
+    folder = Path(folder)
+    choice = _choice(folder)
+    if choice == JOURNAL:
+        path = folder / names.OPTUNA_JOURNAL_FILE
+        if read_only and not path.is_file():
+            return None
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if choice == SQLITE:
+        path = folder / names.OPTUNA_FILE
+        if read_only and not path.is_file():
+            return None
+        url = f"sqlite:///{path.resolve()}"
+    else:
+        url = choice
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Wait for a lock rather than fail at once (a reader and the driver may overlap).
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 30}}
+    if read_only:
+        kwargs.update(skip_compatibility_check=True, skip_table_creation=True)
+    return optuna.storages.RDBStorage(url, **kwargs)
+
+
+def close_optuna_storage(storage: Any) -> None:
+    """Release an RDB storage's connections (a journal holds none between calls)."""
+    import optuna
+
+    if isinstance(storage, optuna.storages.RDBStorage):
+        storage.remove_session()
+        storage.engine.dispose()

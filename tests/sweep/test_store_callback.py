@@ -1,0 +1,46 @@
+"""The driver's StoreCallback records a trial that Ray retried from its checkpoint once: the
+epochs before the checkpoint from the first attempt, the rest from the retry."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from sweep import names
+from sweep.runner import ArmProgress, StoreCallback, StudyEvents
+from sweep.store import ResultsStore
+from sweep.trainable import STATUS_KEY, TRIAL_KEY, TrialContext
+
+
+def _epoch(epoch: int, attempt: int) -> dict:
+    return {names.EPOCH: epoch, "train.loss": 100.0 * attempt + epoch, names.RESUMED_FROM_EPOCH: 0}
+
+
+def test_a_trial_retried_from_its_checkpoint_keeps_each_epoch_once(tmp_path):
+    store = ResultsStore.create(tmp_path / "s", "name: s\n")
+    context = TrialContext("s", names.SEARCH, {"arm": {}}, threads=1, data_key="")
+    events = StudyEvents(spec=None, arms={"arm": ArmProgress(planned=1)})
+    callback = StoreCallback(store, context, events, "metric.mmd", "minimize")
+    trial = SimpleNamespace(
+        trial_id="t0",
+        config={TRIAL_KEY: {"arm": "arm", "trial_id": "arm-0000", "seed": 0}},
+        num_failures=0,
+        last_result=None,
+    )
+
+    callback.on_trial_start(0, [], trial)
+    for epoch in range(1, 8):  # the first attempt reached epoch 7, its checkpoint is epoch 5's
+        callback.on_trial_result(0, [], trial, _epoch(epoch, attempt=0))
+    trial.num_failures = 1
+    callback.on_trial_recover(0, [], trial)
+    callback.on_trial_start(0, [], trial)
+    for epoch in range(6, 11):
+        callback.on_trial_result(0, [], trial, _epoch(epoch, attempt=1))
+    trial.last_result = {STATUS_KEY: names.COMPLETED, names.RESUMED_FROM_EPOCH: 5}
+    callback.on_trial_complete(0, [], trial)
+
+    epochs = store.epochs().sort_values(names.EPOCH)
+    assert list(epochs[names.EPOCH]) == list(range(1, 11))
+    assert list(epochs["train.loss"]) == [e for e in range(1, 6)] + [100 + e for e in range(6, 11)]
+    row = store.trials().iloc[0]
+    assert row[names.RESUMED_FROM_EPOCH] == 5 and row[names.ATTEMPT] == 1
+    assert events.arms["arm"].running == 0 and events.arms["arm"].done == 1
