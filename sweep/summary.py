@@ -78,10 +78,7 @@ def configuration_summary(
         phases: which phases' trials to pool.
         confidence: of the interval.
     """
-    done = trials[(trials["status"] == "completed") & trials["phase"].isin(list(phases))].copy()
-    for column in [c for c in done.columns if c.startswith("param.")]:
-        if done[column].dtype == object:  # list cells (a Parquet list column) cannot be grouped
-            done[column] = done[column].map(hashable_param)
+    done = trials[(trials["status"] == "completed") & trials["phase"].isin(list(phases))]
     keys = list(by) if by is not None else default_grouping(done)
     missing = [k for k in keys if k not in done.columns]
     if missing:
