@@ -592,9 +592,10 @@ class StudySpec(_Frozen):
         """The arm's search space as Optuna distributions (:func:`to_optuna_distributions`)."""
         return to_optuna_distributions(self._arm(arm).search)
 
-    def sampler(self, arm: str) -> optuna.samplers.BaseSampler:
-        """A fresh, seeded Optuna sampler for ``arm`` (:func:`sweep.space.make_sampler`)."""
-        return make_sampler(self.search, self.arm_index(arm), self._arm(arm).search)
+    def sampler(self, arm: str, restart: int = 0) -> optuna.samplers.BaseSampler:
+        """A fresh, seeded Optuna sampler for ``arm`` (:func:`sweep.space.make_sampler`);
+        ``restart``: trials its Optuna study already holds (a resumed search)."""
+        return make_sampler(self.search, self.arm_index(arm), self._arm(arm).search, restart)
 
     def _arm(self, arm: str) -> ArmSpec:
         try:
