@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -259,6 +260,9 @@ class EvalConfig:
         _check(self.max_points is None or self.max_points >= 2, "eval.max_points", "must be >= 2")
 
 
+_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings. ``device='auto'`` is cuda when present, else cpu.
@@ -312,6 +316,11 @@ class TrainConfig:
         )
         _check(self.batch_size >= 2, "train.batch_size", f"must be >= 2, got {self.batch_size}")
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(
+            isinstance(self.device, str) and _DEVICE_RE.fullmatch(self.device) is not None,
+            "train.device",
+            f"must be auto, cpu, cuda, cuda:<index> or mps, got {self.device!r}",
+        )
         _check(
             self.steps is None or self.steps >= 1, "train.steps", f"must be >= 1, got {self.steps}"
         )
@@ -452,7 +461,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             key,
             f"must be a number, got {value!r}",
         )
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the float range, e.g. 10**400
+            size = f"{'-' if value < 0 else ''}about 10^{int(value.bit_length() * math.log10(2))}"
+            _check(False, key, f"must be a number within the float range, got {size}")
     if annotation is str:
         _check(isinstance(value, str), key, f"must be a string, got {value!r}")
         return value

@@ -16,6 +16,7 @@ from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infovae_core.config import (  # light: dataclasses and the Literal choices, no torch
@@ -129,16 +130,16 @@ def train(
     scales: Annotated[str, typer.Option(help="Comma-separated kernel scales, summed.")] = "1.0",
     encoder: Annotated[EncoderChoice, typer.Option(help="Encoder kind.")] = EncoderChoice["mlp"],
     decoder: Annotated[DecoderChoice, typer.Option(help="Decoder kind.")] = DecoderChoice["mlp"],
-    width: Annotated[int, typer.Option(help="Encoder and decoder width.")] = 256,
-    depth: Annotated[int, typer.Option(help="Encoder and decoder depth.")] = 2,
+    width: Annotated[int, typer.Option(min=1, max=65536, help="Encoder and decoder width.")] = 256,
+    depth: Annotated[int, typer.Option(min=1, max=64, help="Encoder and decoder depth.")] = 2,
     likelihood: Annotated[
         LikelihoodChoice, typer.Option(help="Decoder likelihood p(x|z).")
     ] = LikelihoodChoice["bernoulli"],
-    latent_dim: Annotated[int, typer.Option(help="Latent dimension d.")] = 8,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    latent_dim: Annotated[int, typer.Option(min=1, max=4096, help="Latent dimension d.")] = 8,
+    epochs: Annotated[int, typer.Option(min=1, max=10**6, help="Training epochs.")] = 20,
+    batch_size: Annotated[int, typer.Option(min=2, max=10**7, help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Training seed.")] = 0,
     binarize: Annotated[
         BinarizeChoice, typer.Option(help="Binarisation for Bernoulli decoders.")
     ] = BinarizeChoice["dynamic"],
@@ -160,7 +161,7 @@ def train(
     ] = True,
     device: Annotated[str, typer.Option(help="auto (cuda when present), cpu or cuda.")] = "auto",
     iwae_samples: Annotated[
-        int, typer.Option(help="Importance samples k for metric.nll_iwae.")
+        int, typer.Option(min=1, max=10**5, help="Importance samples k for metric.nll_iwae.")
     ] = 100,
     amp: Annotated[bool, typer.Option(help="bfloat16 mixed precision (CUDA only).")] = False,
     compile_model: Annotated[
@@ -175,6 +176,7 @@ def train(
     from infovae_core.data import DataError
 
     preset_alpha, preset_lambda = PRESETS[objective.value]
+    scale_values = _parse_scales(scales)
     try:
         config = TrialConfig.from_dict(
             {
@@ -195,7 +197,7 @@ def train(
                 "objective.lambda": preset_lambda if lambda_ is None else lambda_,
                 "objective.divergence": divergence.value,
                 "objective.kernel": kernel.value,
-                "objective.scales": [float(s) for s in scales.split(",") if s.strip()],
+                "objective.scales": scale_values,
                 "train": {
                     "epochs": epochs,
                     "batch_size": batch_size,
@@ -251,6 +253,19 @@ def train(
     )
 
 
+def _parse_scales(text: str) -> list[float]:
+    """``--scales 0.5,1,2`` as floats; exit 2 naming the option and the bad item."""
+    values = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            values.append(float(item))
+        except ValueError:
+            _fail(f"--scales: {item!r} is not a number (comma-separated numbers, e.g. 0.5,1,2)")
+    return values
+
+
 def _fit_with_progress(fit, config, quiet: bool):
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -281,6 +296,17 @@ def _fit_with_progress(fit, config, quiet: bool):
 
 # --------------------------------------------------------------------------------------------
 # Studies
+
+
+def _refuse_damaged(folder: Path) -> None:
+    """Exit 2, naming each damaged file, when a study folder holds one (reads only)."""
+    from sweep.integrity import damaged_files, describe_damage
+    from sweep.store import is_study_folder
+
+    if is_study_folder(folder) and (problems := damaged_files(folder)):
+        console.print("[bold red]error:[/] ", end="", highlight=False)
+        console.print(describe_damage(folder, problems), markup=False, highlight=False)
+        raise typer.Exit(USAGE_ERROR)
 
 
 def _load_spec(path: Path):
@@ -420,6 +446,7 @@ def resume(
         folder = Path(where)
     if not is_study_folder(folder):
         _fail(f"{folder}: not a study folder (no {STUDY_FILE}); give results/<study>")
+    _refuse_damaged(folder)
     try:
         spec = StudySpec.from_yaml_text(
             (folder / STUDY_FILE).read_text(encoding="utf-8"), source=str(folder / STUDY_FILE)
@@ -617,6 +644,7 @@ def report(
     with _readable(where, artifacts=True) as folder:
         if not is_study_folder(folder):
             _fail(f"{folder}: not a study folder (no {STUDY_FILE})")
+        _refuse_damaged(folder)
         if figures is not None:
             try:
                 require_kaleido()  # before anything is written
@@ -691,6 +719,7 @@ def list_command(
 
 
 def _list_studies(results: Path, title: str) -> None:
+    from sweep.integrity import damaged_files
     from sweep.leaderboard import best_per_arm
     from sweep.store import list_studies
 
@@ -698,12 +727,17 @@ def _list_studies(results: Path, title: str) -> None:
     if not studies:
         stdout.print(f"no studies under {title}")
         return
+    damaged: list[str] = []
     table = Table(title=f"studies under {title}")
     for column in ("study", "trials", "completed", "failed", "stopped", "best per arm"):
         table.add_column(column)
     for summary in studies:
-        if summary.error:
-            table.add_row(summary.name, "?", "", "", "", f"[red]{summary.error}[/]")
+        damage = damaged_files(summary.path, thorough=False)
+        if summary.error and not damage:
+            damage = [summary.error]
+        if damage:
+            table.add_row(summary.name, "?", "", "", "", "[red]damaged (see below)[/]")
+            damaged += damage
             continue
         best = best_per_arm(summary.path)
         table.add_row(
@@ -715,6 +749,10 @@ def _list_studies(results: Path, title: str) -> None:
             "; ".join(best) or "-",
         )
     stdout.print(table)
+    if damaged:  # the others are listed; the exit status says that not all could be read
+        for problem in damaged:
+            console.print(f"[bold red]damaged:[/] {escape(problem)}", highlight=False)
+        raise typer.Exit(USAGE_ERROR)
 
 
 @app.command()
@@ -732,6 +770,7 @@ def _show(folder: Path, top: int) -> None:
     from sweep.leaderboard import convergence_rule, leaderboards
     from sweep.store import StoreError
 
+    _refuse_damaged(folder)
     try:
         boards = leaderboards(folder, top=top)
     except StoreError as error:
@@ -781,6 +820,7 @@ def export_command(
 
     out = out or _default_out(where, "-export")
     with _readable(where) as folder:
+        _refuse_damaged(folder)
         try:
             paths = export_study(folder, fmt.value, out=out, top=top)
         except (NotAStudyFolderError, StoreError) as error:
@@ -849,6 +889,7 @@ def summary_command(
     from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
 
     with _readable(where) as folder:
+        _refuse_damaged(folder)
         try:
             data = load_study_data(folder)
         except (NotAStudyFolderError, StoreError) as error:

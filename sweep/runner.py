@@ -606,6 +606,16 @@ def _recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, set[str]]:
     return recorded
 
 
+def _optuna_trials(storage, arm: str) -> int:
+    """Trials the arm's Optuna study holds already (0: a new search)."""
+    import optuna
+
+    try:
+        return len(optuna.load_study(study_name=arm, storage=storage).get_trials(deepcopy=False))
+    except KeyError:
+        return 0
+
+
 def _run_search(run: _StudyRun) -> None:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -639,7 +649,7 @@ def _run_search(run: _StudyRun) -> None:
         searchers[arm] = ArmSearch(
             arm=arm,
             storage=storage,
-            sampler=spec.sampler(arm),
+            sampler=spec.sampler(arm, restart=_optuna_trials(storage, arm)),
             space=spec.optuna_space(arm),
             metrics=spec.search.metrics,
             directions=spec.search.directions,

@@ -370,6 +370,7 @@ def make_sampler(
     search_spec: SearchSpec,
     arm_index: int,
     space: Mapping[str, Distribution] | None = None,
+    restart: int = 0,
 ) -> optuna.samplers.BaseSampler:
     """The seeded Optuna sampler for arm number ``arm_index`` (its position in ``arms``).
 
@@ -385,8 +386,17 @@ def make_sampler(
     - ``grid``: :class:`AskTellGridSampler` (a ``GridSampler``) over :func:`grid_space`, visit
       order shuffled by the seed.
     - ``nsga2``: ``NSGAIISampler(population_size=clip(trials // 4, 4, 50))``.
+
+    ``restart``: the number of trials the arm's Optuna study already holds when a resumed
+    driver builds the sampler. A sampler seeded as at the start would replay its random stream
+    from the first draw and suggest the configurations already tried again; a restart seeds it
+    from ``(seed, arm, restart)`` instead (still reproducible). The grid sampler keeps its seed:
+    it skips the grid points already visited.
     """
     seed = sampler_seed(search_spec.seed, arm_index)
+    if restart and search_spec.sampler != "grid":
+        entropy = [search_spec.seed, arm_index, restart]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     trials = search_spec.trials_per_arm
     if search_spec.sampler == "grid":
         if space is None:

@@ -506,11 +506,16 @@ class StudySpec(_Frozen):
 
         Raises :class:`StudySpecError` listing every problem found with its line.
         """
-        data, lines, issues = _parse_yaml(text)
+        try:
+            data, lines, issues = _parse_yaml(text)
+        except RecursionError:  # PyYAML's parser and composer recurse once per nesting level
+            raise StudySpecError([StudyIssue(source, None, "", _TOO_DEEP)]) from None
         if data is None:
             raise StudySpecError([StudyIssue(source, ln, path, msg) for path, ln, msg in issues])
         try:
             return cls.model_validate(data)
+        except RecursionError:
+            raise StudySpecError([StudyIssue(source, None, "", _TOO_DEEP)]) from None
         except ValidationError as err:
             found = [(path, lines.line_for(path), msg) for path, msg in _translate(err)]
             found.sort(key=lambda issue: (issue[1] or 0, issue[0]))
@@ -587,9 +592,10 @@ class StudySpec(_Frozen):
         """The arm's search space as Optuna distributions (:func:`to_optuna_distributions`)."""
         return to_optuna_distributions(self._arm(arm).search)
 
-    def sampler(self, arm: str) -> optuna.samplers.BaseSampler:
-        """A fresh, seeded Optuna sampler for ``arm`` (:func:`sweep.space.make_sampler`)."""
-        return make_sampler(self.search, self.arm_index(arm), self._arm(arm).search)
+    def sampler(self, arm: str, restart: int = 0) -> optuna.samplers.BaseSampler:
+        """A fresh, seeded Optuna sampler for ``arm`` (:func:`sweep.space.make_sampler`);
+        ``restart``: trials its Optuna study already holds (a resumed search)."""
+        return make_sampler(self.search, self.arm_index(arm), self._arm(arm).search, restart)
 
     def _arm(self, arm: str) -> ArmSpec:
         try:
@@ -621,6 +627,11 @@ def load_study(path: str | Path) -> StudySpec:
 class _StudyLoader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2 style; YAML 1.1 wants 1.0e-3)."""
 
+
+_TOO_DEEP = (
+    "invalid YAML: lists or mappings nested too deeply to read (a study nests a few levels; "
+    "is this a generated or corrupted file?)"
+)
 
 _StudyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -719,6 +730,9 @@ def _parse_yaml(text: str) -> tuple[dict[str, Any] | None, _LineIndex, list[_Raw
         return None, index, [_reader_issue(text, err)]
     except yaml.YAMLError as err:
         return None, index, [("", None, f"invalid YAML: {err}")]
+    except (ValueError, OverflowError) as err:  # a scalar PyYAML resolved but cannot build:
+        # an integer of more than 4300 digits, a timestamp such as 2024-13-45
+        return None, index, [("", None, f"invalid YAML value: {err}")]
     finally:
         loader.dispose()
     if issues:

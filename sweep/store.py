@@ -92,7 +92,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from sweep import names
-from sweep.files import atomic_write, atomic_write_bytes, fsync_dir, remove_temp_files
+from sweep.files import TMP_PREFIX, atomic_write, atomic_write_bytes, fsync_dir, remove_temp_files
 
 __all__ = [
     "EPOCH_SCHEMA",
@@ -813,7 +813,12 @@ class ResultsStore:
                     )
                 _write_text(study_file, study_yaml_text)
         else:
-            others = [p.name for p in folder.iterdir() if p.name != LOCK_FILE]
+            # A temp file is what a driver killed while creating the folder left behind.
+            others = [
+                p.name
+                for p in folder.iterdir()
+                if p.name != LOCK_FILE and not p.name.startswith(TMP_PREFIX)
+            ]
             if others and not reuse:
                 raise StudyExistsError(
                     f"{folder}: exists, is not empty ({', '.join(sorted(others)[:5])}) and has "
@@ -1139,7 +1144,11 @@ def _trial_columns(path: Path, columns: Sequence[str]) -> pa.Table:
             ]
         except FileNotFoundError:
             continue  # compacted meanwhile: read again
-        return pa.concat_tables([t.select(list(columns)) for t in tables])
+        # promote: a main file written by another tool (pandas) has nullable fields where the
+        # store's parts have not-null ones; the values are the same types.
+        return pa.concat_tables(
+            [t.select(list(columns)) for t in tables], promote_options="default"
+        )
     raise StoreError(f"{path}: the files kept changing while being read; try again")
 
 

@@ -15,6 +15,7 @@ MODULES = [
     "sweep.searcher",
     "sweep.trackers",
     "sweep.store",
+    "sweep.integrity",
     "sweep.trainable",
     "sweep.ranking",
     "sweep.names",
