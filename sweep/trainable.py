@@ -104,7 +104,10 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
     try:
         import ray
 
-        base[names.NODE_ID] = ray.get_runtime_context().get_node_id()
+        # Only inside Ray: asking for the runtime context would otherwise start a local Ray
+        # (a trial function called directly, as in tests, must leave no Ray behind).
+        if ray.is_initialized():
+            base[names.NODE_ID] = ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - bookkeeping only
         pass
 

@@ -98,3 +98,12 @@ def test_a_retried_trial_resumes_from_its_checkpoint_with_the_same_metrics(monke
     final, expected = resumed[-1][0], whole[-1][0]
     metrics = {k: v for k, v in expected.items() if k.startswith("metric.")}
     assert metrics and {k: final[k] for k in metrics} == metrics
+
+
+def test_a_trial_called_outside_ray_leaves_no_ray_running(monkeypatch, tmp_path):
+    import ray
+
+    assert not ray.is_initialized()
+    config, context = _tiny_trial(monkeypatch)
+    _run(monkeypatch, tmp_path, config, context)
+    assert not ray.is_initialized()
