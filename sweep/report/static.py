@@ -101,13 +101,14 @@ def write_figures(content: ReportContent, folder: Path, fmt: FigureFormat) -> li
     staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{folder.name}.", dir=folder.parent))
     try:
         figures = [figure for _, _, figure in files]
+        heights = [int(f.layout.height or DEFAULT_HEIGHT) for f in figures]
         try:
             pio.write_images(
                 figures,
                 [staging / name for name, _, _ in files],
                 format=fmt,
                 width=WIDTH,
-                height=[int(f.layout.height or DEFAULT_HEIGHT) for f in figures],
+                height=heights,
                 scale=PNG_SCALE if fmt == "png" else 1,
             )
         except RuntimeError as error:  # plotly's "Kaleido requires Chrome" and the like
@@ -116,6 +117,20 @@ def write_figures(content: ReportContent, folder: Path, fmt: FigureFormat) -> li
                     f"static figures could not be rendered: {str(error).strip()}"
                 ) from None
             raise
+        # Kaleido can return without having written a figure (a render that timed out on a
+        # busy machine): render the missing ones again, one at a time, then give up loudly.
+        for (name, _, figure), height in zip(files, heights, strict=True):
+            if not (staging / name).is_file():
+                pio.write_image(
+                    figure, staging / name, format=fmt, width=WIDTH, height=height,
+                    scale=PNG_SCALE if fmt == "png" else 1,
+                )
+        missing = [name for name, _, _ in files if not (staging / name).is_file()]
+        if missing:
+            raise RuntimeError(
+                f"Kaleido wrote no file for {len(missing)} figure(s) ({', '.join(missing)}); "
+                "nothing was written"
+            )
         folder.mkdir(exist_ok=True)
         written = []
         for (name, section, figure), staged in zip(

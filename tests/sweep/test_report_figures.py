@@ -133,3 +133,50 @@ def test_an_unknown_figure_format_is_refused_with_the_choices(study: Path) -> No
     result = runner.invoke(app, ["report", str(study), "--figures", "eps"])
     assert result.exit_code == 2
     assert "svg" in result.output and "pdf" in result.output
+
+
+def _fake_kaleido(monkeypatch, skip_in_batch: int, single_writes: bool) -> list[str]:
+    """plotly.io's writers replaced: the batch call leaves out its first ``skip_in_batch``
+    figures (as Kaleido does when a render times out); the single call writes its file only
+    when ``single_writes``. Returns the names the single call was asked for."""
+    import plotly.io as pio
+
+    import sweep.report.static as static
+
+    monkeypatch.setattr(static, "require_kaleido", lambda: None)
+    retried: list[str] = []
+
+    def write_images(figures, paths, **_):
+        for path in list(paths)[skip_in_batch:]:
+            Path(path).write_bytes(b"figure")
+
+    def write_image(figure, path, **_):
+        retried.append(Path(path).name)
+        if single_writes:
+            Path(path).write_bytes(b"figure")
+
+    monkeypatch.setattr(pio, "write_images", write_images)
+    monkeypatch.setattr(pio, "write_image", write_image)
+    return retried
+
+
+def test_a_figure_kaleido_skipped_is_rendered_again_alone(monkeypatch, content, tmp_path):
+    from sweep.report.static import write_figures
+
+    retried = _fake_kaleido(monkeypatch, skip_in_batch=1, single_writes=True)
+    written = write_figures(content, tmp_path / "figures", "png")
+    expected = [name for name, _, _ in figure_files(content, "png")]
+    assert retried == expected[:1]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(expected)
+    assert len(written) == len(expected)
+
+
+def test_a_figure_kaleido_never_writes_fails_the_command_and_writes_nothing(
+    monkeypatch, content, tmp_path
+):
+    from sweep.report.static import write_figures
+
+    _fake_kaleido(monkeypatch, skip_in_batch=2, single_writes=False)
+    with pytest.raises(RuntimeError, match="wrote no file for 2 figure"):
+        write_figures(content, tmp_path / "figures", "png")
+    assert list(tmp_path.iterdir()) == []
