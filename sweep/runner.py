@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 
 from sweep import names
 from sweep.files import atomic_write, atomic_write_bytes, fsync_dir
-from sweep.mirror import MirrorError, StudyMirror, mirror_uri
+from sweep.mirror import MirrorError, StudyMirror, is_uri, mirror_uri
 from sweep.ranking import better, rank_trials
 from sweep.searcher import (
     ArmSearch,
@@ -121,11 +121,6 @@ ARTIFACTS_DIR = names.ARTIFACTS_DIR
 
 class StorageError(ValueError):
     """The Ray Tune storage path cannot serve this cluster (a local path on several nodes)."""
-
-
-def is_uri(path: str) -> bool:
-    """``s3://...``, ``gs://...``, ``file:///...``: a storage URI rather than a local path."""
-    return "://" in path
 
 
 def check_storage(
