@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sweep import store as store_module
 from sweep.store import (
     EPOCH_SCHEMA,
     TRIAL_SCHEMA,
@@ -31,6 +30,8 @@ from sweep.store import (
     json_columns,
     list_studies,
 )
+from sweep.store import files as store_files
+from sweep.store import schema as store_schema
 
 STUDY_YAML = "name: demo\narms:\n  elbo: {}\n  mmd: {}\n"
 T0 = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
@@ -207,7 +208,7 @@ def test_crash_in_replace_keeps_previous_files_and_leaves_no_temp(
     def crash(src: Any, dst: Any) -> None:
         raise OSError("simulated crash")
 
-    monkeypatch.setattr(store_module.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         store.record_trial(trial_row("t2"), epoch_rows(2))
     monkeypatch.undo()
@@ -227,7 +228,7 @@ def test_crash_while_writing_parquet_keeps_previous_file(
         where.write(b"PAR1 partial")
         raise RuntimeError("killed mid-write")
 
-    monkeypatch.setattr(store_module.pq, "write_table", half_write)
+    monkeypatch.setattr(pq, "write_table", half_write)
     with pytest.raises(RuntimeError, match="killed mid-write"):
         store.record_trial(trial_row("t2"), epoch_rows(2))
     monkeypatch.undo()
@@ -246,14 +247,14 @@ def test_failed_record_leaves_no_visible_epochs_and_re_record_works(
     store: ResultsStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.record_trial(trial_row("t1"), epoch_rows(2))
-    real_write = store_module._write_table
+    real_write = store_files.write_table
 
     def crash_on_trial_part(path: Path, table: pa.Table, **kwargs: Any) -> None:
         if path.name.startswith("trials-"):
             raise OSError("crash between the two writes")
         real_write(path, table, **kwargs)
 
-    monkeypatch.setattr(store_module, "_write_table", crash_on_trial_part)
+    monkeypatch.setattr(store_files, "write_table", crash_on_trial_part)
     with pytest.raises(OSError):
         store.record_trial(trial_row("t2"), epoch_rows(3, loss=100.0))
     monkeypatch.undo()
@@ -276,7 +277,7 @@ def test_orphan_epochs_in_an_old_main_file_are_hidden_then_replaced(store: Resul
     may hold epoch rows of a trial that was never recorded."""
     store.record_trial(trial_row("t1"), epoch_rows(2))
     store.compact()
-    orphans = store_module._epoch_table(trial_row("t2"), epoch_rows(3, loss=100.0))
+    orphans = store_schema.epoch_table(trial_row("t2"), epoch_rows(3, loss=100.0))
     both = pa.concat_tables([pq.read_table(store.epochs_path).replace_schema_metadata(), orphans])
     pq.write_table(both, store.epochs_path)
 

@@ -12,8 +12,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from sweep import store as store_module
 from sweep.store import PARTS_DIR, ResultsStore, list_studies
+from sweep.store import files as store_files
+from sweep.store import schema as store_schema
 from tests.sweep.test_store import STUDY_YAML, epoch_rows, trial_row
 
 IDS = ["t1", "t2", "t3", "t4"]
@@ -51,7 +52,7 @@ def _frozen_states(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tupl
         if self.name.endswith(".parquet"):
             freeze(f"after unlink of {self.name}")
 
-    monkeypatch.setattr(store_module.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(pathlib.Path, "unlink", unlink)
     with store.lock():
         _record(store, "t1")
@@ -115,7 +116,7 @@ def test_orphan_epochs_part_is_invisible_and_removed_by_the_next_lock(tmp_path: 
     _record(store, "t1")
     # a writer killed between the epochs part and the trial part of t2
     orphan = store.folder / PARTS_DIR / "epochs-0000000099.parquet"
-    pq.write_table(store_module._epoch_table(trial_row("t2"), epoch_rows(3)), orphan)
+    pq.write_table(store_schema.epoch_table(trial_row("t2"), epoch_rows(3)), orphan)
     reader = ResultsStore.open(store.folder)
     assert set(reader.epochs(recorded_only=False)["trial_id"]) == {"t1"}
     writer = ResultsStore.open(store.folder)
@@ -157,13 +158,13 @@ def test_record_cost_does_not_grow_with_the_trials_recorded(
     store = ResultsStore.create(tmp_path / "demo", STUDY_YAML)
     store.compact_interval_s = float("inf")
     written = {"rows": 0}
-    real_write = store_module._write_table
+    real_write = store_files.write_table
 
     def counting(path: Path, table: Any, **kwargs: Any) -> None:
         written["rows"] += table.num_rows
         real_write(path, table, **kwargs)
 
-    monkeypatch.setattr(store_module, "_write_table", counting)
+    monkeypatch.setattr(store_files, "write_table", counting)
     rows = {}
     for index in range(1, 151):
         before = written["rows"]
