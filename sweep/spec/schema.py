@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from infovae_core.config import Binarization, DatasetName, TrialConfig
 from sweep.convergence import DEFAULT_CONVERGENCE_METRIC, DEFAULT_CONVERGENCE_TOLERANCE
+from sweep.names import METRIC, METRIC_NAMES, PROBE_ACC, TRAIN, VAL
 from sweep.space import (
     Distribution,
     cmaes_available,
@@ -46,23 +47,15 @@ __all__ = [
     "load_study",
 ]
 
-EVAL_METRICS: tuple[str, ...] = (
-    "mmd",
-    "log_det_cov",
-    "mutual_info",
-    "nll_iwae",
-    "elbo",
-    "recon",
-    "kl",
-    "active_units",
-)
+# mutual_info_cap is log N of the evaluation set: fixed by the data, nothing a search can move.
+EVAL_METRICS: tuple[str, ...] = tuple(name for name in METRIC_NAMES if name != "mutual_info_cap")
 """Evaluation metrics (``metric.<name>``) an objective may name; plus ``probe_acc_<n>``."""
 
 EPOCH_TERMS: tuple[str, ...] = ("loss", "recon", "kl", "divergence", "elbo")
 """Per-epoch loss terms (``train.<term>``, ``val.<term>``) early stopping may watch."""
 
 _LARGER_IS_BETTER_TERMS = frozenset({"elbo"})
-_PROBE_RE = re.compile(r"probe_acc_([0-9]+)")
+_PROBE_RE = re.compile(re.escape(PROBE_ACC) + r"([0-9]+)")
 _STUDY_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _ARM_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _MULTI_OBJECTIVE_SAMPLERS = ("tpe", "random", "grid", "nsga2")
@@ -112,11 +105,11 @@ class ObjectiveSpec(_Frozen):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, metric: str) -> str:
-        name = metric.removeprefix("metric.")
-        if metric.startswith("metric.") and (name in EVAL_METRICS or _PROBE_RE.fullmatch(name)):
+        name = metric.removeprefix(METRIC)
+        if metric.startswith(METRIC) and (name in EVAL_METRICS or _PROBE_RE.fullmatch(name)):
             return metric
-        allowed = ", ".join(f"metric.{m}" for m in EVAL_METRICS)
-        raise ValueError(f"unknown metric {metric!r} (allowed: {allowed}, metric.probe_acc_<n>)")
+        allowed = ", ".join(METRIC + m for m in EVAL_METRICS)
+        raise ValueError(f"unknown metric {metric!r} (allowed: {allowed}, {METRIC}{PROBE_ACC}<n>)")
 
     @property
     def mode(self) -> Literal["min", "max"]:
@@ -127,7 +120,7 @@ class ObjectiveSpec(_Frozen):
     def probe_labels(self) -> str | None:
         """``<n>`` of ``metric.probe_acc_<n>`` as written (the labelled training latents its
         probe needs in ``eval.probe_labels``); None for other metrics."""
-        probe = _PROBE_RE.fullmatch(self.metric.removeprefix("metric."))
+        probe = _PROBE_RE.fullmatch(self.metric.removeprefix(METRIC))
         return probe.group(1) if probe else None
 
 
@@ -135,9 +128,9 @@ def _epoch_metric(metric: str) -> str:
     """``metric`` if it is a per-epoch column (``val.<term>``/``train.<term>``), else an error
     listing the allowed ones."""
     split, _, term = metric.partition(".")
-    if split in ("train", "val") and term in EPOCH_TERMS:
+    if f"{split}." in (TRAIN, VAL) and term in EPOCH_TERMS:
         return metric
-    allowed = ", ".join(f"{s}.{t}" for s in ("val", "train") for t in EPOCH_TERMS)
+    allowed = ", ".join(prefix + t for prefix in (VAL, TRAIN) for t in EPOCH_TERMS)
     raise ValueError(f"unknown per-epoch metric {metric!r} (allowed: {allowed})")
 
 
