@@ -325,7 +325,7 @@ def validate(
     study: Annotated[Path, typer.Argument(help="Study file (YAML).")],
 ) -> None:
     """Check a study file and print its resolved plan (arms, trials, budget). Writes nothing."""
-    from sweep.spec import format_plan, plan_study
+    from sweep.plan import format_plan, plan_study
 
     spec = _load_spec(study)
     stdout.print(format_plan(plan_study(spec)), markup=False, highlight=False)
