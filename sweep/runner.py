@@ -14,8 +14,10 @@ Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it
    configured. A suggestion whose full TrialConfig (seed included) equals a completed search
    trial's is not trained: it is recorded as a copy (``copy_of``) and Optuna is told the
    original's values.
-5. For each arm, the confirm phase: the best ``confirm.top_k`` completed search trials are
-   trained again with each confirm seed.
+5. The confirm phase of each arm, in the same Tuner: as soon as the arm's search is over, its
+   best ``confirm.top_k`` completed search trials are trained again with each confirm seed
+   (while other arms may still search). One Tuner for the whole study: Ray Tune starts once
+   and its reused trial actors stay warm from the first trial to the last.
 6. Every trial is recorded in the Parquet store by the driver as it finishes (a Tune callback),
    with its epochs and artefacts; a failed trial is recorded with its error and Optuna is told
    it failed. Trials Optuna did not sample (arms without a search space, confirm trials) are
@@ -83,6 +85,8 @@ from sweep.trainable import (
     TRIAL_KEY,
     TrialContext,
     run_trial,
+    trial_config,
+    trial_phase,
 )
 
 #: Ray reads these when Tune starts: no auto loggers (the driver's store is the record), our
@@ -245,21 +249,29 @@ def _per_arm_scheduler_class() -> type:
             self._epochs = epochs
 
         def _of(self, trial):
-            return self._schedulers[trial.config[TRIAL_KEY]["arm"]]
+            """The arm's scheduler; None for a confirm trial, which always trains to the end."""
+            meta = trial.config[TRIAL_KEY]
+            if meta.get(names.PHASE) == names.CONFIRM:
+                return None
+            return self._schedulers[meta["arm"]]
 
         def set_search_properties(self, metric, mode, **spec) -> bool:
             return True
 
         def on_trial_add(self, tune_controller, trial):
-            self._of(trial).on_trial_add(tune_controller, trial)
+            if (scheduler := self._of(trial)) is not None:
+                scheduler.on_trial_add(tune_controller, trial)
 
         def on_trial_error(self, tune_controller, trial):
-            self._of(trial).on_trial_error(tune_controller, trial)
+            if (scheduler := self._of(trial)) is not None:
+                scheduler.on_trial_error(tune_controller, trial)
 
         def on_trial_result(self, tune_controller, trial, result):
-            if STATUS_KEY in result:  # the final result comes after the last epoch
+            scheduler = self._of(trial)
+            if STATUS_KEY in result or scheduler is None:
+                # The final result comes after the last epoch; confirm trials never stop early.
                 return FIFOScheduler.CONTINUE
-            decision = self._of(trial).on_trial_result(tune_controller, trial, result)
+            decision = scheduler.on_trial_result(tune_controller, trial, result)
             arm = trial.config[TRIAL_KEY]["arm"]
             if result.get(names.EPOCH, 0) >= self._epochs[arm]:
                 # Training is over: let the trial evaluate and report its metrics (ASHA
@@ -268,10 +280,12 @@ def _per_arm_scheduler_class() -> type:
             return decision
 
         def on_trial_complete(self, tune_controller, trial, result):
-            self._of(trial).on_trial_complete(tune_controller, trial, result)
+            if (scheduler := self._of(trial)) is not None:
+                scheduler.on_trial_complete(tune_controller, trial, result)
 
         def on_trial_remove(self, tune_controller, trial):
-            self._of(trial).on_trial_remove(tune_controller, trial)
+            if (scheduler := self._of(trial)) is not None:
+                scheduler.on_trial_remove(tune_controller, trial)
 
         def debug_string(self) -> str:
             return "per-arm ASHA"
@@ -325,6 +339,8 @@ class _StoreCallbackMixin:
     def on_trial_start(self, iteration, trials, trial, **info):
         # Also called when a recovered trial starts again: its earlier epochs are kept.
         self._progress(trial).running += 1
+        # Search and confirm share one Tuner: the live view shows the phase trials enter.
+        self.events.phase = trial_phase(self.context, trial.config)
         self.epochs.setdefault(trial.trial_id, [])
         self.events.changed()
 
@@ -369,8 +385,6 @@ class _StoreCallbackMixin:
             status, message = names.STOPPED, "stopped early by the scheduler"
         else:
             message = result.get(ERROR_KEY)
-        from sweep.trainable import trial_config
-
         try:
             config = trial_config(self.context, trial.config)
             params = {names.param(k): v for k, v in config.to_flat_dict().items()}
@@ -382,7 +396,7 @@ class _StoreCallbackMixin:
         row: dict[str, Any] = {
             names.STUDY: self.context.study,
             names.ARM: arm,
-            names.PHASE: self.context.phase,
+            names.PHASE: trial_phase(self.context, trial.config),
             names.TRIAL_ID: study_trial_id,
             names.ATTEMPT: int(getattr(trial, "num_failures", 0) or 0),
             names.RESUMED_FROM_EPOCH: int(result.get(names.RESUMED_FROM_EPOCH) or 0),
@@ -429,8 +443,6 @@ def _count(
 
 def _duplicate_index(run: _StudyRun, context: TrialContext) -> DuplicateIndex:
     """The study's completed search configurations, and how a repeat is recorded as a copy."""
-    from sweep.trainable import trial_config
-
     store, events = run.store, run.events
     rank = run.spec.confirm_rank
 
@@ -587,8 +599,11 @@ class _StudyRun:
     trackers: tuple[Tracker, ...] = ()
 
     def callbacks(self, store_callback, context: TrialContext) -> list:
-        """The store's callback, then one per ``--log-to`` tracker (:mod:`sweep.trackers`)."""
-        return [store_callback, *tracker_callbacks(self.trackers, context, self.store.folder)]
+        """The store's callback, then one per ``--log-to`` tracker and phase
+        (:mod:`sweep.trackers`)."""
+        phases = (names.SEARCH, names.CONFIRM) if self.spec.confirm_seeds else (names.SEARCH,)
+        trackers = tracker_callbacks(self.trackers, context, self.store.folder, phases)
+        return [store_callback, *trackers]
 
 
 def _recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, set[str]]:
@@ -611,7 +626,11 @@ def _optuna_trials(storage, arm: str) -> int:
         return 0
 
 
-def _run_search(run: _StudyRun) -> None:
+def _run_trials(run: _StudyRun) -> None:
+    """Every trial still missing from the study's plan, search and confirm, in one Tuner:
+    one Tune start, one set of warm trial actors (``reuse_actors``) for the whole study.
+    Each arm's confirm trials are planned the moment its search is over
+    (:class:`ConfirmPlanner`), while other arms may still be searching."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -650,7 +669,9 @@ def _run_search(run: _StudyRun) -> None:
             directions=spec.search.directions,
             seed_for=_SeedPolicy(spec, arm),
         )
-    if not budgets:
+    planner = _ConfirmPlanner(spec, store) if spec.confirm_seeds else None
+    confirm_arms = list(spec.arm_names) if planner is not None else []
+    if not budgets and not any(planner(arm) for arm in confirm_arms if planner is not None):
         return
     scheduler = None
     early = spec.search.early_stopping
@@ -671,17 +692,26 @@ def _run_search(run: _StudyRun) -> None:
         )
     rank = spec.confirm_rank
     callback = StoreCallback(store, context, events, rank.metric, rank.direction, duplicates)
+    # Optuna records the confirm trials too (optuna-dashboard then shows every trial).
+    recorder = (
+        [confirm_recorder(storage, spec.search.metrics, spec.search.directions)]
+        if planner is not None
+        else []
+    )
     tuner = tune.Tuner(
         _trainable(spec, context, data_refs),
         tune_config=tune.TuneConfig(
-            search_alg=arms_searcher(searchers, budgets, duplicates),
+            search_alg=arms_searcher(searchers, budgets, duplicates, planner, confirm_arms),
             scheduler=scheduler,
-            num_samples=sum(budgets.values()),
+            num_samples=-1,  # the searcher says when the study is done (confirm counts vary)
             max_concurrent_trials=max_concurrent,
             reuse_actors=True,
         ),
         run_config=_run_config(
-            storage_path, f"search-{_stamp()}", run.callbacks(callback, context), verbose
+            storage_path,
+            f"study-{_stamp()}",
+            [*run.callbacks(callback, context), *recorder],
+            verbose,
         ),
     )
     tuner.fit()
@@ -724,18 +754,19 @@ def confirm_candidates(spec: StudySpec, store: ResultsStore, arm: str) -> list[d
     return candidates
 
 
-def _run_confirm(run: _StudyRun) -> None:
-    from ray import tune
+@dataclass(frozen=True)
+class _ConfirmPlanner:
+    """The confirm trials of one arm still to run: each of the arm's best ``confirm.top_k``
+    search trials (:func:`confirm_candidates`) with each confirm seed, minus those recorded."""
 
-    spec, store, events = run.spec, run.store, run.events
-    storage_path, data_refs, data_key = run.storage_path, run.data_refs, run.data_key
-    max_concurrent, verbose = run.max_concurrent, run.verbose
+    spec: StudySpec
+    store: ResultsStore
 
-    recorded = store.recorded_trial_ids()
-    todo = []
-    for arm in spec.arm_names:
-        for rank, candidate in enumerate(confirm_candidates(spec, store, arm), start=1):
-            for seed in spec.confirm_seeds:
+    def __call__(self, arm: str) -> list[dict[str, Any]]:
+        recorded = self.store.recorded_trial_ids()
+        todo = []
+        for rank, candidate in enumerate(confirm_candidates(self.spec, self.store, arm), start=1):
+            for seed in self.spec.confirm_seeds:
                 trial_id = f"{arm}-confirm{rank}-seed{seed}"
                 if trial_id not in recorded:
                     todo.append(
@@ -747,26 +778,7 @@ def _run_confirm(run: _StudyRun) -> None:
                             "source": candidate["source"],
                         }
                     )
-    if not todo:
-        return
-    context = _context(spec, names.CONFIRM, data_key)
-    rank = spec.confirm_rank
-    callback = StoreCallback(store, context, events, rank.metric, rank.direction)
-    # Optuna records the confirm trials too (optuna-dashboard then shows every trial).
-    storage = open_optuna_storage(store.folder)  # as the folder's storage.yaml names it
-    recorder = confirm_recorder(storage, spec.search.metrics, spec.search.directions)
-    tuner = tune.Tuner(
-        _trainable(spec, context, data_refs),
-        param_space={TRIAL_KEY: tune.grid_search(todo)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
-        run_config=_run_config(
-            storage_path,
-            f"confirm-{_stamp()}",
-            [*run.callbacks(callback, context), recorder],
-            verbose,
-        ),
-    )
-    tuner.fit()
+        return todo
 
 
 def _stamp() -> str:
@@ -901,25 +913,21 @@ def run_study(
                 sort_keys=True,
             )
             data_refs = {"splits": ray.put(splits)}
-            phases = [(names.SEARCH, _run_search)]
-            if spec.confirm_seeds:
-                phases.append((names.CONFIRM, _run_confirm))
-            for phase, run_phase in phases:
-                events.phase = phase
-                events.changed()
-                run_phase(
-                    _StudyRun(
-                        spec,
-                        store,
-                        storage_path,
-                        data_refs,
-                        data_key,
-                        events,
-                        concurrency,
-                        verbose,
-                        tuple(trackers),
-                    )
+            events.phase = names.SEARCH
+            events.changed()
+            _run_trials(
+                _StudyRun(
+                    spec,
+                    store,
+                    storage_path,
+                    data_refs,
+                    data_key,
+                    events,
+                    concurrency,
+                    verbose,
+                    tuple(trackers),
                 )
+            )
             store.reload()
             counts = store.trials()["status"].value_counts().to_dict() if len(store) else {}
         if mirror is not None:  # after the lock's release folded the part files in

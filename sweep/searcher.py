@@ -10,8 +10,9 @@ instead, with public calls only:
   keeps its history, its metric names set to the objectives for optuna-dashboard),
   ``Study.ask(fixed_distributions=...)`` for each suggestion and ``Study.tell`` for each outcome
   (single or several objectives);
-* :func:`arms_searcher`: the Ray Tune ``Searcher`` that interleaves the arms in one Tuner and
-  skips configurations already trained (:class:`DuplicateIndex`);
+* :func:`arms_searcher`: the Ray Tune ``Searcher`` that interleaves the arms in one Tuner,
+  skips configurations already trained (:class:`DuplicateIndex`) and, as each arm's search
+  ends, suggests that arm's confirm trials in the same Tuner;
 * :func:`recover_interrupted`: Optuna trials left RUNNING by a killed driver are failed with
   ``Study.tell(number, state=FAIL)`` and their parameters enqueued again;
 * :class:`FixedArm` and :func:`confirm_recorder`: the trials Optuna does not sample (arms
@@ -44,6 +45,7 @@ from sweep.trainable import ERROR_KEY, STATUS_KEY, TRIAL_KEY
 
 __all__ = [
     "ArmSearch",
+    "ConfirmPlanner",
     "DuplicateIndex",
     "INTERRUPTED_ATTR",
     "arms_searcher",
@@ -302,45 +304,84 @@ class DuplicateIndex:
         return self._copy(config, original)
 
 
+#: Plans the confirm trials of one arm once its search is over: ``arm`` -> the bookkeeping
+#: (:data:`~sweep.trainable.TRIAL_KEY` value) of each confirm trial still to run.
+ConfirmPlanner = Callable[[str], Sequence[Mapping[str, Any]]]
+
+
 @functools.cache
 def _arms_searcher_class() -> type:
     from ray.tune.search import Searcher
 
     class ArmsSearcher(Searcher):
-        """All arms in one Tuner: each suggestion comes from the arm with the most trials
-        still to run (file order breaks ties), so arms interleave and share the machine's
-        conditions; results go back to the arm's own search. A suggestion that repeats a
-        completed configuration is recorded as a copy (see :class:`DuplicateIndex`), told to
-        Optuna with the original's result, and replaced by the next suggestion."""
+        """Every trial of the study in one Tuner, search and confirm alike.
+
+        Search: each suggestion comes from the arm with the most search trials still to run
+        (file order breaks ties), so arms interleave and share the machine's conditions;
+        results go back to the arm's own search. A suggestion that repeats a completed
+        configuration is recorded as a copy (see :class:`DuplicateIndex`), told to Optuna
+        with the original's result, and replaced by the next suggestion.
+
+        Confirm: as soon as an arm has no search trial left to suggest or running, its
+        confirm trials are planned (``confirm``, which ranks the arm's recorded search
+        trials) and suggested before any further search trial; they carry ``phase:
+        confirm`` in their bookkeeping. While an arm in ``confirm_arms`` still has search
+        trials running and nothing else can be suggested, the searcher waits (``None``);
+        it is finished when every search and confirm trial has been suggested.
+
+        Tune calls :meth:`on_trial_complete` before its callbacks record the trial, and
+        :meth:`suggest` only on a later step, so the planner sees every search trial of the
+        arm in the store."""
 
         def __init__(
             self,
             searchers: Mapping[str, ArmSearch | FixedArm],
             budgets: Mapping[str, int],
             duplicates: DuplicateIndex | None,
+            confirm: ConfirmPlanner | None = None,
+            confirm_arms: Sequence[str] = (),
         ) -> None:
             super().__init__()
             self._searchers = dict(searchers)
             self._budgets = dict(budgets)
             self._duplicates = duplicates
-            self._arm_of: dict[str, str] = {}
+            self._confirm = confirm
+            self._confirm_waiting = list(confirm_arms) if confirm is not None else []
+            self._confirm_queue: list[dict[str, Any]] = []
+            self._arm_of: dict[str, str] = {}  # Tune trial id -> arm, search trials running
 
         def __getstate__(self) -> dict[str, Any]:
             # The Tuner pickles its search algorithm into tuner.pkl for Tuner.restore, which
             # the runner never uses (resume reads optuna.db and the store); the live Optuna
-            # studies and the store behind the duplicate index are not state to pickle.
+            # studies, the store behind the duplicate index and the planner are not state to
+            # pickle.
             state = self.__dict__.copy()
-            state["_searchers"], state["_duplicates"] = {}, None
+            state["_searchers"], state["_duplicates"], state["_confirm"] = {}, None, None
             return state
 
         def set_search_properties(self, metric, mode, config, **spec) -> bool:
             return True
 
+        def _plan_confirms(self) -> None:
+            """Queue the confirm trials of every arm whose search is over."""
+            running = set(self._arm_of.values())
+            for arm in list(self._confirm_waiting):
+                if self._budgets.get(arm, 0) > 0 or arm in running:
+                    continue
+                self._confirm_waiting.remove(arm)
+                assert self._confirm is not None
+                for meta in self._confirm(arm):
+                    self._confirm_queue.append({TRIAL_KEY: {**meta, names.PHASE: names.CONFIRM}})
+
         def suggest(self, trial_id: str):
             while True:
+                self._plan_confirms()
+                if self._confirm_queue:
+                    return self._confirm_queue.pop(0)
                 open_arms = [arm for arm, left in self._budgets.items() if left > 0]
                 if not open_arms:
-                    return Searcher.FINISHED
+                    # Searches still running: their arms' confirm trials come later.
+                    return None if self._confirm_waiting else Searcher.FINISHED
                 arm = max(open_arms, key=lambda a: self._budgets[a])
                 search = self._searchers[arm]
                 config = search.suggest(trial_id)
@@ -377,9 +418,12 @@ def arms_searcher(
     searchers: Mapping[str, ArmSearch | FixedArm],
     budgets: Mapping[str, int],
     duplicates: DuplicateIndex | None = None,
+    confirm: ConfirmPlanner | None = None,
+    confirm_arms: Sequence[str] = (),
 ) -> Any:
-    """The Ray Tune ``Searcher`` over the arms' searches (class built on first use)."""
-    return _arms_searcher_class()(searchers, budgets, duplicates)
+    """The Ray Tune ``Searcher`` over the arms' searches and, with ``confirm``, the confirm
+    trials of ``confirm_arms`` (class built on first use)."""
+    return _arms_searcher_class()(searchers, budgets, duplicates, confirm, confirm_arms)
 
 
 @functools.cache
@@ -415,6 +459,8 @@ def _confirm_recorder_class() -> type:
 
         def _record(self, trial, error: bool) -> None:
             meta = trial.config[TRIAL_KEY]
+            if meta.get(names.PHASE) != names.CONFIRM:
+                return  # search trials are told to Optuna by their arm's search
             arm = meta["arm"]
             if arm not in self._studies:
                 name = confirm_study_name(arm)

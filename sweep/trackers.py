@@ -47,7 +47,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sweep import names
-from sweep.trainable import STATUS_KEY, TRIAL_KEY, TrialContext
+from sweep.trainable import STATUS_KEY, TRIAL_KEY, TrialContext, trial_phase
 
 __all__ = [
     "TRACKERS",
@@ -141,7 +141,7 @@ def tracker_params(context: TrialContext, config: dict[str, Any]) -> dict[str, A
     params: dict[str, Any] = {
         names.STUDY: context.study,
         names.ARM: meta.get("arm"),
-        names.PHASE: context.phase,
+        names.PHASE: trial_phase(context, config),
         names.TRIAL_ID: meta.get("trial_id"),
     }
     try:
@@ -204,8 +204,9 @@ class TrialView:
 
 
 class _TrackerCallbackMixin:
-    """Forwards Tune's trial events to a logger callback with :class:`TrialView` trials and
-    :func:`loggable_result` results."""
+    """Forwards Tune's trial events of one phase's trials to a logger callback with
+    :class:`TrialView` trials and :func:`loggable_result` results (search and confirm trials
+    share one Tuner; each phase has its own logger, tagged or grouped by the phase)."""
 
     def __init__(
         self,
@@ -213,9 +214,11 @@ class _TrackerCallbackMixin:
         context: TrialContext,
         log_dir: Path | None = None,
         environment: dict[str, str] | None = None,
+        phase: str | None = None,
     ) -> None:
         self.logger = logger
         self.context = context
+        self.phase = phase or context.phase
         self.log_dir = log_dir
         self.environment = dict(environment or {})
         self._views: dict[str, TrialView] = {}
@@ -224,7 +227,15 @@ class _TrackerCallbackMixin:
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles the run config with its callbacks; the live loggers (open files,
         # clients, actors) are not state to restore: resume builds new ones.
-        return {"context": self.context, "log_dir": self.log_dir, "environment": {}}
+        return {
+            "context": self.context,
+            "phase": self.phase,
+            "log_dir": self.log_dir,
+            "environment": {},
+        }
+
+    def _mine(self, trial: Any) -> bool:
+        return trial_phase(self.context, trial.config) == self.phase
 
     def _view(self, trial: Any) -> TrialView:
         view = self._views.get(trial.trial_id)
@@ -232,7 +243,7 @@ class _TrackerCallbackMixin:
             params = tracker_params(self.context, trial.config)
             local = None
             if self.log_dir is not None:
-                local = self.log_dir / self.context.phase / str(params[names.TRIAL_ID])
+                local = self.log_dir / self.phase / str(params[names.TRIAL_ID])
             view = self._views[trial.trial_id] = TrialView(trial, params, local)
         return view
 
@@ -244,20 +255,27 @@ class _TrackerCallbackMixin:
         self.logger.setup(*args, **kwargs)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.logger.log_trial_start(self._view(trial))
+        if self._mine(trial):
+            self.logger.log_trial_start(self._view(trial))
 
     def on_trial_restore(self, iteration, trials, trial, **info):
-        self.logger.log_trial_restore(self._view(trial))
+        if self._mine(trial):
+            self.logger.log_trial_restore(self._view(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.logger.log_trial_result(iteration, self._view(trial), loggable_result(result))
+        if self._mine(trial):
+            self.logger.log_trial_result(iteration, self._view(trial), loggable_result(result))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if not self._mine(trial):
+            return
         failed = (trial.last_result or {}).get(STATUS_KEY) == names.FAILED
         self.logger.log_trial_end(self._view(trial), failed=failed)
         self._views.pop(trial.trial_id, None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        if not self._mine(trial):
+            return
         self.logger.log_trial_end(self._view(trial), failed=True)
         self._views.pop(trial.trial_id, None)
 
@@ -305,17 +323,24 @@ def _is_file_store(uri: str | None) -> bool:
 
 
 def tracker_callbacks(
-    trackers: Sequence[Tracker], context: TrialContext, folder: Path
+    trackers: Sequence[Tracker],
+    context: TrialContext,
+    folder: Path,
+    phases: Sequence[str] = (),
 ) -> list[Any]:
-    """One Tune callback per tracker for one phase's Tuner (``folder``: the study folder)."""
+    """One Tune callback per tracker and phase (default: the context's phase) for the study's
+    Tuner (``folder``: the study folder)."""
     callbacks = []
     for tracker in trackers:
-        logger = _logger(tracker, context.study, context.phase)
-        log_dir = None
-        environment = {}
-        if tracker.kind == "tensorboard":
-            log_dir = Path(tracker.target or folder / names.TENSORBOARD_DIR).resolve()
-        if tracker.kind == "mlflow" and _is_file_store(tracker.target):
-            environment[_FILE_STORE_VARIABLE] = "true"
-        callbacks.append(_tracker_callback_class()(logger, context, log_dir, environment))
+        for phase in phases or (context.phase,):
+            logger = _logger(tracker, context.study, phase)
+            log_dir = None
+            environment = {}
+            if tracker.kind == "tensorboard":
+                log_dir = Path(tracker.target or folder / names.TENSORBOARD_DIR).resolve()
+            if tracker.kind == "mlflow" and _is_file_store(tracker.target):
+                environment[_FILE_STORE_VARIABLE] = "true"
+            callbacks.append(
+                _tracker_callback_class()(logger, context, log_dir, environment, phase)
+            )
     return callbacks

@@ -52,8 +52,9 @@ LATENTS_TO_REPORT = 300
 @dataclass(frozen=True)
 class TrialContext:
     """What every trial of one Tuner shares: each arm's dotted settings (data + defaults +
-    fixed), the phase, and torch threads per trial. A trial's own arm, id, seed and (confirm
-    phase) parameters travel in its config under :data:`TRIAL_KEY`."""
+    fixed), the default phase, and torch threads per trial. A trial's own arm, id, seed, phase
+    (when it is not the default) and (confirm phase) parameters travel in its config under
+    :data:`TRIAL_KEY`."""
 
     study: str
     phase: str
@@ -73,6 +74,12 @@ def _dataset(key: str, refs: dict[str, Any]) -> DatasetSplits:
         _DATA_CACHE.clear()  # one dataset per worker at a time
         _DATA_CACHE[key] = ray.get(refs["splits"])
     return _DATA_CACHE[key]
+
+
+def trial_phase(context: TrialContext, config: dict[str, Any]) -> str:
+    """The phase of one trial (``search`` or ``confirm``): search and confirm trials share one
+    Tuner, so a confirm trial names its phase in its bookkeeping."""
+    return config.get(TRIAL_KEY, {}).get(names.PHASE) or context.phase
 
 
 def trial_config(context: TrialContext, config: dict[str, Any]) -> TrialConfig:

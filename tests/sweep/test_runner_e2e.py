@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from sweep import names
 from sweep.cli import app
 from sweep.spec import load_study
 from sweep.store import TRIAL_SCHEMA
@@ -48,6 +49,20 @@ def test_every_planned_trial_has_exactly_one_row(finished_study):
     # The exploding arm has no completed search trial, so nothing to confirm.
     assert confirm.groupby("arm").size().to_dict() == {"elbo": 2, "infovae": 2, "plain": 2}
     assert sorted(confirm["seed"].unique()) == list(spec.confirm_seeds)
+
+
+def test_search_and_confirm_run_in_one_tune_experiment(finished_study):
+    """One Tuner for the whole study: one experiment folder under the run's Ray storage, and
+    every confirm trial started only after its own arm's last search trial ended."""
+    _, folder, _ = finished_study
+    experiments = [p for p in (folder / names.RAY_DIR).iterdir() if p.is_dir()]
+    assert len(experiments) == 1, experiments
+    trials = pq.read_table(folder / "trials.parquet").to_pandas()
+    for arm, group in trials.groupby("arm"):
+        search = group[group["phase"] == "search"]
+        confirm = group[group["phase"] == "confirm"]
+        if len(confirm):
+            assert confirm["started_at"].min() >= search["ended_at"].max(), arm
 
 
 def test_trials_file_has_design_schema(finished_study):

@@ -197,3 +197,64 @@ def test_an_unsearched_copy_is_recorded_once_with_its_original(tmp_path: Path) -
     again.on_trial_complete("tune-9", {STATUS_KEY: "completed", "metric.mmd": 0.5})
     (trial,) = optuna.load_study(study_name="plain", storage=_storage(tmp_path)).trials
     assert trial.user_attrs["copy_of"] == "plain-0007"
+
+
+def test_confirm_trials_wait_for_the_arm_search_then_follow_in_the_same_searcher(
+    tmp_path: Path,
+) -> None:
+    planned: list[str] = []
+
+    def plan(arm: str) -> list[dict[str, Any]]:
+        planned.append(arm)
+        return [{"arm": arm, "trial_id": f"{arm}-confirm1-seed{s}", "seed": s} for s in (1, 2)]
+
+    searcher = arms_searcher({"elbo": _search(tmp_path)}, {"elbo": 2}, None, plan, ["elbo"])
+    first, second = searcher.suggest("t0"), searcher.suggest("t1")
+    assert first[TRIAL_KEY]["trial_id"] != second[TRIAL_KEY]["trial_id"]
+    assert searcher.suggest("t2") is None  # both search trials still running: wait
+    searcher.on_trial_complete("t0", _fake_train(first))
+    assert searcher.suggest("t2") is None and planned == []  # one still running
+    searcher.on_trial_complete("t1", _fake_train(second))
+    confirms = [searcher.suggest(f"t{n}") for n in (2, 3)]
+    assert planned == ["elbo"]  # planned once, after the last search trial ended
+    assert [c[TRIAL_KEY]["trial_id"] for c in confirms] == [
+        "elbo-confirm1-seed1",
+        "elbo-confirm1-seed2",
+    ]
+    assert all(c[TRIAL_KEY]["phase"] == "confirm" for c in confirms)
+    assert searcher.suggest("t4") == "FINISHED"
+
+
+def test_an_arm_confirms_while_another_arm_still_searches(tmp_path: Path) -> None:
+    def plan(arm: str) -> list[dict[str, Any]]:
+        return [{"arm": arm, "trial_id": f"{arm}-confirm1-seed1", "seed": 1}]
+
+    searches = {"a": _search(tmp_path, "a"), "b": _search(tmp_path, "b")}
+    searcher = arms_searcher(searches, {"a": 1, "b": 3}, None, plan, ["a", "b"])
+    configs = {f"t{n}": searcher.suggest(f"t{n}") for n in range(4)}
+    arms = [c[TRIAL_KEY]["arm"] for c in configs.values()]
+    assert sorted(arms) == ["a", "b", "b", "b"]  # every search trial handed out
+    a_trial = next(t for t, c in configs.items() if c[TRIAL_KEY]["arm"] == "a")
+    searcher.on_trial_complete(a_trial, _fake_train(configs[a_trial]))
+    confirm = searcher.suggest("t4")  # b's search trials are still running
+    assert confirm[TRIAL_KEY]["trial_id"] == "a-confirm1-seed1"
+    assert searcher.suggest("t5") is None
+
+
+def test_an_arm_with_its_search_done_before_the_run_confirms_at_once(tmp_path: Path) -> None:
+    def plan(arm: str) -> list[dict[str, Any]]:
+        return [{"arm": arm, "trial_id": f"{arm}-confirm1-seed1", "seed": 1}]
+
+    searcher = arms_searcher({}, {}, None, plan, ["elbo"])
+    assert searcher.suggest("t0")[TRIAL_KEY]["trial_id"] == "elbo-confirm1-seed1"
+    assert searcher.suggest("t1") == "FINISHED"
+
+
+def test_a_failed_search_trial_still_releases_the_arm_confirm(tmp_path: Path) -> None:
+    searcher = arms_searcher(
+        {"elbo": _search(tmp_path)}, {"elbo": 1}, None, lambda arm: [], ["elbo"]
+    )
+    searcher.suggest("t0")
+    assert searcher.suggest("t1") is None
+    searcher.on_trial_complete("t0", error=True)
+    assert searcher.suggest("t1") == "FINISHED"  # nothing to confirm: done, not stuck
