@@ -721,6 +721,7 @@ def list_command(
 def _list_studies(results: Path, title: str) -> None:
     from sweep.integrity import damaged_files
     from sweep.leaderboard import best_per_arm
+    from sweep.spec import StudySpecError
     from sweep.store import list_studies
 
     studies = list_studies(results)
@@ -728,6 +729,7 @@ def _list_studies(results: Path, title: str) -> None:
         stdout.print(f"no studies under {title}")
         return
     damaged: list[str] = []
+    refused: list[str] = []
     table = Table(title=f"studies under {title}")
     for column in ("study", "trials", "completed", "failed", "stopped", "best per arm"):
         table.add_column(column)
@@ -739,7 +741,12 @@ def _list_studies(results: Path, title: str) -> None:
             table.add_row(summary.name, "?", "", "", "", "[red]damaged (see below)[/]")
             damaged += damage
             continue
-        best = best_per_arm(summary.path)
+        try:
+            best = best_per_arm(summary.path)
+        except StudySpecError as error:  # a study file the loader refuses: no ranking to show
+            table.add_row(summary.name, "?", "", "", "", "[red]study.yaml refused (see below)[/]")
+            refused.append(str(error))
+            continue
         table.add_row(
             summary.name,
             str(summary.n_trials),
@@ -749,9 +756,11 @@ def _list_studies(results: Path, title: str) -> None:
             "; ".join(best) or "-",
         )
     stdout.print(table)
-    if damaged:  # the others are listed; the exit status says that not all could be read
-        for problem in damaged:
-            console.print(f"[bold red]damaged:[/] {escape(problem)}", highlight=False)
+    for problem in damaged:
+        console.print(f"[bold red]damaged:[/] {escape(problem)}", highlight=False)
+    for problem in refused:
+        console.print(f"[bold red]refused:[/] {escape(problem)}", highlight=False)
+    if damaged or refused:  # the others are listed; the exit status says not all could be read
         raise typer.Exit(USAGE_ERROR)
 
 
@@ -768,12 +777,13 @@ def show(
 
 def _show(folder: Path, top: int) -> None:
     from sweep.leaderboard import convergence_rule, leaderboards
+    from sweep.spec import StudySpecError
     from sweep.store import StoreError
 
     _refuse_damaged(folder)
     try:
         boards = leaderboards(folder, top=top)
-    except StoreError as error:
+    except (StoreError, StudySpecError) as error:
         _fail(str(error))
     for board in boards:
         table = Table(title=board.title)
@@ -816,6 +826,7 @@ def export_command(
     """Export the verdict, the claims and the per-arm leaderboards for a paper or notebook."""
     from sweep.export import export_study
     from sweep.report.data import NotAStudyFolderError
+    from sweep.spec import StudySpecError
     from sweep.store import StoreError
 
     out = out or _default_out(where, "-export")
@@ -823,7 +834,7 @@ def export_command(
         _refuse_damaged(folder)
         try:
             paths = export_study(folder, fmt.value, out=out, top=top)
-        except (NotAStudyFolderError, StoreError) as error:
+        except (NotAStudyFolderError, StoreError, StudySpecError) as error:
             _fail(str(error))
         except OSError as error:
             _fail(f"export not written: {error}", code=1)

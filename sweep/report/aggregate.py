@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sweep import names, ranking
 from sweep.report.data import Objective, hashable_param
 
 Goal = Literal["min", "max", "zero"]
@@ -236,34 +237,42 @@ def select_confirm_trials(trials: pd.DataFrame, arm: str, objective: Objective) 
     signature = keys.apply(lambda r: tuple(r.tolist()), axis=1)
     groups = list(rows.groupby(signature, sort=False).groups.items())
     best_key, best_index = groups[0]
-    best_value = math.nan
+    best_value: float | None = None
     for key, index in groups:
         if objective.column in rows.columns:
             value = float(rows.loc[index, objective.column].mean())
         else:
             value = float(len(index)) if objective.direction == "maximize" else -float(len(index))
-        if objective.better(value, best_value) or (
-            math.isnan(best_value) and math.isnan(value) and len(index) > len(best_index)
+        if ranking.better(value, best_value, objective.direction) or (
+            best_value is None and math.isnan(value) and len(index) > len(best_index)
         ):
-            best_key, best_index, best_value = key, index, value
+            best_key, best_index = key, index
+            best_value = value if math.isfinite(value) else None
     config = dict(zip(columns, best_key, strict=True))
     return ConfirmSelection(arm, rows.loc[best_index], len(groups), config)
 
 
-def best_trial(trials: pd.DataFrame, arm: str, objective: Objective) -> pd.Series | None:
-    """The best completed trial of ``arm`` by ``objective``; confirm phase preferred when any
-    confirm trial has the metric, else all phases. None when there is no candidate."""
-    if objective.column not in trials.columns:
-        return None
-    rows = trials[(trials["arm"] == arm) & (trials["status"] == "completed")]
-    rows = rows[np.isfinite(rows[objective.column].to_numpy(dtype=np.float64))]
-    if rows.empty:
-        return None
-    confirm = rows[rows["phase"] == "confirm"]
-    pool = confirm if not confirm.empty else rows
-    values = pool[objective.column]
-    index = values.idxmin() if objective.direction == "minimize" else values.idxmax()
-    return pool.loc[index]
+def best_trial(
+    trials: pd.DataFrame,
+    arm: str,
+    objectives: Objective | Sequence[Objective],
+    rank_by: Objective | None = None,
+) -> pd.Series | None:
+    """The best completed trial of ``arm`` by the one rule of :func:`sweep.ranking.rank_trials`
+    (Pareto front first for several ``objectives``, then ``rank_by``, default the first; ties
+    by trial id); confirm phase preferred when any confirm trial can be ranked, else all
+    phases. None when there is no candidate."""
+    if isinstance(objectives, Objective):
+        objectives = (objectives,)
+    rank_by = rank_by or objectives[0]
+    rows = trials[trials[names.ARM] == arm]
+    keys = [o.ranking for o in objectives]
+    confirm = rows[rows[names.PHASE] == names.CONFIRM]
+    for pool in (confirm, rows):
+        ranked = ranking.rank_trials(pool, keys, rank_by=rank_by.column)
+        if len(ranked):
+            return ranked.iloc[0]
+    return None
 
 
 # --------------------------------------------------------------------------- verdict

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from infovae_core.config import TRAIN_SPLIT_SIZES
+from sweep import names
 from sweep.convergence import describe_rule, trial_convergence
 from sweep.files import atomic_write_text
 from sweep.names import REPORT_FILE
@@ -49,7 +50,6 @@ from sweep.report.content import (
 from sweep.report.data import (
     NotAStudyFolderError,
     StudyData,
-    flatten_mapping,
     hashable_param,
     load_study_data,
 )
@@ -146,16 +146,13 @@ def _header(data: StudyData, roles: Sequence[ArmClassification]) -> Header:
     trials = data.trials
     settings: dict[str, str] = {}
     for arm in data.arms:
-        spec = data.arm_specs.get(arm, {})
-        fixed = spec.get("fixed") if hasattr(spec, "get") else None
-        search = spec.get("search") if hasattr(spec, "get") else None
+        arm_spec = data.spec.arms.get(arm) if data.spec is not None else None
         text = []
-        if isinstance(fixed, dict) and fixed:
-            text.append(
-                "fixed: " + ", ".join(f"{k} = {v}" for k, v in flatten_mapping(fixed).items())
-            )
-        if isinstance(search, dict) and search:
-            text.append("searched: " + ", ".join(str(k) for k in search))
+        if arm_spec is not None and arm_spec.fixed:
+            fixed = arm_spec.fixed_settings
+            text.append("fixed: " + ", ".join(f"{k} = {v}" for k, v in fixed.items()))
+        if arm_spec is not None and arm_spec.search:
+            text.append("searched: " + ", ".join(arm_spec.search))
         settings[arm] = "; ".join(text) if text else "(not in study.yaml)"
     totals = (
         {str(k): int(v) for k, v in trials["status"].fillna("(unknown)").value_counts().items()}
@@ -215,9 +212,8 @@ def _metric_columns(data: StudyData) -> list[tuple[str, str]]:
 def _searched_params(data: StudyData, arm: str, frame: pd.DataFrame) -> list[str]:
     """Columns of the hyperparameters searched for ``arm`` that vary in ``frame``: the arm's
     search keys in the spec when given, else every non-seed ``param.*`` column."""
-    spec = data.arm_specs.get(arm, {})
-    search = spec.get("search") if hasattr(spec, "get") else None
-    keys = [f"param.{k}" for k in search] if isinstance(search, dict) else []
+    arm_spec = data.spec.arms.get(arm) if data.spec is not None else None
+    keys = [names.param(k) for k in arm_spec.search] if arm_spec is not None else []
     candidates = [k for k in keys if k in frame.columns] or config_signature_columns(frame)
     return [c for c in candidates if frame[c].map(hashable_param).nunique(dropna=True) > 1]
 
@@ -514,11 +510,13 @@ def _load_latents(path: Path) -> tuple[np.ndarray | None, str]:
 
 
 def _latent_section(data: StudyData) -> Section:
-    objective = data.primary_objective
+    objective = data.rank_objective
     blocks: list[Block] = []
     spectra: list[pd.DataFrame] = []
     for arm in data.arms:
-        best = best_trial(data.trials, arm, objective) if len(data.trials) else None
+        best = (
+            best_trial(data.trials, arm, data.objectives, objective) if len(data.trials) else None
+        )
         if best is None:
             blocks.append(NoteBlock(f"{arm}: no completed trial with {objective.metric}."))
             continue
@@ -581,6 +579,15 @@ def _latent_section(data: StudyData) -> Section:
         "Latent space",
         "latent",
         tuple(blocks),
-        intro=f"Best trial of each arm by {objective.metric} "
-        f"({objective.direction}), confirm phase preferred.",
+        intro=f"Best trial of each arm {_ranking_rule(data)}, confirm phase preferred.",
     )
+
+
+def _ranking_rule(data: StudyData) -> str:
+    """How :mod:`sweep.ranking` picks the best trial of this study, in words."""
+    rank = data.rank_objective
+    by = f"by {rank.metric} ({rank.direction})"
+    if len(data.objectives) < 2:
+        return by
+    pareto = ", ".join(o.metric for o in data.objectives)
+    return f"on the Pareto front of {pareto} first, then {by}"
