@@ -721,6 +721,7 @@ def list_command(
 def _list_studies(results: Path, title: str) -> None:
     from sweep.integrity import damaged_files
     from sweep.leaderboard import best_per_arm
+    from sweep.names import STATUSES
     from sweep.spec import StudySpecError
     from sweep.store import list_studies
 
@@ -731,7 +732,7 @@ def _list_studies(results: Path, title: str) -> None:
     damaged: list[str] = []
     refused: list[str] = []
     table = Table(title=f"studies under {title}")
-    for column in ("study", "trials", "completed", "failed", "stopped", "best per arm"):
+    for column in ("study", "trials", *STATUSES, "best per arm"):
         table.add_column(column)
     for summary in studies:
         damage = damaged_files(summary.path, thorough=False)
@@ -750,9 +751,7 @@ def _list_studies(results: Path, title: str) -> None:
         table.add_row(
             summary.name,
             str(summary.n_trials),
-            str(summary.by_status.get("completed", 0)),
-            str(summary.by_status.get("failed", 0)),
-            str(summary.by_status.get("stopped", 0)),
+            *[str(summary.by_status.get(status, 0)) for status in STATUSES],
             "; ".join(best) or "-",
         )
     stdout.print(table)
@@ -895,6 +894,7 @@ def summary_command(
     csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Per arm and setting: mean and 95% t interval of each metric over the seeds."""
+    from sweep.names import ARM, PARAM, PHASES, strip
     from sweep.report.data import NotAStudyFolderError, load_study_data
     from sweep.store import StoreError
     from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
@@ -908,7 +908,7 @@ def summary_command(
     metrics = tuple(metric) if metric else DEFAULT_METRICS
     try:
         table = configuration_summary(
-            data.trials, by=by, metrics=metrics, phases=tuple(phase or ("search", "confirm"))
+            data.trials, by=by, metrics=metrics, phases=tuple(phase or PHASES)
         )
     except KeyError as error:
         _fail(f"--by: {error.args[0]}")
@@ -917,12 +917,12 @@ def summary_command(
 
         atomic_write_text(csv, table.to_csv(index=False))
     shown = [m for m in metrics if m in table.columns]
-    keys = [c for c in table.columns if c.startswith("param.")]
+    keys = [c for c in table.columns if c.startswith(PARAM)]
     view = Table(title=f"{data.name}: mean [95% t interval] over completed trials")
-    for column in ["arm", *[k[len("param.") :] for k in keys], "n", *shown]:
+    for column in [ARM, *[strip(k, PARAM) for k in keys], "n", *shown]:
         view.add_column(column)
     for _, row in table.iterrows():
-        cells = [str(row["arm"]), *[str(row[k]) for k in keys], str(row["n"])]
+        cells = [str(row[ARM]), *[str(row[k]) for k in keys], str(row["n"])]
         cells += [format_cell(row[m], row[f"{m}.low"], row[f"{m}.high"]) for m in shown]
         view.add_row(*cells)
     stdout.print(view)

@@ -62,7 +62,7 @@ def _converged_cell(judged: pd.DataFrame, trial_id: str) -> str:
 def _convergence_line(summary: pd.DataFrame, arm: str) -> str:
     """``convergence: search 10 converged, 2 not, 0 unknown (median change 0.3%); confirm ...``"""
     parts = []
-    for row in summary[summary["arm"] == arm].itertuples(index=False):
+    for row in summary[summary[names.ARM] == arm].itertuples(index=False):
         median = row.median_relative_change
         tail = "" if math.isnan(median) else f" (median change {100 * median:.2g}%)"
         parts.append(
@@ -118,8 +118,8 @@ def leaderboards(folder: Path, top: int = 5) -> list[Leaderboard]:
         params = [names.param(key) for key in spec.arms[arm].search]
         columns = (
             "trial",
-            "phase",
-            "seed",
+            names.PHASE,
+            names.SEED,
             *objectives,
             *[names.strip(p, names.PARAM) for p in params],
             "converged",
