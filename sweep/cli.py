@@ -721,6 +721,8 @@ def list_command(
 def _list_studies(results: Path, title: str) -> None:
     from sweep.integrity import damaged_files
     from sweep.leaderboard import best_per_arm
+    from sweep.names import STATUSES
+    from sweep.spec import StudySpecError
     from sweep.store import list_studies
 
     studies = list_studies(results)
@@ -728,8 +730,9 @@ def _list_studies(results: Path, title: str) -> None:
         stdout.print(f"no studies under {title}")
         return
     damaged: list[str] = []
+    refused: list[str] = []
     table = Table(title=f"studies under {title}")
-    for column in ("study", "trials", "completed", "failed", "stopped", "best per arm"):
+    for column in ("study", "trials", *STATUSES, "best per arm"):
         table.add_column(column)
     for summary in studies:
         damage = damaged_files(summary.path, thorough=False)
@@ -739,19 +742,24 @@ def _list_studies(results: Path, title: str) -> None:
             table.add_row(summary.name, "?", "", "", "", "[red]damaged (see below)[/]")
             damaged += damage
             continue
-        best = best_per_arm(summary.path)
+        try:
+            best = best_per_arm(summary.path)
+        except StudySpecError as error:  # a study file the loader refuses: no ranking to show
+            table.add_row(summary.name, "?", "", "", "", "[red]study.yaml refused (see below)[/]")
+            refused.append(str(error))
+            continue
         table.add_row(
             summary.name,
             str(summary.n_trials),
-            str(summary.by_status.get("completed", 0)),
-            str(summary.by_status.get("failed", 0)),
-            str(summary.by_status.get("stopped", 0)),
+            *[str(summary.by_status.get(status, 0)) for status in STATUSES],
             "; ".join(best) or "-",
         )
     stdout.print(table)
-    if damaged:  # the others are listed; the exit status says that not all could be read
-        for problem in damaged:
-            console.print(f"[bold red]damaged:[/] {escape(problem)}", highlight=False)
+    for problem in damaged:
+        console.print(f"[bold red]damaged:[/] {escape(problem)}", highlight=False)
+    for problem in refused:
+        console.print(f"[bold red]refused:[/] {escape(problem)}", highlight=False)
+    if damaged or refused:  # the others are listed; the exit status says not all could be read
         raise typer.Exit(USAGE_ERROR)
 
 
@@ -768,12 +776,13 @@ def show(
 
 def _show(folder: Path, top: int) -> None:
     from sweep.leaderboard import convergence_rule, leaderboards
+    from sweep.spec import StudySpecError
     from sweep.store import StoreError
 
     _refuse_damaged(folder)
     try:
         boards = leaderboards(folder, top=top)
-    except StoreError as error:
+    except (StoreError, StudySpecError) as error:
         _fail(str(error))
     for board in boards:
         table = Table(title=board.title)
@@ -816,6 +825,7 @@ def export_command(
     """Export the verdict, the claims and the per-arm leaderboards for a paper or notebook."""
     from sweep.export import export_study
     from sweep.report.data import NotAStudyFolderError
+    from sweep.spec import StudySpecError
     from sweep.store import StoreError
 
     out = out or _default_out(where, "-export")
@@ -823,7 +833,7 @@ def export_command(
         _refuse_damaged(folder)
         try:
             paths = export_study(folder, fmt.value, out=out, top=top)
-        except (NotAStudyFolderError, StoreError) as error:
+        except (NotAStudyFolderError, StoreError, StudySpecError) as error:
             _fail(str(error))
         except OSError as error:
             _fail(f"export not written: {error}", code=1)
@@ -884,6 +894,7 @@ def summary_command(
     csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Per arm and setting: mean and 95% t interval of each metric over the seeds."""
+    from sweep.names import ARM, PARAM, PHASES, strip
     from sweep.report.data import NotAStudyFolderError, load_study_data
     from sweep.store import StoreError
     from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
@@ -897,7 +908,7 @@ def summary_command(
     metrics = tuple(metric) if metric else DEFAULT_METRICS
     try:
         table = configuration_summary(
-            data.trials, by=by, metrics=metrics, phases=tuple(phase or ("search", "confirm"))
+            data.trials, by=by, metrics=metrics, phases=tuple(phase or PHASES)
         )
     except KeyError as error:
         _fail(f"--by: {error.args[0]}")
@@ -906,12 +917,12 @@ def summary_command(
 
         atomic_write_text(csv, table.to_csv(index=False))
     shown = [m for m in metrics if m in table.columns]
-    keys = [c for c in table.columns if c.startswith("param.")]
+    keys = [c for c in table.columns if c.startswith(PARAM)]
     view = Table(title=f"{data.name}: mean [95% t interval] over completed trials")
-    for column in ["arm", *[k[len("param.") :] for k in keys], "n", *shown]:
+    for column in [ARM, *[strip(k, PARAM) for k in keys], "n", *shown]:
         view.add_column(column)
     for _, row in table.iterrows():
-        cells = [str(row["arm"]), *[str(row[k]) for k in keys], str(row["n"])]
+        cells = [str(row[ARM]), *[str(row[k]) for k in keys], str(row["n"])]
         cells += [format_cell(row[m], row[f"{m}.low"], row[f"{m}.high"]) for m in shown]
         view.add_row(*cells)
     stdout.print(view)

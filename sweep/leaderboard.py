@@ -1,4 +1,11 @@
-"""Leaderboards of a study folder for `infovae-sweep show` and `ls`."""
+"""Leaderboards of a study folder for `infovae-sweep show` and `ls`.
+
+The study is read through its loader and store (:func:`sweep.spec.load_study`,
+:class:`sweep.store.ResultsStore`) and each arm's trials are ranked by the one rule of
+:func:`sweep.ranking.rank_trials`. A study file the loader refuses is an error
+(:class:`~sweep.spec.StudySpecError`, naming the file and line): a leaderboard ranked by a
+guessed objective would look right and be wrong.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sweep import names
 from sweep.convergence import convergence_summary, describe_rule, trial_convergence
-from sweep.spec import ConvergenceSpec, StudySpec, StudySpecError
-from sweep.store import STUDY_FILE, ResultsStore
+from sweep.ranking import rank_trials
+from sweep.spec import StudySpec, load_study
+from sweep.store import ResultsStore
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ def _converged_cell(judged: pd.DataFrame, trial_id: str) -> str:
 def _convergence_line(summary: pd.DataFrame, arm: str) -> str:
     """``convergence: search 10 converged, 2 not, 0 unknown (median change 0.3%); confirm ...``"""
     parts = []
-    for row in summary[summary["arm"] == arm].itertuples(index=False):
+    for row in summary[summary[names.ARM] == arm].itertuples(index=False):
         median = row.median_relative_change
         tail = "" if math.isnan(median) else f" (median change {100 * median:.2g}%)"
         parts.append(
@@ -63,24 +72,16 @@ def _convergence_line(summary: pd.DataFrame, arm: str) -> str:
     return "convergence: " + ("; ".join(parts) if parts else "no completed trials")
 
 
-def _spec(folder: Path) -> StudySpec | None:
-    try:
-        return StudySpec.from_yaml_text(
-            (folder / STUDY_FILE).read_text(encoding="utf-8"), source=str(folder / STUDY_FILE)
-        )
-    except (OSError, StudySpecError):
-        return None
+def _spec(folder: Path) -> StudySpec:
+    """The study of ``folder`` (raises :class:`~sweep.spec.StudySpecError` naming the file)."""
+    return load_study(folder / names.STUDY_FILE)
 
 
-def _ranked(trials: pd.DataFrame, arm: str, metric: str, direction: str) -> pd.DataFrame:
-    mine = trials[(trials["arm"] == arm) & (trials["status"] == "completed")]
-    if metric not in mine:
-        return mine.iloc[0:0]
-    # A numpy mask, not ``Series.map``: mapping an empty column gives floats, which pandas then
-    # reads as column labels instead of a row mask (the KeyError of an arm with no completion).
-    finite = np.isfinite(pd.to_numeric(mine[metric], errors="coerce").to_numpy(dtype=np.float64))
-    mine = mine[finite]
-    return mine.sort_values([metric, "trial_id"], ascending=[direction == "minimize", True])
+def _ranked(trials: pd.DataFrame, arm: str, spec: StudySpec) -> pd.DataFrame:
+    """``arm``'s rankable trials, best first (:func:`sweep.ranking.rank_trials`)."""
+    objectives = list(zip(spec.search.metrics, spec.search.directions, strict=True))
+    mine = trials[trials[names.ARM] == arm]
+    return rank_trials(mine, objectives, rank_by=spec.confirm_rank.metric)
 
 
 def _plain(value: object) -> object:
@@ -102,40 +103,32 @@ def leaderboards(folder: Path, top: int = 5) -> list[Leaderboard]:
     """The best ``top`` completed trials of each arm by the study's confirm-ranking objective,
     with their searched parameters, the objectives' values and whether each converged, plus a
     line per arm counting its converged trials per phase (the study's ``convergence:`` rule)."""
-    store = ResultsStore.open(folder)
-    trials = store.trials()
+    store = ResultsStore.open(folder)  # first: a folder that is not a study is named as such
     spec = _spec(Path(folder))
-    rule = spec.convergence if spec is not None else ConvergenceSpec()
+    trials = store.trials()
+    rule = spec.convergence
     judged = trial_convergence(trials, store.epochs(), rule.metric, rule.tolerance)
     summary = convergence_summary(judged)
-    judged = judged.assign(trial_id=judged["trial_id"].astype(str)).set_index("trial_id")
-    if spec is None:
-        metric, direction = "metric.mmd", "minimize"
-        objectives = [metric]
-        arms = sorted(trials["arm"].unique()) if len(trials) else []
-        searched: dict[str, list[str]] = {arm: [] for arm in arms}
-    else:
-        metric, direction = spec.confirm_rank.metric, spec.confirm_rank.direction
-        objectives = list(spec.search.metrics)
-        arms = list(spec.arm_names)
-        searched = {arm: list(spec.arms[arm].search) for arm in arms}
+    judged = judged.assign(trial_id=judged[names.TRIAL_ID].astype(str)).set_index(names.TRIAL_ID)
+    metric, direction = spec.confirm_rank.metric, spec.confirm_rank.direction
+    objectives = list(spec.search.metrics)
     boards = []
-    for arm in arms:
-        ranked = _ranked(trials, arm, metric, direction).head(top) if len(trials) else None
-        params = [f"param.{key}" for key in searched.get(arm, [])]
+    for arm in spec.arm_names:
+        ranked = _ranked(trials, arm, spec).head(top) if len(trials) else None
+        params = [names.param(key) for key in spec.arms[arm].search]
         columns = (
             "trial",
-            "phase",
-            "seed",
+            names.PHASE,
+            names.SEED,
             *objectives,
-            *[p[len("param.") :] for p in params],
+            *[names.strip(p, names.PARAM) for p in params],
             "converged",
         )
         rows, values = [], []
         if ranked is not None:
             for _, row in ranked.iterrows():
-                trial_id = str(row["trial_id"])
-                raw = [row["trial_id"], row["phase"], _plain(row["seed"])]
+                trial_id = str(row[names.TRIAL_ID])
+                raw = [row[names.TRIAL_ID], row[names.PHASE], _plain(row[names.SEED])]
                 raw += [_plain(row.get(m)) for m in objectives]
                 raw += [_plain(row.get(p)) for p in params]
                 cells = [str(raw[0]), str(raw[1]), str(raw[2]), *map(_format, raw[3:])]
@@ -144,6 +137,8 @@ def leaderboards(folder: Path, top: int = 5) -> list[Leaderboard]:
                 values.append(tuple(raw))
                 rows.append(tuple(cells))
         title = f"{arm}: best by {metric} ({direction})"
+        if spec.search.is_multi_objective:
+            title += ", Pareto front first"
         boards.append(
             Leaderboard(
                 title,
@@ -160,19 +155,17 @@ def leaderboards(folder: Path, top: int = 5) -> list[Leaderboard]:
 
 
 def convergence_rule(folder: Path) -> str:
-    """The convergence rule of the study in ``folder`` in words (its ``convergence:`` block, or
-    the defaults when study.yaml cannot be read)."""
-    spec = _spec(Path(folder))
-    rule = spec.convergence if spec is not None else ConvergenceSpec()
+    """The convergence rule of the study in ``folder`` in words (its ``convergence:`` block)."""
+    rule = _spec(Path(folder)).convergence
     return describe_rule(rule.metric, rule.tolerance)
 
 
 def best_per_arm(folder: Path) -> list[str]:
-    """``arm=value`` of the best completed trial per arm (the study's ranking metric)."""
-    boards = leaderboards(folder, top=1)
+    """``arm=value`` of the best completed trial per arm (:func:`sweep.ranking.rank_trials`),
+    the value being the study's ranking metric."""
     result = []
-    for board in boards:
+    for board in leaderboards(folder, top=1):
         if board.rows:
-            arm = board.title.split(":")[0]
-            result.append(f"{arm}={board.rows[0][3]}")
+            column = board.columns.index(board.metric)
+            result.append(f"{board.arm}={board.rows[0][column]}")
     return result

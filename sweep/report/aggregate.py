@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sweep import names, ranking
 from sweep.report.data import Objective, hashable_param
 
 Goal = Literal["min", "max", "zero"]
@@ -45,7 +46,7 @@ class MetricSpec:
 
     @property
     def column(self) -> str:
-        return f"metric.{self.key}"
+        return names.metric(self.key)
 
 
 #: The confirm-phase metrics of the verdict, in display order (probe accuracies are appended
@@ -214,18 +215,20 @@ class ConfirmSelection:
 
 
 def _is_seed_key(column: str) -> bool:
-    return column == "param.seed" or column.endswith(".seed") or column.endswith("_seed")
+    return column == names.param("seed") or column.endswith(".seed") or column.endswith("_seed")
 
 
 def config_signature_columns(trials: pd.DataFrame) -> list[str]:
     """The ``param.*`` columns that identify a configuration (every one except seeds)."""
-    return [c for c in trials.columns if c.startswith("param.") and not _is_seed_key(c)]
+    return [c for c in trials.columns if c.startswith(names.PARAM) and not _is_seed_key(c)]
 
 
 def select_confirm_trials(trials: pd.DataFrame, arm: str, objective: Objective) -> ConfirmSelection:
     """Completed confirm-phase trials of ``arm`` for its best confirmed configuration."""
     rows = trials[
-        (trials["arm"] == arm) & (trials["phase"] == "confirm") & (trials["status"] == "completed")
+        (trials[names.ARM] == arm)
+        & (trials[names.PHASE] == names.CONFIRM)
+        & (trials[names.STATUS] == names.COMPLETED)
     ]
     if rows.empty:
         return ConfirmSelection(arm, rows, 0, {})
@@ -236,34 +239,42 @@ def select_confirm_trials(trials: pd.DataFrame, arm: str, objective: Objective) 
     signature = keys.apply(lambda r: tuple(r.tolist()), axis=1)
     groups = list(rows.groupby(signature, sort=False).groups.items())
     best_key, best_index = groups[0]
-    best_value = math.nan
+    best_value: float | None = None
     for key, index in groups:
         if objective.column in rows.columns:
             value = float(rows.loc[index, objective.column].mean())
         else:
             value = float(len(index)) if objective.direction == "maximize" else -float(len(index))
-        if objective.better(value, best_value) or (
-            math.isnan(best_value) and math.isnan(value) and len(index) > len(best_index)
+        if ranking.better(value, best_value, objective.direction) or (
+            best_value is None and math.isnan(value) and len(index) > len(best_index)
         ):
-            best_key, best_index, best_value = key, index, value
+            best_key, best_index = key, index
+            best_value = value if math.isfinite(value) else None
     config = dict(zip(columns, best_key, strict=True))
     return ConfirmSelection(arm, rows.loc[best_index], len(groups), config)
 
 
-def best_trial(trials: pd.DataFrame, arm: str, objective: Objective) -> pd.Series | None:
-    """The best completed trial of ``arm`` by ``objective``; confirm phase preferred when any
-    confirm trial has the metric, else all phases. None when there is no candidate."""
-    if objective.column not in trials.columns:
-        return None
-    rows = trials[(trials["arm"] == arm) & (trials["status"] == "completed")]
-    rows = rows[np.isfinite(rows[objective.column].to_numpy(dtype=np.float64))]
-    if rows.empty:
-        return None
-    confirm = rows[rows["phase"] == "confirm"]
-    pool = confirm if not confirm.empty else rows
-    values = pool[objective.column]
-    index = values.idxmin() if objective.direction == "minimize" else values.idxmax()
-    return pool.loc[index]
+def best_trial(
+    trials: pd.DataFrame,
+    arm: str,
+    objectives: Objective | Sequence[Objective],
+    rank_by: Objective | None = None,
+) -> pd.Series | None:
+    """The best completed trial of ``arm`` by the one rule of :func:`sweep.ranking.rank_trials`
+    (Pareto front first for several ``objectives``, then ``rank_by``, default the first; ties
+    by trial id); confirm phase preferred when any confirm trial can be ranked, else all
+    phases. None when there is no candidate."""
+    if isinstance(objectives, Objective):
+        objectives = (objectives,)
+    rank_by = rank_by or objectives[0]
+    rows = trials[trials[names.ARM] == arm]
+    keys = [o.ranking for o in objectives]
+    confirm = rows[rows[names.PHASE] == names.CONFIRM]
+    for pool in (confirm, rows):
+        ranked = ranking.rank_trials(pool, keys, rank_by=rank_by.column)
+        if len(ranked):
+            return ranked.iloc[0]
+    return None
 
 
 # --------------------------------------------------------------------------- verdict
@@ -435,15 +446,15 @@ def learning_curve_bands(
     ``numpy.quantile`` does. Thousands of trials collapse to three lines per arm and term,
     which keeps the report small.
     """
-    columns = ["arm", "epoch", "term", "median", "low", "high", "n"]
+    columns = [names.ARM, names.EPOCH, "term", "median", "low", "high", "n"]
     present = [t for t in terms if t in epochs.columns]
     if epochs.empty or not present:
         return pd.DataFrame(columns=columns)
-    long = epochs.melt(id_vars=["arm", "epoch"], value_vars=present, var_name="term")
+    long = epochs.melt(id_vars=[names.ARM, names.EPOCH], value_vars=present, var_name="term")
     long = long[np.isfinite(long["value"].to_numpy(dtype=np.float64))]
     if long.empty:
         return pd.DataFrame(columns=columns)
-    grouped = long.groupby(["arm", "epoch", "term"], sort=True)["value"]
+    grouped = long.groupby([names.ARM, names.EPOCH, "term"], sort=True)["value"]
     out = pd.DataFrame(
         {
             "median": grouped.median(),
@@ -454,7 +465,7 @@ def learning_curve_bands(
     ).reset_index()
     order = {term: i for i, term in enumerate(present)}  # keep the caller's term order
     out = out.sort_values(
-        ["term", "arm", "epoch"],
+        ["term", names.ARM, names.EPOCH],
         key=lambda c: c.map(order) if c.name == "term" else c,
         kind="stable",
     )
@@ -549,13 +560,13 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
 def status_counts(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials per arm, phase and status: columns ``arm, phase, <status...>, total``."""
     if trials.empty:
-        return pd.DataFrame(columns=["arm", "phase", "total"])
+        return pd.DataFrame(columns=[names.ARM, names.PHASE, "total"])
     frame = trials.assign(
-        arm=trials["arm"].fillna("(none)"),
-        phase=trials["phase"].fillna("(none)"),
-        status=trials["status"].fillna("(unknown)"),
+        arm=trials[names.ARM].fillna("(none)"),
+        phase=trials[names.PHASE].fillna("(none)"),
+        status=trials[names.STATUS].fillna("(unknown)"),
     )
-    table = pd.crosstab([frame["arm"], frame["phase"]], frame["status"])
+    table = pd.crosstab([frame[names.ARM], frame[names.PHASE]], frame[names.STATUS])
     table["total"] = table.sum(axis=1)
     return table.reset_index().rename_axis(columns=None)
 
@@ -564,7 +575,7 @@ def compute_seconds(trials: pd.DataFrame) -> float:
     """Total compute time: the sum of ``train_seconds`` and ``eval_seconds`` over all trials."""
     if trials.empty:
         return 0.0
-    total = trials["train_seconds"].fillna(0).sum() + trials["eval_seconds"].fillna(0).sum()
+    total = trials[names.TRAIN_SECONDS].fillna(0).sum() + trials[names.EVAL_SECONDS].fillna(0).sum()
     return float(total)
 
 
@@ -583,15 +594,19 @@ def capacity_levels(trials: pd.DataFrame) -> pd.Series:
         return pd.Series([None] * len(trials), index=trials.index, dtype="object")
 
     kinds, widths, depths = (
-        column("param.model.decoder.kind"),
-        pd.to_numeric(column("param.model.decoder.width"), errors="coerce"),
-        pd.to_numeric(column("param.model.decoder.depth"), errors="coerce"),
+        column(names.param("model.decoder.kind")),
+        pd.to_numeric(column(names.param("model.decoder.width")), errors="coerce"),
+        pd.to_numeric(column(names.param("model.decoder.depth")), errors="coerce"),
     )
     # A PixelCNN's capacity is its channels and gated layers, not the conditioning MLP's size.
     pixelcnn = kinds.astype(str) == "pixelcnn"
     if pixelcnn.any():
-        channels = pd.to_numeric(column("param.model.decoder.pixelcnn_channels"), errors="coerce")
-        layers = pd.to_numeric(column("param.model.decoder.pixelcnn_layers"), errors="coerce")
+        channels = pd.to_numeric(
+            column(names.param("model.decoder.pixelcnn_channels")), errors="coerce"
+        )
+        layers = pd.to_numeric(
+            column(names.param("model.decoder.pixelcnn_layers")), errors="coerce"
+        )
         widths = widths.where(~pixelcnn, channels)
         depths = depths.where(~pixelcnn, layers)
     keys = [

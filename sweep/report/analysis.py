@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sweep import names
 from sweep.convergence import convergence_summary, describe_rule, trial_convergence
 from sweep.report.aggregate import Verdict, build_verdict, format_number
 from sweep.report.claims import (
@@ -51,8 +52,8 @@ class ConvergenceReport:
         summary = self.summary
         return pd.DataFrame(
             {
-                "arm": summary["arm"].astype(str),
-                "phase": summary["phase"].astype(str),
+                "arm": summary[names.ARM].astype(str),
+                "phase": summary[names.PHASE].astype(str),
                 "converged": summary["converged"],
                 "not converged": summary["not_converged"],
                 "unknown": summary["unknown"],
@@ -107,7 +108,10 @@ def analyse(data: StudyData) -> StudyAnalysis:
     roles = tuple(classify_arm(arm, data.arm_specs.get(arm, {}), trials) for arm in arms)
     reference = reference_arm(roles, arms)
     has_confirm = bool(
-        len(trials) and ((trials["phase"] == "confirm") & (trials["status"] == "completed")).any()
+        len(trials)
+        and (
+            (trials[names.PHASE] == names.CONFIRM) & (trials[names.STATUS] == names.COMPLETED)
+        ).any()
     )
     verdict = (
         build_verdict(trials, arms, data.primary_objective, reference) if has_confirm else None
@@ -134,7 +138,7 @@ def convergence_report(data: StudyData, verdict: Verdict | None) -> ConvergenceR
     if verdict is not None:
         status = dict(zip(judged["trial_id"].astype(str), judged["status"], strict=True))
         for selection in verdict.selections:
-            ids = [str(t) for t in selection.trials["trial_id"]]
+            ids = [str(t) for t in selection.trials[names.TRIAL_ID]]
             found = [status.get(t, "unknown") for t in ids]
             runs.append(
                 ArmConvergence(

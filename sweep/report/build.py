@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from infovae_core.config import TRAIN_SPLIT_SIZES
+from sweep import names
 from sweep.convergence import describe_rule, trial_convergence
 from sweep.files import atomic_write_text
 from sweep.names import REPORT_FILE
@@ -49,11 +50,11 @@ from sweep.report.content import (
 from sweep.report.data import (
     NotAStudyFolderError,
     StudyData,
-    flatten_mapping,
     hashable_param,
     load_study_data,
 )
 from sweep.report.html import render_report
+from sweep.spec import EPOCH_TERMS
 from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ _LIBRARIES = (
     "plotly",
 )
 _HEADLINE_METRICS = ("mmd", "mutual_info", "nll_iwae")
-_TERM_ORDER = {"loss": 0, "recon": 1, "kl": 2, "divergence": 3, "elbo": 4}
+_TERM_ORDER = {term: i for i, term in enumerate(EPOCH_TERMS)}
 
 __all__ = ["NotAStudyFolderError", "build_report", "build_content", "write_report"]
 
@@ -114,7 +115,7 @@ def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
     """Compute every section of the report from the study's data."""
     trials = data.trials
     analysis = analyse(data)
-    failures = trials[trials["status"] == "failed"]
+    failures = trials[trials[names.STATUS] == names.FAILED]
     sections = (
         *_settings_sections(data),
         _hyperparameter_section(data),
@@ -132,7 +133,15 @@ def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
         claims=analysis.claims,
         sections=sections,
         failures=failures[
-            ["arm", "phase", "trial_id", "seed", "ended_at", "host", "error"]
+            [
+                names.ARM,
+                names.PHASE,
+                names.TRIAL_ID,
+                names.SEED,
+                names.ENDED_AT,
+                names.HOST,
+                names.ERROR,
+            ]
         ].reset_index(drop=True),
         warnings=data.warnings,
         convergence=analysis.convergence,
@@ -146,35 +155,32 @@ def _header(data: StudyData, roles: Sequence[ArmClassification]) -> Header:
     trials = data.trials
     settings: dict[str, str] = {}
     for arm in data.arms:
-        spec = data.arm_specs.get(arm, {})
-        fixed = spec.get("fixed") if hasattr(spec, "get") else None
-        search = spec.get("search") if hasattr(spec, "get") else None
+        arm_spec = data.spec.arms.get(arm) if data.spec is not None else None
         text = []
-        if isinstance(fixed, dict) and fixed:
-            text.append(
-                "fixed: " + ", ".join(f"{k} = {v}" for k, v in flatten_mapping(fixed).items())
-            )
-        if isinstance(search, dict) and search:
-            text.append("searched: " + ", ".join(str(k) for k in search))
+        if arm_spec is not None and arm_spec.fixed:
+            fixed = arm_spec.fixed_settings
+            text.append("fixed: " + ", ".join(f"{k} = {v}" for k, v in fixed.items()))
+        if arm_spec is not None and arm_spec.search:
+            text.append("searched: " + ", ".join(arm_spec.search))
         settings[arm] = "; ".join(text) if text else "(not in study.yaml)"
     totals = (
-        {str(k): int(v) for k, v in trials["status"].fillna("(unknown)").value_counts().items()}
+        {str(k): int(v) for k, v in trials[names.STATUS].fillna("(unknown)").value_counts().items()}
         if len(trials)
         else {}
     )
     if len(trials):
         hardware = (
             trials.assign(
-                host=trials["host"].fillna("?").astype(str),
-                device=trials["device"].fillna("?").astype(str),
+                host=trials[names.HOST].fillna("?").astype(str),
+                device=trials[names.DEVICE].fillna("?").astype(str),
             )
-            .groupby(["host", "device"])
+            .groupby([names.HOST, names.DEVICE])
             .size()
             .rename("trials")
             .reset_index()
         )
     else:
-        hardware = pd.DataFrame(columns=["host", "device", "trials"])
+        hardware = pd.DataFrame(columns=[names.HOST, names.DEVICE, "trials"])
     versions = {"python": platform.python_version()}
     for name in ("infovae-sweep", *_LIBRARIES):
         try:
@@ -206,7 +212,7 @@ def _metric_columns(data: StudyData) -> list[tuple[str, str]]:
     keys = [o.metric for o in data.objectives[:1]] + list(_HEADLINE_METRICS)
     out: list[tuple[str, str]] = []
     for key in dict.fromkeys(keys):
-        column = f"metric.{key}"
+        column = names.metric(key)
         if column in data.trials.columns and data.trials[column].notna().any():
             out.append((column, key))
     return out
@@ -215,9 +221,8 @@ def _metric_columns(data: StudyData) -> list[tuple[str, str]]:
 def _searched_params(data: StudyData, arm: str, frame: pd.DataFrame) -> list[str]:
     """Columns of the hyperparameters searched for ``arm`` that vary in ``frame``: the arm's
     search keys in the spec when given, else every non-seed ``param.*`` column."""
-    spec = data.arm_specs.get(arm, {})
-    search = spec.get("search") if hasattr(spec, "get") else None
-    keys = [f"param.{k}" for k in search] if isinstance(search, dict) else []
+    arm_spec = data.spec.arms.get(arm) if data.spec is not None else None
+    keys = [names.param(k) for k in arm_spec.search] if arm_spec is not None else []
     candidates = [k for k in keys if k in frame.columns] or config_signature_columns(frame)
     return [c for c in candidates if frame[c].map(hashable_param).nunique(dropna=True) > 1]
 
@@ -225,7 +230,7 @@ def _searched_params(data: StudyData, arm: str, frame: pd.DataFrame) -> list[str
 def _train_sizes(data: StudyData, done: pd.DataFrame) -> pd.Series | None:
     """``param.data.train_size`` of ``done`` as numbers, a null (the whole split) read as the
     training split's size of the study's dataset; None when the size does not vary."""
-    column = "param.data.train_size"
+    column = names.param("data.train_size")
     if column not in done.columns:
         return None
     whole = TRAIN_SPLIT_SIZES.get(data.dataset, np.nan)
@@ -236,13 +241,13 @@ def _train_sizes(data: StudyData, done: pd.DataFrame) -> pd.Series | None:
 def _hyperparameter_section(data: StudyData) -> Section:
     trials = data.trials
     arms = data.arms
-    done = trials[trials["status"] == "completed"] if len(trials) else trials
+    done = trials[trials[names.STATUS] == names.COMPLETED] if len(trials) else trials
     blocks: list[Block] = []
     metrics = _metric_columns(data)
     if done.empty or not metrics:
         blocks.append(NoteBlock("No completed trials with metrics yet."))
         return Section("Against the hyperparameters", "hyperparameters", tuple(blocks))
-    lam = "param.objective.lambda"
+    lam = names.param("objective.lambda")
     if lam in done.columns and done[lam].nunique(dropna=True) > 1:
         for column, label in metrics:
             blocks.append(
@@ -259,7 +264,7 @@ def _hyperparameter_section(data: StudyData) -> Section:
             blocks.append(
                 FigureBlock(
                     figures.metric_vs_train_size(
-                        done.assign(**{"param.data.train_size": sizes}), column, label, arms
+                        done.assign(**{names.param("data.train_size"): sizes}), column, label, arms
                     ),
                     "Every completed trial (search and confirm) against data.train_size, the "
                     "whole training split where it was not set; lines join each arm's medians.",
@@ -271,7 +276,7 @@ def _hyperparameter_section(data: StudyData) -> Section:
             blocks.append(FigureBlock(figures.metric_vs_capacity(done, column, label, arms)))
     else:
         blocks.append(NoteBlock("Decoder capacity was not varied: no metric-vs-capacity plot."))
-    search = done[done["phase"] == "search"]
+    search = done[done[names.PHASE] == names.SEARCH]
     objective = data.primary_objective
     if objective.column not in search.columns or search[objective.column].notna().sum() < 2:
         blocks.append(
@@ -282,7 +287,7 @@ def _hyperparameter_section(data: StudyData) -> Section:
         )
     else:
         for arm in arms:
-            part = search[(search["arm"] == arm) & search[objective.column].notna()]
+            part = search[(search[names.ARM] == arm) & search[objective.column].notna()]
             params = _searched_params(data, arm, part)
             if len(part) < 2 or not params:
                 blocks.append(
@@ -339,8 +344,8 @@ def _importance_blocks(data: StudyData) -> list[Block]:
     if storage is None:
         return [
             NoteBlock(
-                "Hyperparameter importance not available: no optuna.db (nor the Optuna "
-                "journal that storage.yaml names) in the study folder."
+                f"Hyperparameter importance not available: no {names.OPTUNA_FILE} (nor the "
+                f"Optuna journal that {names.STORAGE_FILE} names) in the study folder."
             )
         ]
     try:
@@ -406,24 +411,26 @@ def _training_section(data: StudyData) -> Section:
     trials, epochs = data.trials, data.epochs
     if epochs.empty or trials.empty:
         return Section("Training", "training", (NoteBlock("No per-epoch records yet."),))
-    confirm = trials[(trials["phase"] == "confirm") & (trials["status"] == "completed")]
+    confirm = trials[
+        (trials[names.PHASE] == names.CONFIRM) & (trials[names.STATUS] == names.COMPLETED)
+    ]
     intro = "Confirm runs (completed)."
-    ids = set(confirm["trial_id"].dropna())
+    ids = set(confirm[names.TRIAL_ID].dropna())
     if not ids:
-        ids = set(trials["trial_id"].dropna())
+        ids = set(trials[names.TRIAL_ID].dropna())
         intro = "No completed confirm runs yet: all runs so far, search phase included."
-    frame = epochs[epochs["trial_id"].isin(ids)]
+    frame = epochs[epochs[names.TRIAL_ID].isin(ids)]
     if frame.empty:
         return Section("Training", "training", (NoteBlock("No per-epoch records for these runs."),))
     blocks: list[Block] = []
-    for split, name in (("val", "Validation"), ("train", "Training")):
+    for prefix, name in ((names.VAL, "Validation"), (names.TRAIN, "Training")):
         terms = sorted(
-            (c for c in frame.columns if c.startswith(f"{split}.")),
-            key=lambda c: (_TERM_ORDER.get(c.split(".", 1)[1], 99), c),
+            (c for c in frame.columns if c.startswith(prefix)),
+            key=lambda c: (_TERM_ORDER.get(names.strip(c, prefix), 99), c),
         )
         bands = learning_curve_bands(frame, terms)
         if bands.empty:
-            blocks.append(NoteBlock(f"{name}: no {split}.* terms recorded."))
+            blocks.append(NoteBlock(f"{name}: no {prefix}* terms recorded."))
             continue
         fig = figures.learning_curves_figure(bands, data.arms)
         fig.update_layout(title=f"{name} terms per epoch (median and 10-90% band over runs)")
@@ -443,11 +450,11 @@ def _settings_sections(data: StudyData) -> tuple[Section, ...]:
     search phase were run with two seeds or more (median count >= 2): a search that samples
     configurations (TPE, say) has one run for most of them and gets no table."""
     trials = data.trials
-    done = trials[(trials["status"] == "completed") & (trials["phase"] == "search")]
+    done = trials[(trials[names.STATUS] == names.COMPLETED) & (trials[names.PHASE] == names.SEARCH)]
     if done.empty:
         return ()
-    summary = configuration_summary(done, phases=("search",))
-    keys = [c for c in summary.columns if c.startswith("param.")]
+    summary = configuration_summary(done, phases=(names.SEARCH,))
+    keys = [c for c in summary.columns if c.startswith(names.PARAM)]
     if not keys or summary.empty or float(summary["n"].median()) < 2:
         return ()
     metric, tolerance = data.convergence
@@ -456,12 +463,12 @@ def _settings_sections(data: StudyData) -> tuple[Section, ...]:
     metrics = [m for m in DEFAULT_METRICS if m in summary.columns]
     rows = []
     for _, row in summary.head(SETTINGS_TABLE_ROWS).iterrows():
-        mask = done["arm"] == row["arm"]
+        mask = done[names.ARM] == row[names.ARM]
         for key in keys:
             mask &= done[key].astype(str) == str(row[key])
-        found = [status.get(str(t), "unknown") for t in done.loc[mask, "trial_id"]]
-        cells = {"arm": row["arm"]}
-        cells.update({key.removeprefix("param."): row[key] for key in keys})
+        found = [status.get(str(t), "unknown") for t in done.loc[mask, names.TRIAL_ID]]
+        cells = {"arm": row[names.ARM]}
+        cells.update({key.removeprefix(names.PARAM): row[key] for key in keys})
         cells["seeds"] = int(row["n"])
         cells["converged"] = f"{found.count('converged')}/{len(found)}"
         for name in metrics:
@@ -489,7 +496,7 @@ def _settings_sections(data: StudyData) -> tuple[Section, ...]:
 
 def _artifact_dir(data: StudyData, trial_id: str) -> Path | None:
     """``artifacts/<trial_id>`` if ``trial_id`` is a plain name (no path tricks) and exists."""
-    root = data.study_dir / "artifacts"
+    root = data.study_dir / names.ARTIFACTS_DIR
     if not trial_id or trial_id in {".", ".."} or "/" in trial_id or "\\" in trial_id:
         return None
     folder = root / trial_id
@@ -514,15 +521,17 @@ def _load_latents(path: Path) -> tuple[np.ndarray | None, str]:
 
 
 def _latent_section(data: StudyData) -> Section:
-    objective = data.primary_objective
+    objective = data.rank_objective
     blocks: list[Block] = []
     spectra: list[pd.DataFrame] = []
     for arm in data.arms:
-        best = best_trial(data.trials, arm, objective) if len(data.trials) else None
+        best = (
+            best_trial(data.trials, arm, data.objectives, objective) if len(data.trials) else None
+        )
         if best is None:
             blocks.append(NoteBlock(f"{arm}: no completed trial with {objective.metric}."))
             continue
-        trial_id = str(best["trial_id"])
+        trial_id = str(best[names.TRIAL_ID])
         value = float(best[objective.column])
         label = f"{arm}: best trial {trial_id} ({best['phase']}, {objective.metric} = {value:.4g})"
         folder = _artifact_dir(data, trial_id)
@@ -581,6 +590,15 @@ def _latent_section(data: StudyData) -> Section:
         "Latent space",
         "latent",
         tuple(blocks),
-        intro=f"Best trial of each arm by {objective.metric} "
-        f"({objective.direction}), confirm phase preferred.",
+        intro=f"Best trial of each arm {_ranking_rule(data)}, confirm phase preferred.",
     )
+
+
+def _ranking_rule(data: StudyData) -> str:
+    """How :mod:`sweep.ranking` picks the best trial of this study, in words."""
+    rank = data.rank_objective
+    by = f"by {rank.metric} ({rank.direction})"
+    if len(data.objectives) < 2:
+        return by
+    pareto = ", ".join(o.metric for o in data.objectives)
+    return f"on the Pareto front of {pareto} first, then {by}"

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from sweep import names
 from sweep.report.aggregate import (
     SIGNIFICANCE_LEVEL,
     MetricSpec,
@@ -43,6 +44,9 @@ from sweep.report.aggregate import (
     format_number as _fmt,
 )
 from sweep.report.data import flatten_mapping
+
+LAMBDA_COLUMN = names.param("objective.lambda")
+ALPHA_COLUMN = names.param("objective.alpha")
 
 ArmRole = Literal["elbo", "infovae", "other"]
 ClaimStatus = Literal["holds", "does not hold", "not measured"]
@@ -80,9 +84,9 @@ def classify_arm(arm: str, arm_spec: Mapping[str, Any], trials: pd.DataFrame) ->
     """Give ``arm`` a role from, in order: its trials' ``param.objective.alpha`` and
     ``param.objective.lambda`` (when every trial agrees), the spec's fixed and searched keys,
     then its name ('elbo' / 'info')."""
-    rows = trials[trials["arm"] == arm] if "arm" in trials.columns else trials.iloc[0:0]
-    if {"param.objective.alpha", "param.objective.lambda"} <= set(rows.columns) and len(rows):
-        weights = rows[["param.objective.alpha", "param.objective.lambda"]].astype(float).dropna()
+    rows = trials[trials[names.ARM] == arm] if names.ARM in trials.columns else trials.iloc[0:0]
+    if {ALPHA_COLUMN, LAMBDA_COLUMN} <= set(rows.columns) and len(rows):
+        weights = rows[[ALPHA_COLUMN, LAMBDA_COLUMN]].astype(float).dropna()
         roles = {_role_from_weights(a, lam) for a, lam in weights.itertuples(index=False)}
         if len(roles) == 1:
             role = roles.pop()
@@ -228,9 +232,9 @@ MI_CAP_MARGIN = 0.1  # nats: an arm's mean mutual information this close to log 
 
 def _mutual_info_cap(trials: pd.DataFrame) -> float | None:
     """The smallest ``metric.mutual_info_cap`` (log N) of the completed trials, if recorded."""
-    if "metric.mutual_info_cap" not in trials.columns:
+    if names.metric("mutual_info_cap") not in trials.columns:
         return None
-    caps = pd.to_numeric(trials["metric.mutual_info_cap"], errors="coerce").dropna()
+    caps = pd.to_numeric(trials[names.metric("mutual_info_cap")], errors="coerce").dropna()
     return float(caps.min()) if len(caps) else None
 
 
@@ -257,7 +261,9 @@ def _claims_for(
     if missing is not None:
         return [Claim(statement, "not measured", missing)]
     if key not in metrics:
-        return [Claim(statement, "not measured", f"metric.{key} is not in trials.parquet")]
+        return [
+            Claim(statement, "not measured", f"{names.metric(key)} is not in {names.TRIALS_FILE}")
+        ]
     metric = metrics[key]
     return [
         _pair_claim(
@@ -288,17 +294,23 @@ def expressive_decoder_claim(trials: pd.DataFrame, roles: Sequence[ArmClassifica
     """
     statement = "InfoVAE's mutual-information advantage is largest with the most expressive decoder"
     role_of = {r.arm: r.role for r in roles}
-    if "metric.mutual_info" not in trials.columns:
-        return Claim(statement, "not measured", "metric.mutual_info is not in trials.parquet")
-    done = trials[(trials["status"] == "completed") & trials["metric.mutual_info"].notna()]
-    done = done.assign(role=done["arm"].map(role_of), level=capacity_levels(done))
+    if names.metric("mutual_info") not in trials.columns:
+        return Claim(
+            statement,
+            "not measured",
+            f"{names.metric('mutual_info')} is not in {names.TRIALS_FILE}",
+        )
+    done = trials[
+        (trials[names.STATUS] == names.COMPLETED) & trials[names.metric("mutual_info")].notna()
+    ]
+    done = done.assign(role=done[names.ARM].map(role_of), level=capacity_levels(done))
     done = done[done["role"].isin(["elbo", "infovae"])]
 
     def shared_levels(frame: pd.DataFrame) -> list[Any]:
         both = frame.groupby("level")["role"].nunique()
         return sorted(both[both == 2].index)
 
-    pool = done[done["phase"] == "confirm"]
+    pool = done[done[names.PHASE] == names.CONFIRM]
     levels = shared_levels(pool)
     if len(levels) < 2:
         pool = done
@@ -313,8 +325,8 @@ def expressive_decoder_claim(trials: pd.DataFrame, roles: Sequence[ArmClassifica
     gaps: list[tuple[Any, float, str]] = []
     for level in levels:
         rows = pool[pool["level"] == level]
-        info = rows.loc[rows["role"] == "infovae", "metric.mutual_info"].to_numpy()
-        elbo = rows.loc[rows["role"] == "elbo", "metric.mutual_info"].to_numpy()
+        info = rows.loc[rows["role"] == "infovae", names.metric("mutual_info")].to_numpy()
+        elbo = rows.loc[rows["role"] == "elbo", names.metric("mutual_info")].to_numpy()
         ci = bootstrap_diff_ci(info, elbo, n_resamples=2_000)
         gaps.append(
             (

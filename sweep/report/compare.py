@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from sweep.names import STUDY_FILE
 from sweep.report import figures
 from sweep.report.aggregate import (
     Interval,
@@ -38,13 +37,7 @@ from sweep.report.aggregate import (
     verdict_metrics,
 )
 from sweep.report.analysis import ArmConvergence, StudyAnalysis, analyse
-from sweep.report.data import (
-    StudyData,
-    flatten_mapping,
-    load_study_data,
-    normalise_epochs,
-    normalise_trials,
-)
+from sweep.report.data import StudyData, flatten_mapping, load_study_data
 
 #: Parts of the study file compared (name, description, storage and resources do not change
 #: the numbers).
@@ -180,30 +173,11 @@ def compare_studies(folder_a: Path, folder_b: Path) -> StudyComparison:
 
 
 def read_study(folder: Path) -> StudyData:
-    """The study as its report reads it (:func:`load_study_data`: the spec, warnings), with the
-    trials and epochs read through :class:`~sweep.store.ResultsStore`, so that trials recorded
-    since the last compaction (``.parts/``) count too and a damaged file is an error naming it.
-    """
-    from sweep.store import ResultsStore
-
-    data = load_study_data(folder)
-    store = ResultsStore.open(folder)
-    return replace(
-        data, trials=normalise_trials(store.trials()), epochs=normalise_epochs(store.epochs())
-    )
-
-
-def _spec_mapping(data: StudyData) -> tuple[Mapping[str, Any], bool]:
-    """The study file as a mapping with the spec's defaults filled in when it validates as a
-    current study file (:class:`~sweep.spec.StudySpec`); else the file as written."""
-    from sweep.spec import StudySpec, StudySpecError
-
-    path = data.study_dir / STUDY_FILE
-    try:
-        spec = StudySpec.from_yaml_text(path.read_text(encoding="utf-8"), source=str(path))
-    except (OSError, UnicodeDecodeError, StudySpecError):
-        return data.spec, False
-    return spec.model_dump(mode="json", by_alias=True), True
+    """The study as its report reads it (:func:`load_study_data`: the spec through
+    :func:`sweep.spec.load_study`, the trials and epochs through
+    :class:`~sweep.store.ResultsStore`), except that a damaged results file is an error naming
+    it rather than a warning."""
+    return load_study_data(folder, strict=True)
 
 
 def _flat(spec: Mapping[str, Any], shared_arms: tuple[str, ...]) -> dict[str, Any]:
@@ -233,22 +207,19 @@ def setting_differences(
     a: StudyData, b: StudyData, shared_arms: tuple[str, ...]
 ) -> tuple[list[SettingDifference], str]:
     """The keys of the two study files (``data``, ``defaults``, ``search``, ``confirm``,
-    ``convergence`` and the shared arms' settings) whose values differ, and a note on how the
-    files were read."""
-    spec_a, valid_a = _spec_mapping(a)
-    spec_b, valid_b = _spec_mapping(b)
-    note = "Study files compared with the defaults of the study format filled in."
-    if not (valid_a and valid_b):  # compare like with like: both as written
-        spec_a, spec_b = a.spec, b.spec
-        invalid = [s for s, ok in (("A", valid_a), ("B", valid_b)) if not ok]
-        which = "study A does" if invalid == ["A"] else "study B does"
-        if len(invalid) == 2:
-            which = "studies A and B do"
-        note = (
-            f"Study files compared as written ({which} not validate as a current study "
-            "file), so a default left out in one and written in the other shows as a "
-            "difference."
+    ``convergence`` and the shared arms' settings) whose values differ, with the defaults of
+    the study format filled in (:class:`~sweep.spec.StudySpec`), and a note on how the files
+    were read. A study file the loader refused has no settings to compare: then none are
+    listed, and the note says which."""
+    if a.spec is None or b.spec is None:
+        refused = [side for side, data in (("A", a), ("B", b)) if data.spec is None]
+        return [], (
+            f"Study settings not compared: the study file of {' and '.join(refused)} was "
+            "refused by the study loader (see its warnings)."
         )
+    spec_a = a.spec.model_dump(mode="json", by_alias=True)
+    spec_b = b.spec.model_dump(mode="json", by_alias=True)
+    note = "Study files compared with the defaults of the study format filled in."
     flat_a, flat_b = _flat(spec_a, shared_arms), _flat(spec_b, shared_arms)
     found = []
     for key in sorted(set(flat_a) | set(flat_b)):

@@ -1,10 +1,12 @@
 """Read a study folder (``study.yaml``, ``trials.parquet``, ``epochs.parquet``) for the report.
 
-The report reads the files directly with pandas so that it works on any folder the runner
-left behind, finished or not: a missing or unreadable file becomes an empty table plus a
-warning shown in the report, never a traceback. Column names follow the results
-schema of docs/results.md (``param.<dotted key>``, ``metric.<name>``, ``train.<term>``,
-``val.<term>``).
+The study file is read by the project's loader (:func:`sweep.spec.load_study`) and the results
+by the project's store (:class:`sweep.store.ResultsStore`), so the report sees the study exactly
+as the runner, ``show`` and ``export`` do: the same validated spec, and every recorded trial
+(part files not yet compacted included). The report still works on any folder the runner
+left behind, finished or not: a study file the loader refuses, or a results file the store
+cannot read, becomes a warning shown in the report (naming the file) plus what is left, never
+a traceback. Column names follow the results schema of docs/results.md (:mod:`sweep.names`).
 """
 
 from __future__ import annotations
@@ -17,29 +19,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
 
+from sweep import names
 from sweep.convergence import DEFAULT_CONVERGENCE_METRIC, DEFAULT_CONVERGENCE_TOLERANCE
+from sweep.spec import StudySpec, StudySpecError, load_study
+from sweep.store import ResultsStore, StoreError
 
 Direction = Literal["minimize", "maximize"]
 
 #: Columns every trials table has after :func:`load_study_data` (added as nulls when absent).
-TRIAL_COLUMNS: tuple[str, ...] = (
-    "study",
-    "arm",
-    "phase",
-    "trial_id",
-    "seed",
-    "status",
-    "error",
-    "started_at",
-    "ended_at",
-    "train_seconds",
-    "eval_seconds",
-    "host",
-    "device",
+TRIAL_COLUMNS: tuple[str, ...] = names.TRIAL_FIXED_COLUMNS
+EPOCH_COLUMNS: tuple[str, ...] = names.EPOCH_FIXED_COLUMNS
+#: ``param.*`` columns read as numbers (a hand-written file may hold them as text).
+_NUMERIC_PARAMS: tuple[str, ...] = tuple(
+    names.param(key)
+    for key in (
+        "objective.lambda",
+        "objective.alpha",
+        "model.decoder.width",
+        "model.decoder.depth",
+        "model.latent_dim",
+    )
 )
-EPOCH_COLUMNS: tuple[str, ...] = ("study", "arm", "trial_id", "epoch")
 
 
 class NotAStudyFolderError(FileNotFoundError):
@@ -55,15 +56,16 @@ class Objective:
 
     @property
     def column(self) -> str:
-        return f"metric.{self.metric}"
+        return names.metric(self.metric)
 
-    def better(self, a: float, b: float) -> bool:
-        """Whether value ``a`` is strictly better than ``b`` (NaN is never better)."""
-        if math.isnan(a):
-            return False
-        if math.isnan(b):
-            return True
-        return a < b if self.direction == "minimize" else a > b
+    @property
+    def ranking(self) -> tuple[str, str]:
+        """``(column, direction)``: the objective as :mod:`sweep.ranking` takes it."""
+        return self.column, self.direction
+
+
+def _objective(column: str, direction: Direction) -> Objective:
+    return Objective(names.strip(column, names.METRIC), direction)
 
 
 @dataclass(frozen=True)
@@ -71,81 +73,64 @@ class StudyData:
     """Everything the report needs from one study folder, read once.
 
     ``trials`` has one row per trial (``TRIAL_COLUMNS`` always present, ``metric.*`` as float64);
-    ``epochs`` one row per trial and epoch; ``spec`` is the raw ``study.yaml`` mapping (empty if
-    it is not a mapping); ``warnings`` lists problems met while reading, shown in the report.
+    ``epochs`` one row per trial and epoch; ``spec`` is the validated study
+    (:func:`sweep.spec.load_study`), None when the loader refused ``study.yaml`` (the reason is
+    among the warnings, and the report then goes by what the trials say); ``warnings`` lists
+    problems met while reading, shown in the report.
     """
 
     study_dir: Path
-    spec: Mapping[str, Any]
+    spec: StudySpec | None
     trials: pd.DataFrame
     epochs: pd.DataFrame
     warnings: tuple[str, ...]
 
     @property
     def name(self) -> str:
-        value = self.spec.get("name")
-        if isinstance(value, str) and value:
-            return value
-        names = self.trials["study"].dropna().unique() if len(self.trials) else []
-        return str(names[0]) if len(names) else self.study_dir.name
+        if self.spec is not None:
+            return self.spec.name
+        studies = self.trials[names.STUDY].dropna().unique() if len(self.trials) else []
+        return str(studies[0]) if len(studies) else self.study_dir.name
 
     @property
     def description(self) -> str:
-        value = self.spec.get("description")
-        return value if isinstance(value, str) else ""
+        return self.spec.description if self.spec is not None else ""
 
     @property
     def dataset(self) -> str:
-        data = self.spec.get("data")
-        if isinstance(data, Mapping) and data.get("dataset"):
-            return str(data["dataset"])
-        if "param.data.dataset" in self.trials.columns:
-            values = self.trials["param.data.dataset"].dropna().unique()
+        if self.spec is not None:
+            return self.spec.data.dataset
+        column = names.param("data.dataset")
+        if column in self.trials.columns:
+            values = self.trials[column].dropna().unique()
             if len(values):
                 return ", ".join(sorted(str(v) for v in values))
         return "unknown"
 
     @property
     def arm_specs(self) -> dict[str, Mapping[str, Any]]:
-        """The ``arms`` mapping of the spec (arm name -> {fixed, search}); {} when absent."""
-        arms = self.spec.get("arms")
-        if isinstance(arms, Mapping):
-            return {str(k): (v if isinstance(v, Mapping) else {}) for k, v in arms.items()}
-        if isinstance(arms, list):  # tolerate a list of {name: ...} entries
-            out: dict[str, Mapping[str, Any]] = {}
-            for item in arms:
-                if isinstance(item, Mapping) and "name" in item:
-                    out[str(item["name"])] = item
-            return out
-        return {}
+        """Each arm of the spec as a mapping (``{"fixed": {...}, "search": {...}}``, as
+        :meth:`StudySpec.to_yaml` writes it); {} when the study file was refused."""
+        if self.spec is None:
+            return {}
+        return {arm: spec.model_dump(mode="json") for arm, spec in self.spec.arms.items()}
 
     @property
     def arms(self) -> tuple[str, ...]:
         """Arm names: the spec's order first, then any arm seen only in the trials."""
-        names = list(self.arm_specs)
+        found = list(self.spec.arm_names) if self.spec is not None else []
         if len(self.trials):
-            for arm in self.trials["arm"].dropna().astype(str).unique():
-                if arm not in names:
-                    names.append(arm)
-        return tuple(names)
+            for arm in self.trials[names.ARM].dropna().astype(str).unique():
+                if arm not in found:
+                    found.append(arm)
+        return tuple(found)
 
     @property
     def objectives(self) -> tuple[Objective, ...]:
         """The search objectives of the spec, else a sensible default (IWAE NLL, minimised)."""
-        search = self.spec.get("search")
-        found: list[Objective] = []
-        if isinstance(search, Mapping):
-            raw = search.get("objectives")
-            if raw is None and search.get("metric") is not None:
-                raw = [{"metric": search.get("metric"), "direction": search.get("direction")}]
-            if isinstance(raw, list):
-                for item in raw:
-                    objective = _parse_objective(item)
-                    if objective is not None:
-                        found.append(objective)
-        if found:
-            return tuple(found)
-        if "metric.nll_iwae" in self.trials.columns or not len(self.trials):
+        if self.spec is not None:
+            return tuple(_objective(o.metric, o.direction) for o in self.spec.search.objectives)
+        if names.metric("nll_iwae") in self.trials.columns or not len(self.trials):
             return (Objective("nll_iwae", "minimize"),)
         return (Objective("elbo", "maximize"),)
 
@@ -154,59 +139,62 @@ class StudyData:
         return self.objectives[0]
 
     @property
+    def rank_objective(self) -> Objective:
+        """The objective that orders trials within a Pareto front (:mod:`sweep.ranking`): the
+        study's ``confirm.rank_by``, else its first objective."""
+        if self.spec is not None:
+            rank = self.spec.confirm_rank
+            return _objective(rank.metric, rank.direction)
+        return self.primary_objective
+
+    @property
     def convergence(self) -> tuple[str, float]:
-        """(metric, tolerance) of the spec's ``convergence:`` block, each falling back to the
-        default (:mod:`sweep.convergence`) when absent or not usable."""
-        block = self.spec.get("convergence")
-        block = block if isinstance(block, Mapping) else {}
-        metric = block.get("metric")
-        tolerance = block.get("tolerance")
-        if not (isinstance(metric, str) and metric.partition(".")[0] in ("val", "train")):
-            metric = DEFAULT_CONVERGENCE_METRIC
-        usable = (
-            isinstance(tolerance, (int, float))
-            and not isinstance(tolerance, bool)
-            and math.isfinite(tolerance)
-            and tolerance > 0
-        )
-        return metric, float(tolerance) if usable else DEFAULT_CONVERGENCE_TOLERANCE
+        """(metric, tolerance) of the spec's ``convergence:`` block (its defaults, those of
+        :mod:`sweep.convergence`, when the block is absent or the study file was refused)."""
+        if self.spec is None:
+            return DEFAULT_CONVERGENCE_METRIC, DEFAULT_CONVERGENCE_TOLERANCE
+        return self.spec.convergence.metric, self.spec.convergence.tolerance
 
 
-def _parse_objective(item: Any) -> Objective | None:
-    if isinstance(item, str):
-        metric, direction = item, "minimize"
-    elif isinstance(item, Mapping) and item.get("metric"):
-        metric, direction = str(item["metric"]), str(item.get("direction") or "minimize")
-    else:
-        return None
-    metric = metric.removeprefix("metric.")
-    normalised: Direction = "maximize" if direction.lower().startswith("max") else "minimize"
-    return Objective(metric, normalised)
-
-
-def load_study_data(study_dir: Path) -> StudyData:
-    """Read a study folder; raise :class:`NotAStudyFolderError` when it has no ``study.yaml``."""
-    study_dir = Path(study_dir)
-    spec_path = study_dir / "study.yaml"
+def require_study_folder(study_dir: Path) -> None:
+    """Raise :class:`NotAStudyFolderError` unless ``study_dir`` is a folder with ``study.yaml``."""
     if not study_dir.is_dir():
         raise NotAStudyFolderError(f"{study_dir}: not a folder (expected a study folder)")
-    if not spec_path.is_file():
+    if not (study_dir / names.STUDY_FILE).is_file():
         raise NotAStudyFolderError(
-            f"{study_dir}: not a study folder (no study.yaml); "
+            f"{study_dir}: not a study folder (no {names.STUDY_FILE}); "
             "pass the folder that `infovae-sweep run` wrote, e.g. results/<study>"
         )
+
+
+def load_study_data(study_dir: Path, *, strict: bool = False) -> StudyData:
+    """Read a study folder through :func:`sweep.spec.load_study` and
+    :class:`sweep.store.ResultsStore`.
+
+    Raises :class:`NotAStudyFolderError` when it has no ``study.yaml``. A study file the
+    loader refuses becomes a warning (the loader's message, naming the file and line). A
+    results file the store cannot read becomes a warning naming it and empty tables, or with
+    ``strict`` the store's :class:`~sweep.store.StoreError`.
+    """
+    study_dir = Path(study_dir)
+    require_study_folder(study_dir)
     warnings: list[str] = []
-    spec: Mapping[str, Any] = {}
+    spec: StudySpec | None = None
     try:
-        loaded = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
-        if isinstance(loaded, Mapping):
-            spec = loaded
-        elif loaded is not None:
-            warnings.append("study.yaml: not a mapping; study settings ignored")
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        warnings.append(f"study.yaml: could not be parsed ({exc})")
-    trials = _read_parquet(study_dir / "trials.parquet", warnings)
-    epochs = _read_parquet(study_dir / "epochs.parquet", warnings)
+        spec = load_study(study_dir / names.STUDY_FILE)
+    except StudySpecError as error:
+        warnings.append(
+            f"{names.STUDY_FILE}: refused by the study loader, so its settings are ignored "
+            f"and the report goes by the trials: {error}"
+        )
+    try:
+        store = ResultsStore.open(study_dir)
+        trials, epochs = store.trials(), store.epochs()
+    except StoreError as error:
+        if strict:
+            raise
+        warnings.append(f"results not read: {error}")
+        trials, epochs = pd.DataFrame(), pd.DataFrame()
     return StudyData(
         study_dir=study_dir,
         spec=spec,
@@ -216,37 +204,19 @@ def load_study_data(study_dir: Path) -> StudyData:
     )
 
 
-def _read_parquet(path: Path, warnings: list[str]) -> pd.DataFrame:
-    if not path.exists():
-        return pd.DataFrame()
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # a damaged file must not stop the report
-        warnings.append(f"{path.name}: could not be read ({type(exc).__name__}: {exc})")
-        return pd.DataFrame()
-
-
 def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
     """Return a copy with every ``TRIAL_COLUMNS`` entry present and numeric columns as floats."""
     out = trials.copy()
     for column in TRIAL_COLUMNS:
         if column not in out.columns:
             out[column] = pd.Series([None] * len(out), index=out.index, dtype="object")
-    for column in ("arm", "phase", "trial_id", "status"):
+    for column in (names.ARM, names.PHASE, names.TRIAL_ID, names.STATUS):
         out[column] = _text_column(out[column])
-    for column in ["train_seconds", "eval_seconds", "seed"] + [
-        c for c in out.columns if c.startswith("metric.")
-    ]:
+    numeric = [names.TRAIN_SECONDS, names.EVAL_SECONDS, names.SEED]
+    numeric += [c for c in out.columns if c.startswith(names.METRIC)]
+    numeric += [c for c in _NUMERIC_PARAMS if c in out.columns]
+    for column in numeric:
         out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
-    for column in (
-        "param.objective.lambda",
-        "param.objective.alpha",
-        "param.model.decoder.width",
-        "param.model.decoder.depth",
-        "param.model.latent_dim",
-    ):
-        if column in out.columns:
-            out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
     return out.reset_index(drop=True)
 
 
@@ -256,11 +226,11 @@ def normalise_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
     for column in EPOCH_COLUMNS:
         if column not in out.columns:
             out[column] = pd.Series([None] * len(out), index=out.index, dtype="object")
-    for column in ("arm", "trial_id"):
+    for column in (names.ARM, names.TRIAL_ID):
         out[column] = _text_column(out[column])
-    out["epoch"] = pd.to_numeric(out["epoch"], errors="coerce")
+    out[names.EPOCH] = pd.to_numeric(out[names.EPOCH], errors="coerce")
     for column in out.columns:
-        if column.startswith(("train.", "val.")):
+        if column.startswith((names.TRAIN, names.VAL)):
             out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
     return out.reset_index(drop=True)
 

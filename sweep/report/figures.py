@@ -19,8 +19,13 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from sweep import names
 from sweep.report.aggregate import capacity_label, capacity_levels, pareto_mask
 from sweep.report.data import Objective, hashable_param
+
+LAMBDA_COLUMN = names.param("objective.lambda")
+KERNEL_COLUMN = names.param("objective.kernel")
+ALPHA_COLUMN = names.param("objective.alpha")
 
 PALETTE: tuple[str, ...] = tuple(qualitative.D3)
 MAX_PARCOORDS_DIMENSIONS = 12
@@ -94,11 +99,9 @@ def metric_vs_lambda(
     (the ELBO has lambda = 1) appear in every panel as a dashed line at their median.
     Input: completed trials with ``arm``, ``param.objective.lambda`` and ``column``."""
     frame = trials[np.isfinite(trials[column].to_numpy(dtype=np.float64))]
-    frame = frame[frame["param.objective.lambda"].to_numpy(dtype=np.float64) > 0]
-    varying = [
-        a for a in arms if frame.loc[frame["arm"] == a, "param.objective.lambda"].nunique() > 1
-    ]
-    fixed = [a for a in arms if a not in varying and (frame["arm"] == a).any()]
+    frame = frame[frame[LAMBDA_COLUMN].to_numpy(dtype=np.float64) > 0]
+    varying = [a for a in arms if frame.loc[frame[names.ARM] == a, LAMBDA_COLUMN].nunique() > 1]
+    fixed = [a for a in arms if a not in varying and (frame[names.ARM] == a).any()]
     panels = varying or list(arms)
     rows, cols = _grid(len(panels))
     fig = subplots(
@@ -109,29 +112,27 @@ def metric_vs_lambda(
         horizontal_spacing=0.06,
         vertical_spacing=0.14,
     )
-    scatter = frame[frame["arm"].isin(panels)]
-    by_kernel = _varies(scatter, "param.objective.kernel")
-    by_alpha = not by_kernel and _varies(scatter, "param.objective.alpha")
-    kernels = (
-        sorted(scatter["param.objective.kernel"].dropna().astype(str).unique()) if by_kernel else []
-    )
+    scatter = frame[frame[names.ARM].isin(panels)]
+    by_kernel = _varies(scatter, KERNEL_COLUMN)
+    by_alpha = not by_kernel and _varies(scatter, ALPHA_COLUMN)
+    kernels = sorted(scatter[KERNEL_COLUMN].dropna().astype(str).unique()) if by_kernel else []
     kernel_color = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(kernels)}
     if by_alpha:
-        alpha = scatter["param.objective.alpha"].astype(float)
+        alpha = scatter[ALPHA_COLUMN].astype(float)
         cmin, cmax = float(alpha.min()), float(alpha.max())
     colors = arm_colors(arms)
     shown: set[str] = set()
     for i, arm in enumerate(panels):
         r, c = i // cols + 1, i % cols + 1
-        part = scatter[scatter["arm"] == arm]
+        part = scatter[scatter[names.ARM] == arm]
         if by_kernel:
             for kernel in kernels:
-                sub = part[part["param.objective.kernel"].astype(str) == kernel]
+                sub = part[part[KERNEL_COLUMN].astype(str) == kernel]
                 if sub.empty:
                     continue
                 fig.add_trace(
                     go.Scatter(
-                        x=sub["param.objective.lambda"],
+                        x=sub[LAMBDA_COLUMN],
                         y=sub[column],
                         mode="markers",
                         name=f"kernel {plot_text(kernel)}",
@@ -149,7 +150,7 @@ def metric_vs_lambda(
                 marker = {
                     "size": 6,
                     "opacity": 0.8,
-                    "color": part["param.objective.alpha"].astype(float),
+                    "color": part[ALPHA_COLUMN].astype(float),
                     "colorscale": "Viridis",
                     "cmin": cmin,
                     "cmax": cmax,
@@ -158,7 +159,7 @@ def metric_vs_lambda(
                 }
             fig.add_trace(
                 go.Scatter(
-                    x=part["param.objective.lambda"],
+                    x=part[LAMBDA_COLUMN],
                     y=part[column],
                     mode="markers",
                     name=plot_text(arm),
@@ -170,8 +171,8 @@ def metric_vs_lambda(
             )
         if varying:
             for other in fixed:
-                median = float(frame.loc[frame["arm"] == other, column].median())
-                lam = float(frame.loc[frame["arm"] == other, "param.objective.lambda"].iloc[0])
+                median = float(frame.loc[frame[names.ARM] == other, column].median())
+                lam = float(frame.loc[frame[names.ARM] == other, LAMBDA_COLUMN].iloc[0])
                 fig.add_hline(
                     y=median,
                     line_dash="dash",
@@ -203,7 +204,7 @@ def metric_vs_capacity(
     colors = arm_colors(arms)
     fig = new_figure()
     for arm in arms:
-        part = frame[frame["arm"] == arm]
+        part = frame[frame[names.ARM] == arm]
         if part.empty:
             continue
         fig.add_trace(
@@ -237,13 +238,13 @@ def metric_vs_train_size(
     can be compared size by size (the paper's small-data experiment). Input: completed trials
     with ``arm``, a numeric ``param.data.train_size`` (the caller fills a null, the whole
     split, with its size) and ``column``."""
-    size = "param.data.train_size"
+    size = names.param("data.train_size")
     frame = trials[np.isfinite(trials[column].to_numpy(dtype=np.float64))]
     frame = frame[np.isfinite(frame[size].to_numpy(dtype=np.float64))]
     colors = arm_colors(arms)
     fig = new_figure()
     for arm in arms:
-        part = frame[frame["arm"] == arm]
+        part = frame[frame[names.ARM] == arm]
         if part.empty:
             continue
         fig.add_trace(
@@ -285,13 +286,13 @@ def parallel_coordinates(
     also colours the lines. Input: completed search trials."""
     frame = trials[np.isfinite(trials[objective.column].to_numpy(dtype=np.float64))]
     dims: list[dict[str, object]] = []
-    if frame["arm"].nunique() > 1:
-        dims.append(_categorical_dimension(frame["arm"], "arm"))
+    if frame[names.ARM].nunique() > 1:
+        dims.append(_categorical_dimension(frame[names.ARM], names.ARM))
     for param in list(params)[: MAX_PARCOORDS_DIMENSIONS - 2]:
         if param not in frame.columns:
             continue
         values = frame[param]
-        name = param.removeprefix("param.")
+        name = param.removeprefix(names.PARAM)
         numeric = pd.to_numeric(values, errors="coerce")
         if numeric.notna().all() and len(values):
             numeric = numeric.astype(float)
@@ -339,7 +340,7 @@ def importance_figure(importances: pd.DataFrame, arms: Sequence[str]) -> go.Figu
     colors = arm_colors(arms)
     fig = new_figure()
     for arm in arms:
-        part = importances[importances["arm"] == arm]
+        part = importances[importances[names.ARM] == arm]
         if part.empty:
             continue
         fig.add_trace(
@@ -370,7 +371,7 @@ def pareto_figure(
     colors = arm_colors(arms)
     fig = new_figure()
     for arm in arms:
-        part = trials[trials["arm"] == arm]
+        part = trials[trials[names.ARM] == arm]
         values = part[[ox.column, oy.column]].to_numpy(dtype=np.float64)
         keep = np.isfinite(values).all(axis=1)
         part, values = part[keep], values[keep]
@@ -425,15 +426,15 @@ def learning_curves_figure(bands: pd.DataFrame, arms: Sequence[str]) -> go.Figur
     traces: list[go.Scatter] = []
     where_rows: list[int] = []
     where_cols: list[int] = []
-    groups = {key: part for key, part in bands.groupby(["term", "arm"], sort=False)}
+    groups = {key: part for key, part in bands.groupby(["term", names.ARM], sort=False)}
     for i, term in enumerate(terms):
         r, c = i // cols + 1, i % cols + 1
         for arm in arms:
             part = groups.get((term, arm))
             if part is None or part.empty:
                 continue
-            part = part.sort_values("epoch")
-            epochs = part["epoch"].to_numpy(dtype=float)
+            part = part.sort_values(names.EPOCH)
+            epochs = part[names.EPOCH].to_numpy(dtype=float)
             traces.append(
                 go.Scatter(
                     x=np.concatenate([epochs, epochs[::-1]]),
@@ -503,7 +504,7 @@ def spectrum_figure(spectra: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
     colors = arm_colors(arms)
     fig = new_figure()
     for arm in arms:
-        part = spectra[spectra["arm"] == arm]
+        part = spectra[spectra[names.ARM] == arm]
         if part.empty:
             continue
         fig.add_trace(
@@ -546,7 +547,7 @@ def compare_figure(
     for s, study in enumerate(studies):
         color = PALETTE[s % len(PALETTE)]
         for i, metric in enumerate(metrics):
-            part = intervals[(intervals["study"] == study) & (intervals["metric"] == metric)]
+            part = intervals[(intervals[names.STUDY] == study) & (intervals["metric"] == metric)]
             if part.empty:
                 continue
             mean = part["mean"].to_numpy(dtype=float)
@@ -555,7 +556,7 @@ def compare_figure(
             )
             fig.add_trace(
                 go.Scatter(
-                    x=[plot_text(a) for a in part["arm"]],
+                    x=[plot_text(a) for a in part[names.ARM]],
                     y=mean,
                     mode="markers",
                     marker={"color": color, "size": 9},

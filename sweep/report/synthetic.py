@@ -1,9 +1,11 @@
 """Write a synthetic study folder with known answers, for tests, benchmarks and demos.
 
-The folder has the layout the runner writes (docs/results.md): ``study.yaml``, ``trials.parquet``,
-``epochs.parquet``, optionally ``optuna.db`` and ``artifacts/<trial_id>/`` with
-``latents.npy``, ``samples.png`` and ``reconstructions.png``. Metrics are drawn from normal
-distributions whose means are given per arm, so a report built from it has a known verdict.
+The folder is written as the runner writes one (docs/results.md): the study file through the
+spec (:class:`sweep.spec.StudySpec`, so :func:`sweep.spec.load_study` accepts it) and the trials
+and epochs through the store (:class:`sweep.store.ResultsStore`), plus optionally ``optuna.db``
+and ``artifacts/<trial_id>/`` with ``latents.npy``, ``samples.png`` and ``reconstructions.png``.
+Metrics are drawn from normal distributions whose means are given per arm, so a report built
+from it has a known verdict.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from sweep import names
 from sweep.images import encode_png
+from sweep.spec import StudySpec
+from sweep.store import ResultsStore
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,57 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return encode_png((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
 
 
+#: Decoder widths the synthetic search draws from (a ``choice`` in the study file).
+SEARCH_WIDTHS: tuple[int, ...] = (64, 128, 256, 512)
+#: Decoder width of the confirmed configuration.
+CONFIRM_WIDTH = 256
+#: The ``log_uniform`` range of a searched lambda and the searched kernels.
+LAMBDA_RANGE: tuple[float, float] = (1.0, 1000.0)
+KERNELS: tuple[str, ...] = ("rbf", "imq")
+
+
+def synthetic_spec(
+    arms: Mapping[str, SyntheticArm],
+    *,
+    n_search: int,
+    n_seeds: int,
+    failed_per_arm: int,
+    name: str = "synthetic",
+) -> StudySpec:
+    """The study file of the synthetic study, validated by the project's loader
+    (:meth:`StudySpec.from_yaml_text`, the parser of :func:`sweep.spec.load_study`): what a
+    runner given it would search (``n_search + failed_per_arm`` trials per arm) and confirm
+    (``n_seeds`` seeds from 0)."""
+    spec_arms: dict[str, object] = {}
+    for arm, truth in arms.items():
+        fixed: dict[str, object] = {"objective.alpha": float(truth.alpha)}
+        search: dict[str, object] = {"model.decoder.width": {"choice": list(SEARCH_WIDTHS)}}
+        if truth.search_lambda:
+            low, high = LAMBDA_RANGE
+            search["objective.lambda"] = {"log_uniform": {"low": low, "high": high}}
+            search["objective.kernel"] = {"choice": list(KERNELS)}
+        else:
+            fixed["objective.lambda"] = float(truth.lambda_)
+        spec_arms[arm] = {"fixed": fixed, "search": search}
+    document = {
+        "name": name,
+        "description": "Synthetic study with known answers.",
+        "data": {"dataset": "digits"},
+        "defaults": {"model": {"latent_dim": 4, "decoder": {"kind": "mlp", "depth": 2}}},
+        "arms": spec_arms,
+        "search": {
+            "sampler": "tpe",
+            "trials_per_arm": max(1, n_search + failed_per_arm),
+            "objectives": [
+                {"metric": names.metric("nll_iwae"), "direction": "minimize"},
+                {"metric": names.metric("mmd"), "direction": "minimize"},
+            ],
+        },
+        "confirm": {"top_k": 1, "seeds": n_seeds, "seed_start": 0},
+    }
+    return StudySpec.from_yaml_text(yaml.safe_dump(document, sort_keys=False), source=name)
+
+
 def write_synthetic_study(
     folder: Path,
     *,
@@ -106,141 +162,140 @@ def write_synthetic_study(
     seed: int = 0,
     name: str = "synthetic",
 ) -> Path:
-    """Write a synthetic study into ``folder`` (created) and return it.
+    """Write a synthetic study into ``folder`` (created; it must not hold another study) and
+    return it.
 
     Per arm: ``n_search`` completed search trials, ``n_seeds`` completed confirm trials of one
     configuration and ``failed_per_arm`` failed search trials; ``n_epochs`` epochs per
-    completed trial. With ``optuna_db`` the search trials are also stored in
-    ``optuna.db`` (one Optuna study per arm, named after it).
+    completed trial. The study file is :func:`synthetic_spec`'s and every trial is recorded
+    through :class:`~sweep.store.ResultsStore`, as the runner does, then compacted into
+    ``trials.parquet`` and ``epochs.parquet``. With ``optuna_db`` the search trials are also
+    stored in ``optuna.db`` (one Optuna study per arm, named after it).
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     arms = dict(arms) if arms is not None else default_arms()
+    spec = synthetic_spec(
+        arms, n_search=n_search, n_seeds=n_seeds, failed_per_arm=failed_per_arm, name=name
+    )
+    store = ResultsStore.create(folder, spec.to_yaml())
     rng = np.random.default_rng(seed)
     t0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
-    rows: list[dict[str, object]] = []
-    epochs: list[pd.DataFrame] = []
-    spec_arms: dict[str, object] = {}
-    for arm_index, (arm, truth) in enumerate(arms.items()):
-        fixed = {"objective.alpha": truth.alpha, "model.decoder.kind": "mlp"}
-        search: dict[str, object] = {"model.decoder.width": {"type": "int", "low": 64, "high": 512}}
-        if truth.search_lambda:
-            search["objective.lambda"] = {"type": "float", "low": 1.0, "high": 1000.0, "log": True}
-            search["objective.kernel"] = {"type": "categorical", "choices": ["rbf", "imq"]}
-        else:
-            fixed["objective.lambda"] = truth.lambda_
-        spec_arms[arm] = {"fixed": fixed, "search": search}
-        plan = (
-            [("search", "completed", i) for i in range(n_search)]
-            + [("search", "failed", n_search + i) for i in range(failed_per_arm)]
-            + [("confirm", "completed", i) for i in range(n_seeds)]
-        )
-        for phase, status, k in plan:
-            trial_id = f"{arm}-{phase[0]}{k:05d}"
-            lam = (
-                float(np.exp(rng.uniform(0, np.log(1000))))
-                if truth.search_lambda and phase == "search"
-                else truth.lambda_
+    recorded = 0
+    with store.lock():  # released: the parts are compacted into the two Parquet files
+        for arm_index, (arm, truth) in enumerate(arms.items()):
+            plan = (
+                [(names.SEARCH, names.COMPLETED, i) for i in range(n_search)]
+                + [(names.SEARCH, names.FAILED, n_search + i) for i in range(failed_per_arm)]
+                + [(names.CONFIRM, names.COMPLETED, i) for i in range(n_seeds)]
             )
-            kernel = (
-                str(rng.choice(["rbf", "imq"]))
-                if truth.search_lambda and phase == "search"
-                else "rbf"
-            )
-            width = int(rng.choice([64, 128, 256, 512])) if phase == "search" else 256
-            row: dict[str, object] = {
-                "study": name,
-                "arm": arm,
-                "phase": phase,
-                "trial_id": trial_id,
-                "seed": k if phase == "confirm" else 0,
-                "status": status,
-                "error": None,
-                "started_at": t0 + dt.timedelta(minutes=len(rows)),
-                "ended_at": t0 + dt.timedelta(minutes=len(rows) + 1),
-                "train_seconds": 50.0,
-                "eval_seconds": 10.0,
-                "host": "node-1",
-                "device": "cpu",
-                "param.objective.alpha": truth.alpha,
-                "param.objective.lambda": lam,
-                "param.objective.kernel": kernel,
-                "param.objective.divergence": "mmd",
-                "param.objective.scales": [1.0],
-                "param.model.decoder.kind": "mlp",
-                "param.model.decoder.width": width,
-                "param.model.decoder.depth": 2,
-                "param.model.latent_dim": 4,
-                "param.data.dataset": "digits",
-                "param.train.seed": k,
-            }
-            spread = 3.0 if phase == "search" else 1.0
-            for metric, mean in truth.means.items():
-                sd = truth.sds.get(metric, DEFAULT_SD.get(metric, 0.1)) * spread
-                row[f"metric.{metric}"] = (
-                    float(rng.normal(mean, sd)) if status == "completed" else np.nan
+            for phase, status, k in plan:
+                row = _trial_row(name, arm, truth, phase, status, k, rng, t0, recorded)
+                epochs = (
+                    _epoch_rows(truth, arm_index, n_epochs, rng)
+                    if status == names.COMPLETED
+                    else []
                 )
-            if status == "failed":
-                row["error"] = f"RuntimeError: synthetic failure in {trial_id}\n  at step 3"
-                row["train_seconds"] = 5.0
-            rows.append(row)
-            if status == "completed" and n_epochs:
-                e = np.arange(n_epochs, dtype=float)
-                if truth.still_rising:  # improving by 0.5 / (n_epochs - 1) of base each epoch
-                    decay = 1.5 - 0.5 * e / max(n_epochs - 1, 1)
-                else:
-                    decay = 1 + 4 * np.exp(-e / max(0.8, n_epochs / 10))
-                base = -float(truth.means.get("elbo", -100.0))
-                frame = pd.DataFrame(
-                    {
-                        "study": name,
-                        "arm": arm,
-                        "trial_id": trial_id,
-                        "epoch": e.astype(int),
-                    }
-                )
-                for split in ("train", "val"):
-                    noise = rng.normal(0, 0.05, size=n_epochs)
-                    frame[f"{split}.loss"] = base * decay / 5 * 5 + noise
-                    frame[f"{split}.recon"] = 0.8 * base * decay + noise
-                    frame[f"{split}.kl"] = 0.2 * base + noise
-                    frame[f"{split}.divergence"] = 0.01 * decay + arm_index * 0.001
-                    frame[f"{split}.elbo"] = -base * decay + noise
-                epochs.append(frame)
-    trials = pd.DataFrame(rows)
-    trials.to_parquet(folder / "trials.parquet", index=False)
-    if epochs:
-        pd.concat(epochs, ignore_index=True).to_parquet(folder / "epochs.parquet", index=False)
-    spec = {
-        "name": name,
-        "description": "Synthetic study with known answers.",
-        "data": {"dataset": "digits"},
-        "arms": spec_arms,
-        "search": {
-            "objectives": [
-                {"metric": "nll_iwae", "direction": "minimize"},
-                {"metric": "mmd", "direction": "minimize"},
-            ],
-            "sampler": "tpe",
-        },
-        "confirm": {"top_k": 1, "seeds": n_seeds},
-    }
-    (folder / "study.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+                store.record_trial(row, epochs)
+                recorded += 1
+    trials = store.trials()
     if artifacts:
-        _write_artifacts(folder, trials, arms, rng)
+        _write_artifacts(store.folder, trials, arms, rng)
     if optuna_db:
-        _write_optuna(folder, trials)
-    return folder
+        _write_optuna(store.folder, trials, spec)
+    return store.folder
+
+
+def _trial_row(
+    study: str,
+    arm: str,
+    truth: SyntheticArm,
+    phase: str,
+    status: str,
+    k: int,
+    rng: np.random.Generator,
+    t0: dt.datetime,
+    position: int,
+) -> dict[str, object]:
+    """One trial's row: search trials draw lambda, kernel and width; confirm trials repeat
+    the arm's configuration with seed ``k``; metrics are drawn around the arm's means."""
+    searched = truth.search_lambda and phase == names.SEARCH
+    low, high = LAMBDA_RANGE
+    lam = float(np.exp(rng.uniform(np.log(low), np.log(high)))) if searched else truth.lambda_
+    kernel = str(rng.choice(KERNELS)) if searched else KERNELS[0]
+    width = int(rng.choice(SEARCH_WIDTHS)) if phase == names.SEARCH else CONFIRM_WIDTH
+    trial_id = f"{arm}-{phase[0]}{k:05d}"
+    row: dict[str, object] = {
+        names.STUDY: study,
+        names.ARM: arm,
+        names.PHASE: phase,
+        names.TRIAL_ID: trial_id,
+        names.SEED: k if phase == names.CONFIRM else 0,
+        names.STATUS: status,
+        names.ERROR: None,
+        names.STARTED_AT: t0 + dt.timedelta(minutes=position),
+        names.ENDED_AT: t0 + dt.timedelta(minutes=position + 1),
+        names.TRAIN_SECONDS: 50.0,
+        names.EVAL_SECONDS: 10.0,
+        names.HOST: "node-1",
+        names.DEVICE: "cpu",
+        names.param("objective.alpha"): float(truth.alpha),
+        names.param("objective.lambda"): float(lam),
+        names.param("objective.kernel"): kernel,
+        names.param("objective.divergence"): "mmd",
+        names.param("objective.scales"): [1.0],
+        names.param("model.decoder.kind"): "mlp",
+        names.param("model.decoder.width"): width,
+        names.param("model.decoder.depth"): 2,
+        names.param("model.latent_dim"): 4,
+        names.param("data.dataset"): "digits",
+        names.param("train.seed"): k,
+    }
+    spread = 3.0 if phase == names.SEARCH else 1.0
+    for metric, mean in truth.means.items():
+        sd = truth.sds.get(metric, DEFAULT_SD.get(metric, 0.1)) * spread
+        row[names.metric(metric)] = (
+            float(rng.normal(mean, sd)) if status == names.COMPLETED else None
+        )
+    if status == names.FAILED:
+        row[names.ERROR] = f"RuntimeError: synthetic failure in {trial_id}\n  at step 3"
+        row[names.TRAIN_SECONDS] = 5.0
+    return row
+
+
+def _epoch_rows(
+    truth: SyntheticArm, arm_index: int, n_epochs: int, rng: np.random.Generator
+) -> list[dict[str, object]]:
+    """Per-epoch loss terms of a completed trial (see :class:`SyntheticArm` for the shape)."""
+    if not n_epochs:
+        return []
+    e = np.arange(n_epochs, dtype=float)
+    if truth.still_rising:  # improving by 0.5 / (n_epochs - 1) of base each epoch
+        decay = 1.5 - 0.5 * e / max(n_epochs - 1, 1)
+    else:
+        decay = 1 + 4 * np.exp(-e / max(0.8, n_epochs / 10))
+    base = -float(truth.means.get("elbo", -100.0))
+    terms: dict[str, np.ndarray] = {}
+    for split in (names.TRAIN, names.VAL):
+        noise = rng.normal(0, 0.05, size=n_epochs)
+        terms[f"{split}loss"] = base * decay + noise
+        terms[f"{split}recon"] = 0.8 * base * decay + noise
+        terms[f"{split}kl"] = 0.2 * base + noise
+        terms[f"{split}divergence"] = 0.01 * decay + arm_index * 0.001
+        terms[f"{split}elbo"] = -base * decay + noise
+    return [
+        {names.EPOCH: epoch, **{column: float(v[epoch]) for column, v in terms.items()}}
+        for epoch in range(n_epochs)
+    ]
 
 
 def _write_artifacts(
     folder: Path, trials: pd.DataFrame, arms: Mapping[str, SyntheticArm], rng: np.random.Generator
 ) -> None:
-    done = trials[(trials["phase"] == "confirm") & (trials["status"] == "completed")]
+    confirm = trials[names.PHASE] == names.CONFIRM
+    done = trials[confirm & (trials[names.STATUS] == names.COMPLETED)]
     for arm, truth in arms.items():
-        ids = done.loc[done["arm"] == arm, "trial_id"]
+        ids = done.loc[done[names.ARM] == arm, names.TRIAL_ID]
         for trial_id in ids:
-            path = folder / "artifacts" / str(trial_id)
+            path = folder / names.ARTIFACTS_DIR / str(trial_id)
             path.mkdir(parents=True, exist_ok=True)
             scale = np.asarray(truth.latent_scale, dtype=np.float32)
             z = rng.standard_normal((300, scale.size)).astype(np.float32) * scale
@@ -250,38 +305,36 @@ def _write_artifacts(
             (path / "reconstructions.png").write_bytes(png_bytes(grid[::-1]))
 
 
-def _write_optuna(folder: Path, trials: pd.DataFrame) -> None:
+def _write_optuna(folder: Path, trials: pd.DataFrame, spec: StudySpec) -> None:
+    """The completed search trials of each arm as an Optuna study named after the arm, with
+    the arm's search space as the study file gives it (:meth:`StudySpec.optuna_space`)."""
     import optuna
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}")
-    search = trials[(trials["phase"] == "search") & (trials["status"] == "completed")]
-    for arm, part in search.groupby("arm", sort=False):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{folder / names.OPTUNA_FILE}")
+    search = trials[
+        (trials[names.PHASE] == names.SEARCH) & (trials[names.STATUS] == names.COMPLETED)
+    ]
+    for arm, part in search.groupby(names.ARM, sort=False):
         study = optuna.create_study(
-            study_name=str(arm), storage=storage, directions=["minimize", "minimize"]
+            study_name=str(arm), storage=storage, directions=list(spec.search.directions)
         )
-        distributions: dict[str, object] = {
-            "model.decoder.width": IntDistribution(64, 512),
-        }
-        if part["param.objective.lambda"].nunique() > 1:
-            distributions["objective.lambda"] = FloatDistribution(1.0, 1000.0, log=True)
-            distributions["objective.kernel"] = CategoricalDistribution(["rbf", "imq"])
+        distributions = spec.optuna_space(str(arm))
         batch = []
         for record in part.to_dict("records"):
-            params = {key: record[f"param.{key}"] for key in distributions}
-            params["model.decoder.width"] = int(params["model.decoder.width"])
+            params = {key: _plain(record[names.param(key)]) for key in distributions}
             batch.append(
                 optuna.trial.create_trial(
                     params=params,
                     distributions=distributions,
-                    values=[record["metric.nll_iwae"], record["metric.mmd"]],
+                    values=[record[metric] for metric in spec.search.metrics],
                 )
             )
         study.add_trials(batch)
     storage.remove_session()
     storage.engine.dispose()
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar from a DataFrame as the Python value Optuna checks against its space."""
+    return value.item() if isinstance(value, np.generic) else value

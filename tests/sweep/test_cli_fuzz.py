@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
@@ -406,9 +407,12 @@ def test_validate_and_run_refuse_a_deeply_nested_study_without_a_traceback(
 
 
 def test_summary_of_a_study_with_a_parquet_list_parameter_prints_the_table(tmp_path):
-    """A list-valued parameter stored as a Parquet list column (as written by pandas, e.g. the
-    synthetic study's objective.scales) made ``summary`` crash: numpy arrays are unhashable."""
+    """A list-valued parameter stored as a Parquet list column (as pandas writes one; the store
+    writes JSON text) made ``summary`` crash: numpy arrays are unhashable."""
     folder = write_synthetic_study(tmp_path / "synthetic", n_search=3, n_seeds=2, artifacts=False)
+    trials = pd.read_parquet(folder / "trials.parquet")
+    trials["param.objective.scales"] = [[1.0, 2.0]] * len(trials)
+    trials.to_parquet(folder / "trials.parquet")
 
     result = runner.invoke(app, ["summary", str(folder)])
 

@@ -6,10 +6,12 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from sweep.cli import app
 from sweep.leaderboard import best_per_arm, leaderboards
+from sweep.spec import StudySpecError
 from sweep.store import ResultsStore
 from tests.sweep.studies import write_study
 
@@ -76,3 +78,25 @@ def test_show_and_ls_survive_an_arm_without_completed_trials(tmp_path):
     result = runner.invoke(app, ["ls", str(folder.parent)])
     assert result.exit_code == 0, result.output
     assert "infovae=0.01" in result.stdout.replace("\n", "")
+
+
+def test_a_study_file_the_loader_refuses_is_an_error_naming_it_not_a_guess(tmp_path):
+    """A study.yaml that is YAML but not a valid study (so not damage in the sense of
+    sweep.integrity): the leaderboard does not guess an objective (it used to rank by
+    metric.mmd); ``show``, ``export`` and ``ls`` say what the loader said, naming the file."""
+    folder = partial_study(tmp_path, elbo_failed=True)
+    study_file = folder / "study.yaml"
+    study_file.write_text("name: partial\nsearch: {sampler: tpe}\n")
+    with pytest.raises(StudySpecError, match="arms: required key is missing") as caught:
+        leaderboards(folder)
+    assert str(study_file) in str(caught.value)
+    for argv in (["show", str(folder)], ["export", str(folder), "--out", str(tmp_path / "x")]):
+        result = runner.invoke(app, argv)
+        output = result.output.replace("\n", "")
+        assert result.exit_code == 2, result.output
+        assert f"{study_file}:1: arms: required key is missing" in output
+        assert "best by" not in output and "Traceback" not in output
+    assert not (tmp_path / "x").exists()
+    result = runner.invoke(app, ["ls", str(folder.parent)])
+    assert result.exit_code == 2, result.output
+    assert "refused" in result.output and str(study_file) in result.output.replace("\n", "")

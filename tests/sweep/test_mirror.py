@@ -20,14 +20,16 @@ from sweep.mirror import (
     split_study_uri,
 )
 from sweep.report.synthetic import write_synthetic_study
-from sweep.store import ResultsStore
+from sweep.store import ResultsStore, json_columns
 
 
 def _record_extra_trial(folder: Path) -> ResultsStore:
     """Record one more trial (a copy of the first row under a new id) as a part file."""
     store = ResultsStore.open(folder)
-    row = store.trials_table().slice(0, 1).to_pylist()[0]
-    row = {k: v for k, v in row.items() if not isinstance(v, list)}
+    table = store.trials_table()
+    row = table.slice(0, 1).to_pylist()[0]
+    for column in json_columns(table.schema):  # a list-valued hyperparameter, as JSON text
+        row[column] = json.loads(row[column])
     row.update(trial_id="elbo-extra")
     assert store.record_trial(row, [{"epoch": 1, "train.loss": 1.0}])
     assert list((folder / names.PARTS_DIR).glob("trials-*"))

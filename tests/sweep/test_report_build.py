@@ -113,8 +113,12 @@ def test_missing_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_empty_study_gets_a_report(tmp_path: Path) -> None:
-    (tmp_path / "study.yaml").write_text("name: empty\narms: {a: {}, b: {}}\n")
+    from sweep.report.synthetic import default_arms, synthetic_spec
+
+    spec = synthetic_spec(default_arms(), n_search=2, n_seeds=2, failed_per_arm=0, name="empty")
+    (tmp_path / "study.yaml").write_text(spec.to_yaml())
     page = build_report(tmp_path).read_text()
+    assert "refused by the study loader" not in page
     assert "No trials yet." in page
     assert "No completed confirm-phase trials yet" in page
     assert "No failed trials." in page
@@ -123,15 +127,24 @@ def test_empty_study_gets_a_report(tmp_path: Path) -> None:
 def test_study_yaml_that_is_not_a_mapping_gets_a_report_with_a_warning(tmp_path: Path) -> None:
     (tmp_path / "study.yaml").write_text("- just\n- a list\n")
     page = build_report(tmp_path).read_text()
-    assert "study.yaml: not a mapping" in page
+    assert "study.yaml: refused by the study loader" in page
+    assert "the top level must be a mapping" in page  # the loader's own message
+
+
+def test_a_study_yaml_the_loader_refuses_gets_a_report_by_the_trials(tmp_path: Path) -> None:
+    folder = _small(tmp_path / "s", artifacts=False)
+    (folder / "study.yaml").write_text("name: synthetic\narms: {elbo: {}, infovae: {}}\n")
+    page = build_report(folder).read_text()
+    assert f"{folder / 'study.yaml'}:1: data: required key is missing" in page
+    assert 'id="verdict-table"' in page  # the trials still report, arms taken from them
 
 
 def test_broken_yaml_and_damaged_parquet_become_warnings(tmp_path: Path) -> None:
     (tmp_path / "study.yaml").write_text("name: [unclosed\n")
     (tmp_path / "trials.parquet").write_bytes(b"not parquet at all")
     page = build_report(tmp_path).read_text()
-    assert "study.yaml: could not be parsed" in page
-    assert "trials.parquet: could not be read" in page
+    assert "study.yaml: refused by the study loader" in page and "invalid YAML" in page
+    assert f"{tmp_path / 'trials.parquet'}: not a readable Parquet file" in page
 
 
 def test_one_arm_study_gets_a_report(tmp_path: Path) -> None:
@@ -172,17 +185,14 @@ def test_running_study_with_search_trials_only_gets_a_partial_report(tmp_path: P
 
 
 def test_strings_from_the_study_and_errors_are_escaped(tmp_path: Path) -> None:
-    from sweep.report.synthetic import ELBO_MEANS, SyntheticArm
-
-    folder = _small(tmp_path / "s", arms={
-        HOSTILE: SyntheticArm(means=ELBO_MEANS),
-        "elbo": SyntheticArm(means=ELBO_MEANS),
-    })
+    # The loader refuses such an arm or study name, so the hostile strings come in through
+    # the free-text description and the results files.
+    folder = _small(tmp_path / "s")
     spec = yaml.safe_load((folder / "study.yaml").read_text())
-    spec["name"] = HOSTILE
     spec["description"] = HOSTILE
     (folder / "study.yaml").write_text(yaml.safe_dump(spec))
     trials = pd.read_parquet(folder / "trials.parquet")
+    trials.loc[trials["arm"] == "infovae", "arm"] = HOSTILE
     trials.loc[trials["status"] == "failed", "error"] = HOSTILE
     trials.to_parquet(folder / "trials.parquet")
     page = build_report(folder).read_text()
@@ -195,7 +205,8 @@ def test_strings_from_the_study_and_errors_are_escaped(tmp_path: Path) -> None:
 def test_hostile_trial_id_never_reads_outside_the_artifacts_folder(tmp_path: Path) -> None:
     folder = _small(tmp_path / "s")
     trials = pd.read_parquet(folder / "trials.parquet")
-    trials.loc[trials["phase"] == "confirm", "trial_id"] = "../../outside"
+    confirm = trials["phase"] == "confirm"
+    trials.loc[confirm, "trial_id"] = [f"../../outside-{i}" for i in range(int(confirm.sum()))]
     trials.to_parquet(folder / "trials.parquet")
     page = build_report(folder).read_text()
     assert "no artifacts folder" in page

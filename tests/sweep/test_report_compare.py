@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from scipy import stats
@@ -210,9 +211,15 @@ def test_a_folder_that_is_not_a_study_exits_2_and_writes_nothing(studies, tmp_pa
 
 
 def test_study_text_is_escaped_in_the_page(tmp_path) -> None:
-    arms = {HOSTILE: SyntheticArm(means=ELBO_MEANS), "b": SyntheticArm(means=INFO_MEANS)}
-    a = _study(tmp_path / "a", name=HOSTILE, arms=arms, seeds=2, seed=0)
+    # The loader refuses such a study or arm name, so the hostile arm comes in through the
+    # results files (as a hand-edited trials.parquet could bring it).
+    arms = {"a": SyntheticArm(means=ELBO_MEANS), "b": SyntheticArm(means=INFO_MEANS)}
+    a = _study(tmp_path / "a", name="hostile", arms=arms, seeds=2, seed=0)
     b = _study(tmp_path / "b", name="plain", arms=arms, seeds=2, seed=1)
+    for folder in (a, b):
+        trials = pd.read_parquet(folder / "trials.parquet")
+        trials.loc[trials["arm"] == "a", "arm"] = HOSTILE
+        trials.to_parquet(folder / "trials.parquet")
     page = render_comparison(compare_studies(a, b))
     assert HOSTILE not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
