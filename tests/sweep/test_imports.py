@@ -12,7 +12,11 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULES = [
     "sweep.cli",
     "sweep.runner",
-    "sweep.searcher",
+    "sweep.tune",
+    "sweep.tune.searcher",
+    "sweep.tune.callback",
+    "sweep.tune.scheduler",
+    "sweep.tune.environment",
     "sweep.trackers",
     "sweep.store",
     "sweep.integrity",
@@ -43,16 +47,16 @@ def test_importing_sweep_sets_no_environment_variable() -> None:
 
 
 def test_the_tune_environment_is_set_for_a_run_and_restored_after() -> None:
-    from sweep.runner import TUNE_ENVIRONMENT, _tune_environment
+    from sweep.tune.environment import TUNE_ENVIRONMENT, tune_environment
 
     name = "TUNE_DISABLE_SIGINT_HANDLER"
     saved = os.environ.pop(name, None)
     try:
-        with _tune_environment():
+        with tune_environment():
             assert os.environ[name] == TUNE_ENVIRONMENT[name]
         assert name not in os.environ
         os.environ[name] = "0"  # a user's own setting wins and survives
-        with _tune_environment():
+        with tune_environment():
             assert os.environ[name] == "0"
         assert os.environ[name] == "0"
     finally:

@@ -9,7 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.searcher import (
+from sweep.trainable import ERROR_KEY, STATUS_KEY, TRIAL_KEY
+from sweep.tune.searcher import (
     INTERRUPTED_ATTR,
     ArmSearch,
     DuplicateIndex,
@@ -17,7 +18,6 @@ from sweep.searcher import (
     arms_searcher,
     recover_interrupted,
 )
-from sweep.trainable import ERROR_KEY, STATUS_KEY, TRIAL_KEY
 
 SPACE = {"model.decoder.width": optuna.distributions.CategoricalDistribution([8, 16])}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.runner import StorageError, check_storage
+from sweep.tune.storage import StorageError, check_storage
 
 
 def test_single_node_accepts_the_default_local_storage():

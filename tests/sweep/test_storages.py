@@ -6,7 +6,6 @@ import optuna
 import pytest
 
 from sweep import names
-from sweep.searcher import ArmSearch
 from sweep.storages import (
     JOURNAL,
     SQLITE,
@@ -19,6 +18,7 @@ from sweep.storages import (
     write_record,
 )
 from sweep.trainable import STATUS_KEY
+from sweep.tune.searcher import ArmSearch
 
 METRICS = ["metric.mmd", "metric.nll_iwae"]
 

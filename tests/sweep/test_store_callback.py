@@ -6,9 +6,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from sweep import names
-from sweep.runner import ArmProgress, StoreCallback, StudyEvents
 from sweep.store import ResultsStore
 from sweep.trainable import STATUS_KEY, TRIAL_KEY, TrialContext
+from sweep.tune.callback import StoreCallback
+from sweep.tune.events import ArmProgress, StudyEvents
 
 
 def _epoch(epoch: int, attempt: int) -> dict:

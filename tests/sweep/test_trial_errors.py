@@ -8,16 +8,10 @@ from types import SimpleNamespace
 import pytest
 
 from sweep import names
-from sweep.runner import (
-    ERROR_CHARS,
-    ArmProgress,
-    StoreCallback,
-    StudyEvents,
-    clip_error,
-    ray_trial_error,
-)
 from sweep.store import ResultsStore
 from sweep.trainable import TRIAL_KEY, TrialContext
+from sweep.tune.callback import ERROR_CHARS, StoreCallback, clip_error, ray_trial_error
+from sweep.tune.events import ArmProgress, StudyEvents
 
 
 def test_clip_error_keeps_the_last_lines_within_the_limit():
@@ -53,7 +47,7 @@ def test_trial_whose_worker_died_is_recorded_with_rays_error_text(tmp_path):
     import ray
     from ray import tune
 
-    from sweep.runner import _tune_environment
+    from sweep.tune.environment import tune_environment
 
     store = ResultsStore.create(tmp_path / "errors", "name: errors\n")
     context = TrialContext(
@@ -61,7 +55,7 @@ def test_trial_whose_worker_died_is_recorded_with_rays_error_text(tmp_path):
     )
     events = StudyEvents(spec=None, arms={"arm": ArmProgress(planned=1)})
     callback = StoreCallback(store, context, events, "metric.mmd", "minimize")
-    with _tune_environment():
+    with tune_environment():
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
         try:
             tune.Tuner(
