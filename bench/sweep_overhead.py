@@ -7,8 +7,14 @@ run twice in one process:
 1. *in-process*: ``infovae_core.trainer.fit`` called one after another with the very
    TrialConfigs the sweep builds (``spec.arm_config(arm, params, seed)``),
    on the same data, with the same torch threads per trial as the sweep's trials;
-2. *sweep*: ``sweep.runner.run_study`` on the generated digits study, embedded Ray, at
+2. *in-process, in parallel*: the same fits, ``--concurrency`` at a time, in warm worker
+   processes of a process pool (no Ray, no Optuna, no store): contention between concurrent
+   trials (shared cores, caches, memory bandwidth) without any orchestration;
+3. *sweep*: ``sweep.runner.run_study`` on the generated digits study, embedded Ray, at
    ``--concurrency`` trials at once (default: one per core), into a temporary folder.
+
+``--confirm K`` adds a confirm phase (the best search trial re-trained with K seeds), which
+the sweep runs in the same Tuner as the search.
 
 Ray is started (and stopped) by this script, so its start-up is timed and reported separately
 and is *not* part of the per-trial overhead. Printed figures:
@@ -18,6 +24,8 @@ and is *not* part of the per-trial overhead. Printed figures:
   serial / concurrency; everything beyond (trial actors, Tune's event loop, Optuna, result
   reporting, Parquet writes, artefacts, imbalance at the end) is charged evenly to the N trials.
 - parallel efficiency = serial in-process time / (concurrency x sweep wall time); 1 is perfect.
+- efficiency against in-process fits in parallel = parallel wall / sweep wall: with the
+  trials' contention in both, what is left is orchestration alone.
   It also drops when concurrent trials slow each other down (shared caches and memory
   bandwidth), which is not orchestration: the in-sweep fit times from ``trials.parquet`` are
   printed next to the in-process ones to tell the two apart.
@@ -25,7 +33,7 @@ and is *not* part of the per-trial overhead. Printed figures:
 Targets: overhead <= 0.5 s per trial; efficiency >= 0.9 for ~5 s trials at 2 concurrent on
 2 cores.
 
-    python bench/sweep_overhead.py [--trials 16] [--concurrency CORES]
+    python bench/sweep_overhead.py [--trials 16] [--concurrency CORES] [--confirm K]
                                    [--epochs E | --trial-seconds 5] [--keep DIR]
 
 Without ``--epochs`` the epochs are chosen from a short calibration fit so that one in-process
@@ -78,15 +86,24 @@ search:
   max_concurrent: {concurrency}
   seed_policy: {seed_policy}
   objectives: [{{metric: metric.mmd, direction: minimize}}]
-confirm: {{seeds: 0}}
+confirm: {confirm}
 resources: {{cpu: {cpu}, gpu: 0}}
 """
 
 
+CONFIRM_SEED_START = 1000
+
+
 def make_spec(
-    trials: int, concurrency: int, epochs: int, cpu_per_trial: int, empty_space: bool = False
+    trials: int,
+    concurrency: int,
+    epochs: int,
+    cpu_per_trial: int,
+    empty_space: bool = False,
+    confirm_seeds: int = 0,
 ) -> StudySpec:
-    """The generated study: one arm, ``trials`` search trials of equal cost.
+    """The generated study: one arm, ``trials`` search trials of equal cost, then
+    ``confirm_seeds`` confirm trials of the best one (same cost; in the sweep's one Tuner).
 
     Default: a grid over ``train.seed`` (0 .. trials - 1), the only thing that differs between
     trials. ``empty_space``: no search space and ``seed_policy: per_trial`` instead (the same
@@ -98,16 +115,23 @@ def make_spec(
         seeds = ", ".join(str(i) for i in range(trials))
         search_space = f"    search: {{train.seed: {{grid: [{seeds}]}}}}"
         sampler, seed_policy = "grid", "fixed"
+    confirm = (
+        f"{{top_k: 1, seeds: {confirm_seeds}, seed_start: {CONFIRM_SEED_START}}}"
+        if confirm_seeds
+        else "{seeds: 0}"
+    )
     text = STUDY.format(
         arm=ARM, trials=trials, concurrency=concurrency, epochs=epochs, cpu=cpu_per_trial,
-        search_space=search_space, sampler=sampler, seed_policy=seed_policy,
+        search_space=search_space, sampler=sampler, seed_policy=seed_policy, confirm=confirm,
     )
     return StudySpec.from_yaml_text(text, source="<bench/sweep_overhead.py>")
 
 
 def trial_configs(spec: StudySpec) -> list[TrialConfig]:
-    """The TrialConfigs of the sweep's search trials (what the Ray trials train; the grid
-    sampler may run them in another order, which does not matter here)."""
+    """The TrialConfigs of the sweep's trials (what the Ray trials train; the grid sampler may
+    run them in another order, which does not matter here): the search trials, then the
+    confirm trials (the best search configuration with each confirm seed; only the seed
+    differs, so each costs what a search trial does)."""
     configs = []
     for index in range(spec.trials_for(ARM)):
         seed = spec.search_seed(ARM, index)
@@ -115,6 +139,8 @@ def trial_configs(spec: StudySpec) -> list[TrialConfig]:
             configs.append(spec.arm_config(ARM, {"train.seed": index}))
         else:
             configs.append(spec.arm_config(ARM, {}, seed=seed))
+    for seed in spec.confirm_seeds:
+        configs.append(spec.arm_config(ARM, {}, seed=seed))
     return configs
 
 
@@ -138,6 +164,51 @@ def run_serial(configs: list[TrialConfig], splits: DatasetSplits) -> SerialTimes
         per_trial.append(time.perf_counter() - start)
         train.append(result.train_seconds)
     return SerialTimes(per_trial, train)
+
+
+_WORKER_SPLITS: list[DatasetSplits] = []
+
+
+def _parallel_worker_init(data_config, threads: int, warm_config: TrialConfig) -> None:
+    """A pool process: torch threads as a sweep trial gets, the dataset loaded, torch and the
+    probe's libraries warmed by one untimed 1-epoch fit (so the timed fits are all warm)."""
+    torch.set_num_threads(threads)
+    _WORKER_SPLITS.append(load_dataset(data_config))
+    fit(warm_config, _WORKER_SPLITS[0])
+
+
+def _parallel_fit(config: TrialConfig) -> float:
+    start = time.perf_counter()
+    fit(config, _WORKER_SPLITS[0])
+    return time.perf_counter() - start
+
+
+def run_parallel(
+    configs: list[TrialConfig], spec: StudySpec, concurrency: int, threads: int
+) -> float:
+    """Wall seconds of the same fits run ``concurrency`` at a time in warm worker processes
+    (no Ray, no Optuna, no store): the best any orchestration could do on this machine, with
+    the trials' contention for cores, caches and memory included."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    warm = spec.arm_config(ARM).replace({"train.epochs": 1})
+    with ProcessPoolExecutor(
+        max_workers=concurrency,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_parallel_worker_init,
+        initargs=(spec.arm_config(ARM).data, threads, warm),
+    ) as pool:
+        # Start every worker (and its warm-up) before the clock starts.
+        list(pool.map(_parallel_worker_ready, range(concurrency)))
+        start = time.perf_counter()
+        list(pool.map(_parallel_fit, configs))
+        return time.perf_counter() - start
+
+
+def _parallel_worker_ready(_: int) -> bool:
+    time.sleep(0.2)  # keeps this worker busy so that each of them picks up one call
+    return bool(_WORKER_SPLITS)
 
 
 def calibrate_epochs(spec: StudySpec, splits: DatasetSplits, seconds: float) -> int:
@@ -225,25 +296,37 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="arm without a search space (seed_policy: per_trial) instead of a train.seed grid",
     )
+    parser.add_argument(
+        "--confirm",
+        type=int,
+        default=0,
+        metavar="K",
+        help="add a confirm phase: the best search trial re-trained with K seeds (default 0)",
+    )
     args = parser.parse_args(argv)
-    if args.trials < 1 or args.concurrency < 1:
-        parser.error("--trials and --concurrency must be >= 1")
+    if args.trials < 1 or args.concurrency < 1 or args.confirm < 0:
+        parser.error("--trials and --concurrency must be >= 1, --confirm >= 0")
 
     # One trial per core at concurrency = cores: each gets cores // concurrency CPUs in Ray
     # and as many torch threads (the trainable sets torch threads from resources.cpu).
     cpu_per_trial = max(1, cores // args.concurrency)
     torch.set_num_threads(cpu_per_trial)
     spec = make_spec(
-        args.trials, args.concurrency, args.epochs or 1, cpu_per_trial, args.empty_space
+        args.trials, args.concurrency, args.epochs or 1, cpu_per_trial, args.empty_space,
+        args.confirm,
     )
     splits = load_dataset(spec.arm_config(ARM).data)
     fit(spec.arm_config(ARM).replace({"train.epochs": 1}), splits)  # warm-up, untimed
     epochs = args.epochs or calibrate_epochs(spec, splits, args.trial_seconds)
-    spec = make_spec(args.trials, args.concurrency, epochs, cpu_per_trial, args.empty_space)
+    spec = make_spec(
+        args.trials, args.concurrency, epochs, cpu_per_trial, args.empty_space, args.confirm
+    )
     configs = trial_configs(spec)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"study: {args.trials} trials x {epochs} epochs (digits, mlp 256x2, batch 64), "
+    confirm = f" + {args.confirm} confirm" if args.confirm else ""
+    print(f"study: {args.trials} search{confirm} trials x {epochs} epochs "
+          "(digits, mlp 256x2, batch 64), "
           f"concurrency {args.concurrency} on {cores} cores, {cpu_per_trial} CPU / torch "
           f"thread(s) per trial; load average {load:.2f}")
     if load > 0.5:
@@ -254,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"in-process: {serial.total:.2f} s for {len(configs)} fits, "
           f"{mean_trial:.2f} s per trial (train {statistics.mean(serial.train):.2f} s)",
           flush=True)
+    parallel_wall = run_parallel(configs, spec, args.concurrency, cpu_per_trial)
+    print(f"in-process, {args.concurrency} at a time in warm worker processes: "
+          f"{parallel_wall:.2f} s wall", flush=True)
 
     folder_parent = None
     if args.keep is not None:
@@ -267,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         if folder_parent is not None:
             shutil.rmtree(folder_parent, ignore_errors=True)
 
-    n = args.trials
+    n = len(configs)
     concurrency = min(args.concurrency, n)
     ideal = serial.total / concurrency
     overhead = (sweep.wall - ideal) / n
@@ -297,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"parallel efficiency = serial / (concurrency x sweep wall) = {serial.total:.2f} / "
           f"({concurrency} x {sweep.wall:.2f}) = {efficiency:.3f} (target >= {TARGET_EFFICIENCY} "
           "for ~5 s trials at 2 concurrent on 2 cores)")
+    # Against the same fits run concurrency at a time without Ray: contention between trials
+    # (shared cores, caches, memory) is in both, so what is left is orchestration.
+    print(f"efficiency against {concurrency} in-process fits at a time = parallel wall / "
+          f"sweep wall = {parallel_wall:.2f} / {sweep.wall:.2f} = "
+          f"{parallel_wall / sweep.wall:.3f}; overhead per trial against it "
+          f"{(sweep.wall - parallel_wall) / n:.3f} s")
     # The same with the one-off latency before the first trial (Tune start-up, Optuna storage,
     # dataset load, first worker processes) taken out: what each further trial costs.
     steady_wall = sweep.wall - max(sweep.first_trial_start, 0.0)
