@@ -49,7 +49,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sweep import names
-from sweep.files import TMP_PREFIX, TMP_SUFFIX, atomic_write, atomic_write_bytes
+from sweep.files import TMP_PREFIX, TMP_SUFFIX, atomic_write, atomic_write_text
 
 __all__ = [
     "MIRROR_SPACING",
@@ -183,7 +183,7 @@ class StudyMirror:
 
     def _save_state(self) -> None:
         text = json.dumps({"uri": self.uri, "files": self._sent}, sort_keys=True)
-        atomic_write_bytes(self._state_path(), text.encode("utf-8"), sync_dir=False)
+        atomic_write_text(self._state_path(), text, sync_dir=False)
 
     # ---- syncing ---------------------------------------------------------------------------
 
@@ -353,7 +353,7 @@ def pull(
         sent[rel] = _signature(target.stat())
     if state:
         text = json.dumps({"uri": uri.rstrip("/"), "files": sent}, sort_keys=True)
-        atomic_write_bytes(folder / names.MIRROR_STATE_FILE, text.encode("utf-8"))
+        atomic_write_text(folder / names.MIRROR_STATE_FILE, text)
     return len(sent)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from sweep import names
-from sweep.files import atomic_write_bytes
+from sweep.files import atomic_write_text
 
 __all__ = [
     "JOURNAL",
@@ -88,7 +88,7 @@ def write_record(folder: Path, record: StorageRecord) -> None:
     text = yaml.safe_dump(
         {"storage": record.storage, "optuna_storage": record.optuna_storage}, sort_keys=False
     )
-    atomic_write_bytes(Path(folder) / names.STORAGE_FILE, text.encode("utf-8"))
+    atomic_write_text(Path(folder) / names.STORAGE_FILE, text)
 
 
 def read_record(folder: Path) -> StorageRecord | None:
