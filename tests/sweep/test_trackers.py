@@ -182,6 +182,30 @@ def test_the_logger_sees_settings_and_numbers_and_a_failed_trial_fails(status, f
     assert end == ("end", "elbo-0001", failed)
 
 
+def test_each_phase_logger_sees_only_its_own_phase_trials_in_the_one_tuner() -> None:
+    """Search and confirm trials share one Tuner; each phase's logger (tagged or grouped by
+    its phase) is handed the trials of that phase only."""
+    from sweep.trackers import _tracker_callback_class
+
+    context = TrialContext("tiny", names.SEARCH, {"elbo": {}}, threads=1, data_key="{}")
+    loggers = {phase: _Recorder() for phase in (names.SEARCH, names.CONFIRM)}
+    callbacks = [
+        _tracker_callback_class()(logger, context, None, None, phase)
+        for phase, logger in loggers.items()
+    ]
+    search = _Trial("0001", {STATUS_KEY: "completed"})
+    confirm = _Trial("confirm1-seed9", {STATUS_KEY: "completed"})
+    confirm.config[TRIAL_KEY][names.PHASE] = names.CONFIRM
+    for callback in callbacks:
+        for trial in (search, confirm):
+            callback.on_trial_start(0, [], trial)
+            callback.on_trial_complete(0, [], trial)
+    seen = {phase: {call[1] for call in logger.calls} for phase, logger in loggers.items()}
+    assert seen == {names.SEARCH: {"elbo-0001"}, names.CONFIRM: {"elbo-confirm1-seed9"}}
+    (start, _, config), _ = loggers[names.CONFIRM].calls
+    assert config["phase"] == names.CONFIRM  # the trial's own phase, not the context's
+
+
 # ---------------------------------------------------------------------------------------------
 # A real tiny study, logged
 
