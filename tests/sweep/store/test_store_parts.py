@@ -15,7 +15,7 @@ import pytest
 from sweep.store import PARTS_DIR, ResultsStore, list_studies
 from sweep.store import files as store_files
 from sweep.store import schema as store_schema
-from tests.sweep.test_store import STUDY_YAML, epoch_rows, trial_row
+from tests.sweep.store.test_store import STUDY_YAML, epoch_rows, trial_row
 
 IDS = ["t1", "t2", "t3", "t4"]
 

@@ -19,7 +19,7 @@ from sweep.spec import (
     plan_study,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
 BAD = Path(__file__).resolve().parent / "bad_studies"
 

@@ -495,7 +495,7 @@ def test_lock_refuses_while_another_process_holds_it(store: ResultsStore) -> Non
         "    print('held', flush=True)\n"
         "    sys.stdin.readline()\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     proc = subprocess.Popen(
         [sys.executable, "-c", holder, str(store.folder)],
         stdin=subprocess.PIPE,

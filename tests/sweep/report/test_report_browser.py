@@ -20,7 +20,7 @@ from sweep.report.synthetic import write_synthetic_study
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ from sweep.report.html import render_comparison
 from sweep.report.synthetic import ELBO_MEANS, INFO_MEANS, SyntheticArm, write_synthetic_study
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HOSTILE = '<script>alert("x")</script>'
 
 

@@ -1,0 +1,1 @@
+"""Tests of sweep.report: aggregation, claims, the built page, figures, comparisons."""

@@ -1,0 +1,1 @@
+"""Tests of sweep.spec: study files, their schema, YAML locations and checks."""

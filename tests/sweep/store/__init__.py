@@ -1,0 +1,1 @@
+"""Tests of sweep.store: the Parquet results store, its part files and lock."""
