@@ -8,7 +8,8 @@ streams (tests/core/test_trainer.py pins both). Each split is one tensor on the 
 and batches are index slices of it (no per-sample DataLoader). Loss terms are accumulated on the
 device and read once per epoch, so the GPU is never synchronised per step.
 
-Checkpoints: every ``train.checkpoint_every`` epochs :func:`fit` hands a :class:`TrainState`
+Checkpoints: every ``train.checkpoint_every`` epochs (once ``train.checkpoint_min_seconds`` of
+training have passed since the last one) :func:`fit` hands a :class:`TrainState`
 (model, optimisers, every RNG stream, the history so far) to its ``checkpoint`` callback;
 ``fit(..., resume_from=state)`` continues from it and, on the CPU, ends with exactly the
 parameters and metrics of the uninterrupted run (tests/core/test_trainer_checkpoints.py); on a
@@ -291,8 +292,9 @@ def fit(
         resume_from: a :class:`TrainState` of an earlier run of the same ``config`` and data:
             training continues after its epoch (its history comes first in the result's).
         checkpoint: called with the :class:`TrainState` after every
-            ``train.checkpoint_every``-th epoch (never when it is 0), before that epoch's
-            ``callback``.
+            ``train.checkpoint_every``-th epoch (never when it is 0) that ends at least
+            ``train.checkpoint_min_seconds`` after the start or the last checkpoint, before that
+            epoch's ``callback``.
 
     Returns:
         :class:`FitResult` with every evaluation metric of docs/metrics.md.
@@ -349,6 +351,7 @@ def fit(
     weighted = config.objective.divergence_weight > 0
     not_trained = torch.zeros((), device=device)
     started = time.perf_counter()
+    last_checkpoint = started  # train.checkpoint_min_seconds counts from here
     for epoch in range(first_epoch, epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
@@ -393,7 +396,14 @@ def fit(
             raise NonFiniteLossError(epoch, {f"val.{k}": v for k, v in val_terms.items()})
         record = EpochRecord(epoch, train_terms, val_terms, time.perf_counter() - epoch_start)
         history.append(record)
-        if checkpoint is not None and every > 0 and epoch % every == 0:
+        since_checkpoint = time.perf_counter() - last_checkpoint
+        if (
+            checkpoint is not None
+            and every > 0
+            and epoch % every == 0
+            and since_checkpoint >= config.train.checkpoint_min_seconds
+        ):
+            last_checkpoint = time.perf_counter()
             checkpoint(
                 TrainState(
                     epoch=epoch,

@@ -26,6 +26,7 @@ def _config(**overrides) -> TrialConfig:
         "train.batch_size": 128,
         "train.device": "cpu",
         "train.checkpoint_every": 2,
+        "train.checkpoint_min_seconds": 0.0,
         "train.val_points": 100,
         "eval.iwae_samples": 5,
         "eval.iwae_points": 50,
@@ -115,3 +116,18 @@ def test_checkpoint_every_zero_turns_checkpoints_off():
 def test_negative_checkpoint_every_is_refused_naming_the_key():
     with pytest.raises(ValueError, match="train.checkpoint_every"):
         _config(**{"train.checkpoint_every": -1})
+
+
+def test_no_checkpoint_before_checkpoint_min_seconds_of_training():
+    saved = []
+    fit(
+        _config(**{"train.epochs": 4, "train.checkpoint_min_seconds": 3600.0}),
+        checkpoint=saved.append,
+    )
+    assert saved == []  # every 2nd epoch is due, but an hour of training has not passed
+
+
+def test_checkpoint_min_seconds_out_of_range_is_refused_naming_the_key():
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="train.checkpoint_min_seconds"):
+            _config(**{"train.checkpoint_min_seconds": bad})

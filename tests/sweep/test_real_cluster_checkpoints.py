@@ -101,7 +101,8 @@ def _checkpoints(storage: Path) -> list[Path]:
 def test_trial_on_a_killed_worker_node_resumes_from_its_checkpoint(tmp_path):
     study = write_study(tmp_path, "lost", trials=1, seeds=0, epochs=EPOCHS)
     text = study.read_text().replace(
-        "train: {epochs:", f"train: {{checkpoint_every: {CHECKPOINT_EVERY}, epochs:"
+        "train: {epochs:",
+        f"train: {{checkpoint_every: {CHECKPOINT_EVERY}, checkpoint_min_seconds: 0, epochs:",
     )
     assert "checkpoint_every" in text, "the tiny study template changed"
     study.write_text(text)

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 
 def test_checkpointing_trials_on_reused_actors_all_start_fresh(tmp_path):
     study = write_study(tmp_path, "ckpt", trials=2, seeds=0, epochs=3)
-    text = study.read_text().replace("train: {epochs:", "train: {checkpoint_every: 1, epochs:")
+    text = study.read_text().replace(
+        "train: {epochs:", "train: {checkpoint_every: 1, checkpoint_min_seconds: 0, epochs:"
+    )
     study.write_text(text.replace("max_concurrent: 2", "max_concurrent: 1"))
     outcome = run_study(load_study(study), tmp_path / "results" / "ckpt", num_cpus=1)
 

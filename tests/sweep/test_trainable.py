@@ -48,6 +48,7 @@ def _tiny_trial(monkeypatch):
         "train.batch_size": 256,
         "train.device": "cpu",
         "train.checkpoint_every": 2,
+        "train.checkpoint_min_seconds": 0.0,
         "eval.iwae_samples": 2,
         "eval.iwae_points": 20,
         "eval.probe_labels": [50],
