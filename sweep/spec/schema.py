@@ -106,7 +106,14 @@ class ObjectiveSpec(_Frozen):
     @classmethod
     def _known_metric(cls, metric: str) -> str:
         name = metric.removeprefix(METRIC)
-        if metric.startswith(METRIC) and (name in EVAL_METRICS or _PROBE_RE.fullmatch(name)):
+        probe = _PROBE_RE.fullmatch(name)
+        if metric.startswith(METRIC) and probe and probe.group(1) != str(int(probe.group(1))):
+            # The evaluation names its column probe_acc_<int>: 0100 would never be found.
+            raise ValueError(
+                f"{metric!r}: write the number of labels without leading zeros "
+                f"({METRIC}{PROBE_ACC}{int(probe.group(1))}), as the evaluation names the metric"
+            )
+        if metric.startswith(METRIC) and (name in EVAL_METRICS or probe):
             return metric
         allowed = ", ".join(METRIC + m for m in EVAL_METRICS)
         raise ValueError(f"unknown metric {metric!r} (allowed: {allowed}, {METRIC}{PROBE_ACC}<n>)")

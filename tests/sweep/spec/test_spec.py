@@ -483,3 +483,12 @@ def test_a_bad_convergence_block_is_refused_naming_the_key(
     message = str(caught.value)
     assert f"s.yaml:11: {path}: " in message, message
     assert phrase in message, message
+
+
+def test_a_probe_metric_with_leading_zeros_is_refused_naming_the_spelling_that_exists():
+    """The evaluation writes probe_acc_100; metric.probe_acc_0100 would never be found."""
+    text = MINIMAL.replace(
+        "metric.mmd, direction: minimize", "metric.probe_acc_0100, direction: maximize"
+    )
+    with pytest.raises(StudySpecError, match=re.escape("metric.probe_acc_100")):
+        StudySpec.from_yaml_text(text)
