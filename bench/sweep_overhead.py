@@ -10,7 +10,12 @@ run twice in one process:
 2. *in-process, in parallel*: the same fits, ``--concurrency`` at a time, in warm worker
    processes of a process pool (no Ray, no Optuna, no store): contention between concurrent
    trials (shared cores, caches, memory bandwidth) without any orchestration;
-3. *sweep*: ``sweep.runner.run_study`` on the generated digits study, embedded Ray, at
+3. *bare Ray Tune*: the same fits as a plain Ray Tune function trainable (``fit`` and one
+   ``tune.report``), ``--concurrency`` at a time with actor reuse, Tune's default variant
+   generator, no searcher, no callbacks, no store: what Ray Tune itself costs on this machine
+   (trial actors as new processes, cold imports in each, Tune's event loop), the floor under
+   any Tune-based sweep (``--no-bare-tune`` skips it);
+4. *sweep*: ``sweep.runner.run_study`` on the generated digits study, embedded Ray, at
    ``--concurrency`` trials at once (default: one per core), into a temporary folder.
 
 ``--confirm K`` adds a confirm phase (the best search trial re-trained with K seeds), which
@@ -49,6 +54,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,6 +217,47 @@ def _parallel_worker_ready(_: int) -> bool:
     return bool(_WORKER_SPLITS)
 
 
+def _bare_tune_trial(config: dict, splits: DatasetSplits, threads: int) -> None:
+    """One bare Ray Tune trial: the bench's TrialConfig (passed as a dict) fitted, one report."""
+    from ray import tune
+
+    torch.set_num_threads(threads)
+    trial_config = TrialConfig.from_dict(config["trial"])
+    fit(trial_config, splits)
+    tune.report({"done": 1})
+
+
+def run_bare_tune(
+    configs: list[TrialConfig], splits: DatasetSplits, concurrency: int, threads: int
+) -> float:
+    """Wall seconds of a plain Ray Tune run of ``configs`` (Ray already started): Tuner
+    construction, ``fit`` and every trial, with nothing of the sweep's own machinery."""
+    from ray import tune
+
+    from sweep.tune.environment import tune_environment
+
+    trainable = tune.with_resources(
+        tune.with_parameters(_bare_tune_trial, splits=splits, threads=threads), {"cpu": threads}
+    )
+    storage = Path(tempfile.mkdtemp(prefix="sweep-overhead-bare-"))
+    start = time.perf_counter()
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search([c.to_dict() for c in configs])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(storage), name="bare", verbose=0,
+                                  log_to_file=False),
+    )
+    with tune_environment():  # the sweep's Tune settings: no auto loggers, quiet output
+        results = tuner.fit()
+    wall = time.perf_counter() - start
+    shutil.rmtree(storage, ignore_errors=True)
+    errors = [r.error for r in results if r.error is not None]
+    if errors:
+        raise RuntimeError(f"bare Ray Tune trial failed: {errors[0]}")
+    return wall
+
+
 def calibrate_epochs(spec: StudySpec, splits: DatasetSplits, seconds: float) -> int:
     """Epochs for which one in-process trial takes about ``seconds`` (from a 5-epoch fit)."""
     probe = spec.arm_config(ARM).replace({"train.epochs": 5})
@@ -232,9 +279,13 @@ class SweepTimes:
     fit_seconds: list[float]  # train + eval seconds of each trial (from the store), by start
     trial_walls: list[float]  # ended_at - started_at of each trial (in the worker), by start
     statuses: dict[str, int]
+    bare_tune: float | None  # wall seconds of the bare Ray Tune run (None: skipped)
 
 
-def run_sweep(spec: StudySpec, folder: Path, cores: int) -> SweepTimes:
+def run_sweep(
+    spec: StudySpec, folder: Path, cores: int, bare_tune: Callable[[], float] | None = None
+) -> SweepTimes:
+    """Start Ray, run ``bare_tune`` if any, then the sweep; stop Ray."""
     import pandas as pd
     import ray
 
@@ -245,6 +296,7 @@ def run_sweep(spec: StudySpec, folder: Path, cores: int) -> SweepTimes:
     started = start_ray(None, verbose=False, num_cpus=cores)
     ray_start = time.perf_counter() - start
     try:
+        bare_wall = bare_tune() if bare_tune is not None else None
         began = pd.Timestamp.now(tz="UTC")
         start = time.perf_counter()
         outcome = run_study(spec, folder)  # Ray is running: run_study leaves it to us
@@ -273,6 +325,7 @@ def run_sweep(spec: StudySpec, folder: Path, cores: int) -> SweepTimes:
         fit_seconds=[float(s) for s in fit_seconds],
         trial_walls=trial_walls,
         statuses={str(k): int(v) for k, v in outcome.counts.items()},
+        bare_tune=bare_wall,
     )
 
 
@@ -302,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="K",
         help="add a confirm phase: the best search trial re-trained with K seeds (default 0)",
+    )
+    parser.add_argument(
+        "--no-bare-tune", action="store_true", help="skip the bare Ray Tune baseline"
     )
     args = parser.parse_args(argv)
     if args.trials < 1 or args.concurrency < 1 or args.confirm < 0:
@@ -348,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
         folder_parent = Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
         folder = folder_parent / spec.name
     try:
-        sweep = run_sweep(spec, folder, cores)
+        bare = None
+        if not args.no_bare_tune:
+            def bare() -> float:
+                return run_bare_tune(configs, splits, args.concurrency, cpu_per_trial)
+        sweep = run_sweep(spec, folder, cores, bare)
     finally:
         if folder_parent is not None:
             shutil.rmtree(folder_parent, ignore_errors=True)
@@ -389,6 +449,14 @@ def main(argv: list[str] | None = None) -> int:
           f"sweep wall = {parallel_wall:.2f} / {sweep.wall:.2f} = "
           f"{parallel_wall / sweep.wall:.3f}; overhead per trial against it "
           f"{(sweep.wall - parallel_wall) / n:.3f} s")
+    if sweep.bare_tune is not None:
+        # Ray Tune alone (same fits, actor reuse, no searcher / callbacks / store): the part of
+        # the overhead that any Tune-based sweep pays on this machine.
+        bare_overhead = (sweep.bare_tune - ideal) / n
+        bare_efficiency = serial.total / (concurrency * sweep.bare_tune)
+        print(f"bare Ray Tune, same fits: {sweep.bare_tune:.2f} s wall, overhead per trial "
+              f"{bare_overhead:.3f} s, efficiency {bare_efficiency:.3f}; "
+              f"the sweep adds {(sweep.wall - sweep.bare_tune) / n:.3f} s per trial on top")
     # The same with the one-off latency before the first trial (Tune start-up, Optuna storage,
     # dataset load, first worker processes) taken out: what each further trial costs.
     steady_wall = sweep.wall - max(sweep.first_trial_start, 0.0)
