@@ -51,8 +51,11 @@ __all__ = [
 EVAL_METRICS: tuple[str, ...] = tuple(name for name in METRIC_NAMES if name != "mutual_info_cap")
 """Evaluation metrics (``metric.<name>``) an objective may name; plus ``probe_acc_<n>``."""
 
+# infovae_core.objective.TERM_NAMES, written out so that loading a study never imports torch
+# (``validate`` stays fast); tests/sweep/spec/test_spec.py keeps the two equal.
 EPOCH_TERMS: tuple[str, ...] = ("loss", "recon", "kl", "divergence", "elbo")
-"""Per-epoch loss terms (``train.<term>``, ``val.<term>``) early stopping may watch."""
+"""Per-epoch loss terms (``train.<term>``, ``val.<term>``) early stopping and the convergence
+rule may watch."""
 
 _LARGER_IS_BETTER_TERMS = frozenset({"elbo"})
 _PROBE_RE = re.compile(re.escape(PROBE_ACC) + r"([0-9]+)")
