@@ -5,8 +5,8 @@ Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it
 1. The study folder is created (or re-entered) and locked: one driver per study.
 2. Ray starts embedded on this machine (``address=None``: a local instance, no dashboard) or
    attaches to a cluster (``address="auto"`` / ``"HOST:PORT"``).
-3. The dataset is loaded once on the driver (while Ray starts, :mod:`sweep.tune.prefetch`)
-   and put in the object store once; reused trial actors fetch it once per worker process.
+3. The dataset is loaded once on the driver and put in the object store once; reused trial
+   actors fetch it once per worker process.
 4. For each arm, in file order, the search phase: ``trials_per_arm`` trials sampled by Optuna
    (:mod:`sweep.tune.searcher`, Optuna's public ask/tell with the arm's seeded sampler and the
    study's Optuna storage, :mod:`sweep.storages`: ``optuna.db`` by default, one Optuna study
@@ -68,7 +68,6 @@ from sweep.tune.callback import StoreCallback, duplicate_index
 from sweep.tune.confirm import ConfirmPlanner
 from sweep.tune.environment import quiet_loggers, start_ray, tune_environment
 from sweep.tune.events import StudyEvents, count_recorded
-from sweep.tune.prefetch import DriverPrefetch
 from sweep.tune.resume import optuna_trials, recorded_by_arm
 from sweep.tune.scheduler import per_arm_scheduler_class
 from sweep.tune.searcher import (
@@ -321,6 +320,8 @@ def run_study(
     """
     import ray
 
+    from infovae_core.data import load_dataset
+
     folder = Path(folder)
     record = read_storage_record(folder) if resume else None
     storage = storage or (record.storage if record is not None else None) or spec.storage
@@ -335,18 +336,16 @@ def run_study(
     if mirror is not None:
         events.listeners.append(mirror_listener(mirror))
     storage_path = storage or str((folder / names.RAY_DIR).resolve())
-    # The whole splits, once: each trial cuts its own data.train_size from them (arms may
-    # fix or search it), so every size shares this one copy in the object store. Loaded
-    # while Ray starts (:mod:`sweep.tune.prefetch`).
-    data_config = dataclasses.replace(spec.arm_config(spec.arm_names[0]).data, train_size=None)
-    prefetch = DriverPrefetch(data_config)
     started_ray = start_ray(address, verbose, num_cpus=num_cpus)
     quiet_loggers(verbose)
     try:
         # Everything that can refuse the run does so before the study folder is written.
         alive = len([n for n in ray.nodes() if n.get("Alive")])
         check_storage(storage, alive, address=address, single_node=single_node)
-        splits = prefetch.splits()
+        # The whole splits, once: each trial cuts its own data.train_size from them (arms may
+        # fix or search it), so every size shares this one copy in the object store.
+        data_config = dataclasses.replace(spec.arm_config(spec.arm_names[0]).data, train_size=None)
+        splits = load_dataset(data_config)
         if store is None:
             store = ResultsStore.create(folder, spec.to_yaml())
         if record is None or record.storage != storage:
