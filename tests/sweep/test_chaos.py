@@ -1,5 +1,6 @@
-"""Chaos: a study whose driver is killed with SIGKILL at five random moments and resumed each
-time ends with every planned trial exactly once and the report of an uninterrupted run."""
+"""Chaos: a study whose driver is killed with SIGKILL at five random moments (at the latest when
+it records a trial) and resumed each time ends with every planned trial exactly once and the
+report of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -27,8 +29,10 @@ pytestmark = pytest.mark.slow
 KILLS = 5
 SEED = 20261202
 EPOCHS = 2
-#: Seconds after a driver takes the study's lock at which it is killed: from Ray still starting
-#: up (5-40 s on 2 busy cores) to several trials recorded.
+#: Seconds after a driver takes the study's lock at which it is killed, at the latest: from Ray
+#: still starting up (5-40 s on 2 busy cores) into the trials. A driver is also killed as soon
+#: as it has recorded a trial (:func:`_wait_for_moment`), so that on a fast idle machine the
+#: study cannot finish before it has been killed three times.
 DELAY_RANGE = (0.0, 20.0)
 _SECTION_RE = re.compile(r'<section id="([^"]+)"><h2>([^<]*)</h2>')
 
@@ -52,6 +56,26 @@ def _holds_lock(driver: subprocess.Popen, folder: Path) -> bool:
         assert time.monotonic() < deadline, "the driver took no lock in 180 s"
         time.sleep(0.1)
     return False
+
+
+def _recorded(folder: Path) -> int:
+    """Trials recorded in the study folder: rows of trials.parquet plus trial part files not
+    yet folded in (a compaction under way may count some twice: the kill only comes sooner)."""
+    count = len(list((folder / names.PARTS_DIR).glob("trials-*.parquet")))
+    with contextlib.suppress(OSError, pa.ArrowException):
+        count += pq.ParquetFile(folder / names.TRIALS_FILE).metadata.num_rows
+    return count
+
+
+def _wait_for_moment(driver: subprocess.Popen, folder: Path, delay: float) -> None:
+    """Return after ``delay`` seconds, when the driver has recorded one more trial, or when it
+    has exited, whichever comes first."""
+    before = _recorded(folder)
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline and driver.poll() is None:
+        if _recorded(folder) > before:
+            return
+        time.sleep(0.05)
 
 
 def _kill_group(driver: subprocess.Popen) -> list[psutil.Process]:
@@ -119,7 +143,7 @@ def test_driver_killed_five_times_ends_with_every_trial_once_and_the_same_report
                 start_new_session=True,
             )
             if _holds_lock(driver, folder):
-                time.sleep(rng.uniform(*DELAY_RANGE))
+                _wait_for_moment(driver, folder, rng.uniform(*DELAY_RANGE))
             if driver.poll() is not None:  # finished (or failed) before its moment came
                 assert driver.returncode == 0, f"driver {attempt} exited {driver.returncode}"
                 break
