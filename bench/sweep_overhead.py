@@ -48,6 +48,7 @@ trial takes about ``--trial-seconds``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -248,10 +249,12 @@ def run_bare_tune(
         run_config=tune.RunConfig(storage_path=str(storage), name="bare", verbose=0,
                                   log_to_file=False),
     )
-    with tune_environment():  # the sweep's Tune settings: no auto loggers, quiet output
-        results = tuner.fit()
-    wall = time.perf_counter() - start
-    shutil.rmtree(storage, ignore_errors=True)
+    try:
+        with tune_environment():  # the sweep's Tune settings: no auto loggers, quiet output
+            results = tuner.fit()
+        wall = time.perf_counter() - start
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
     errors = [r.error for r in results if r.error is not None]
     if errors:
         raise RuntimeError(f"bare Ray Tune trial failed: {errors[0]}")
@@ -404,10 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         folder_parent = Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
         folder = folder_parent / spec.name
     try:
-        bare = None
-        if not args.no_bare_tune:
-            def bare() -> float:
-                return run_bare_tune(configs, splits, args.concurrency, cpu_per_trial)
+        bare = None if args.no_bare_tune else functools.partial(
+            run_bare_tune, configs, splits, args.concurrency, cpu_per_trial
+        )
         sweep = run_sweep(spec, folder, cores, bare)
     finally:
         if folder_parent is not None:

@@ -222,7 +222,7 @@ EPOCHS = 60
 
 @pytest.fixture(scope="module")
 def logged_study(tmp_path_factory):
-    """A tiny study (2 arms x 1 search trial, 1 confirm seed, 2 epochs) run once through
+    """A tiny study (2 arms x 1 search trial, 1 confirm seed, EPOCHS epochs) run once through
     `infovae-sweep run` with every tracker installed here."""
     folder = tmp_path_factory.mktemp("trackers")
     study = write_study(folder, "tiny", trials=1, seeds=1, epochs=EPOCHS)
