@@ -132,13 +132,25 @@ def _trainable(spec: StudySpec, context: TrialContext, data_refs: dict[str, Any]
     )
 
 
-def _context(spec: StudySpec, phase: str, data_key: str) -> TrialContext:
+#: Least seconds between two reports of a trial's epochs, when nothing needs every epoch as it
+#: ends: a report costs a few milliseconds in the trial and in the driver, a tenth of a second
+#: or more over a trial of many short epochs (bench/sweep_overhead.py).
+EPOCH_REPORT_SECONDS = 5.0
+
+
+def _context(
+    spec: StudySpec, phase: str, data_key: str, every_epoch: bool = True
+) -> TrialContext:
+    """The trials' shared context; ``every_epoch``: each epoch reported as it ends (ASHA
+    counts reports as its time, trackers log each report), else epochs are reported together
+    at most every :data:`EPOCH_REPORT_SECONDS`."""
     return TrialContext(
         study=spec.name,
         phase=phase,
         settings={arm: spec.arm_settings(arm) for arm in spec.arm_names},
         threads=max(1, int(spec.resources.cpu)),
         data_key=data_key,
+        epoch_report_seconds=0.0 if every_epoch else EPOCH_REPORT_SECONDS,
     )
 
 
@@ -178,7 +190,8 @@ def _run_trials(run: _StudyRun) -> None:
 
     storage = open_optuna_storage(store.folder)  # as the folder's storage.yaml names it
     recorded = recorded_by_arm(store, names.SEARCH)
-    context = _context(spec, names.SEARCH, data_key)
+    every_epoch = spec.search.early_stopping is not None or bool(run.trackers)
+    context = _context(spec, names.SEARCH, data_key, every_epoch)
     duplicates = duplicate_index(store, events, spec.confirm_rank, context)
     searchers: dict[str, ArmSearch | FixedArm] = {}
     budgets: dict[str, int] = {}

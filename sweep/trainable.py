@@ -2,8 +2,9 @@
 
 It builds the trial's :class:`TrialConfig` from the arm's settings and the sampled parameters,
 cuts the trial's ``data.train_size`` subset from the whole splits the runner shared, runs the
-core trainer, reports every epoch's terms with ``ray.tune.report`` and, at the end, one
-final result holding the evaluation metrics (``metric.<name>``), the trial's status, timings,
+core trainer, reports every epoch's terms with ``ray.tune.report`` (epochs closer together
+than ``TrialContext.epoch_report_seconds`` in one report) and, at the end, one final result
+holding the evaluation metrics (``metric.<name>``), the trial's status, timings,
 host and small artefacts for the report. Errors inside the trial (a non-finite loss, a bad
 configuration, any exception of the training code) are *reported* as ``trial_status = failed``
 with the error text rather than raised, so the driver records them and tells Optuna; only
@@ -25,6 +26,7 @@ import base64
 import datetime as dt
 import socket
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,9 @@ TRIAL_KEY = "_trial"
 #: Final-result keys (besides ``metric.*``).
 STATUS_KEY = "trial_status"
 ERROR_KEY = "trial_error"
+#: Epochs reported together: the earlier epochs of a batched report (its own epoch is at the
+#: top level, as in a report of one epoch) or, in the final result, those not reported yet.
+EPOCH_ROWS_KEY = "epoch_rows"
 ARTIFACT_PREFIX = "artifact."
 #: The file holding the trainer's state inside a Ray Tune checkpoint directory.
 CHECKPOINT_FILE = "train_state.pt"
@@ -61,6 +66,11 @@ class TrialContext:
     settings: dict[str, dict[str, Any]]
     threads: int
     data_key: str
+    #: Least seconds between two reports of epochs (0: a report every epoch). Each report is a
+    #: round trip through Tune's event loop, milliseconds that add up over many short epochs;
+    #: epochs between reports travel together (:data:`EPOCH_ROWS_KEY`). ASHA, which counts
+    #: reports as its time, and the trackers, which log each report, need every epoch.
+    epoch_report_seconds: float = 0.0
 
 
 # Datasets already fetched by this worker process, by key: reused actors skip the object store.
@@ -120,14 +130,27 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
 
     resumed_from = 0
     pending: list[TrainState] = []  # the checkpoint of the epoch about to be reported
+    unreported: list[dict[str, Any]] = []  # epochs not reported yet, oldest first
+    last_report = time.monotonic()
 
     def on_checkpoint(state: TrainState) -> None:
         pending.append(state)
 
     def on_epoch(record) -> None:
-        result = {names.EPOCH: record.epoch, names.RESUMED_FROM_EPOCH: resumed_from}
-        result.update({names.TRAIN + k: v for k, v in record.train.items()})
-        result.update({names.VAL + k: v for k, v in record.val.items()})
+        nonlocal last_report
+        row = {names.EPOCH: record.epoch, names.RESUMED_FROM_EPOCH: resumed_from}
+        row.update({names.TRAIN + k: v for k, v in record.train.items()})
+        row.update({names.VAL + k: v for k, v in record.val.items()})
+        unreported.append(row)
+        # A checkpoint is reported with its epoch at once (a retry resumes from it).
+        due = time.monotonic() - last_report >= context.epoch_report_seconds
+        if not (pending or due):
+            return
+        result = dict(row)
+        if len(unreported) > 1:
+            result[EPOCH_ROWS_KEY] = unreported[:-1]
+        unreported.clear()
+        last_report = time.monotonic()
         if not pending:
             tune.report(result)
             return
@@ -166,6 +189,8 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
             ),
         }
     final.update(base)
+    if unreported:
+        final[EPOCH_ROWS_KEY] = unreported
     final[names.RESUMED_FROM_EPOCH] = resumed_from
     final[names.ENDED_AT] = dt.datetime.now(dt.timezone.utc).isoformat()
     tune.report(final)

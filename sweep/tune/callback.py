@@ -23,6 +23,7 @@ from sweep.spec import ObjectiveSpec
 from sweep.store import ResultsStore, json_columns
 from sweep.trainable import (
     ARTIFACT_PREFIX,
+    EPOCH_ROWS_KEY,
     ERROR_KEY,
     STATUS_KEY,
     TRIAL_KEY,
@@ -129,15 +130,23 @@ class _StoreCallbackMixin:
         self.events.changed()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        # Epochs reported together come first, oldest first; the final result may carry the
+        # last ones (:data:`~sweep.trainable.EPOCH_ROWS_KEY`).
+        for row in result.get(EPOCH_ROWS_KEY) or ():
+            self._add_epoch(trial, row)
         if names.EPOCH in result and STATUS_KEY not in result:
-            epoch = int(result[names.EPOCH])
-            row = {names.EPOCH: epoch}
-            row.update({k: v for k, v in result.items() if k.startswith((names.TRAIN, names.VAL))})
-            rows = self.epochs.setdefault(trial.trial_id, [])
-            if rows and rows[-1][names.EPOCH] >= epoch:
-                # A retry that went back to a checkpoint (or to the start): drop what it redoes.
-                rows[:] = [r for r in rows if r[names.EPOCH] < epoch]
-            rows.append(row)
+            self._add_epoch(trial, result)
+
+    def _add_epoch(self, trial, result: dict[str, Any]) -> None:
+        epoch = int(result[names.EPOCH])
+        row = {names.EPOCH: epoch}
+        row.update({k: v for k, v in result.items() if k.startswith((names.TRAIN, names.VAL))})
+        rows = self.epochs.setdefault(trial.trial_id, [])
+        if rows and rows[-1][names.EPOCH] >= epoch:
+            # A retry that went back to a checkpoint (or to the start), or a result seen
+            # twice: drop what it redoes.
+            rows[:] = [r for r in rows if r[names.EPOCH] < epoch]
+        rows.append(row)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, trial.last_result or {}, error=None)

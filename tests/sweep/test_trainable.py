@@ -8,7 +8,7 @@ import infovae_core.trainer as trainer
 from infovae_core.config import DataConfig
 from infovae_core.data import load_dataset
 from sweep import trainable
-from sweep.trainable import TRIAL_KEY, TrialContext, run_trial
+from sweep.trainable import EPOCH_ROWS_KEY, TRIAL_KEY, TrialContext, run_trial
 
 
 @pytest.mark.parametrize("train_size", [None, 40])
@@ -36,7 +36,7 @@ def test_a_trial_trains_on_its_own_train_size(monkeypatch, train_size) -> None:
     assert seen["val"] is whole.val and seen["test"] is whole.test
 
 
-def _tiny_trial(monkeypatch):
+def _tiny_trial(monkeypatch, epoch_report_seconds: float = 0.0, checkpoint_every: int = 2):
     whole = load_dataset(DataConfig(dataset="digits"))
     monkeypatch.setitem(trainable._DATA_CACHE, "key", whole)  # as if fetched from Ray already
     settings = {
@@ -47,13 +47,16 @@ def _tiny_trial(monkeypatch):
         "train.epochs": 4,
         "train.batch_size": 256,
         "train.device": "cpu",
-        "train.checkpoint_every": 2,
+        "train.checkpoint_every": checkpoint_every,
         "train.checkpoint_min_seconds": 0.0,
         "eval.iwae_samples": 2,
         "eval.iwae_points": 20,
         "eval.probe_labels": [50],
     }
-    context = TrialContext("s", "search", {"arm": settings}, threads=1, data_key="key")
+    context = TrialContext(
+        "s", "search", {"arm": settings}, threads=1, data_key="key",
+        epoch_report_seconds=epoch_report_seconds,
+    )
     return {TRIAL_KEY: {"arm": "arm", "seed": 0}}, context
 
 
@@ -108,3 +111,40 @@ def test_a_trial_called_outside_ray_leaves_no_ray_running(monkeypatch, tmp_path)
     config, context = _tiny_trial(monkeypatch)
     _run(monkeypatch, tmp_path, config, context)
     assert not ray.is_initialized()
+
+
+def _reported_epochs(reports) -> list[list[int]]:
+    """The epochs each report carried, in order: its batch (``epoch_rows``), then its own."""
+    carried = []
+    for metrics, _ in reports:
+        epochs = [row["epoch"] for row in metrics.get(EPOCH_ROWS_KEY, [])]
+        if "epoch" in metrics:
+            epochs.append(metrics["epoch"])
+        carried.append(epochs)
+    return carried
+
+
+def test_epochs_closer_than_epoch_report_seconds_arrive_with_the_final_result(
+    monkeypatch, tmp_path
+):
+    config, context = _tiny_trial(monkeypatch, epoch_report_seconds=1e9, checkpoint_every=0)
+    reports = _run(monkeypatch, tmp_path, config, context)
+    assert _reported_epochs(reports) == [[1, 2, 3, 4]]
+    final = reports[-1][0]
+    assert final["trial_status"] == "completed"
+    assert all("train.loss" in row and "val.elbo" in row for row in final[EPOCH_ROWS_KEY])
+
+
+def test_a_checkpoint_is_reported_with_its_epoch_and_the_epochs_before_it(monkeypatch, tmp_path):
+    config, context = _tiny_trial(monkeypatch, epoch_report_seconds=1e9, checkpoint_every=2)
+    reports = _run(monkeypatch, tmp_path, config, context)
+    assert _reported_epochs(reports) == [[1, 2], [3, 4], []]
+    assert [c is not None for _, c in reports] == [True, True, False]
+
+
+def test_batched_epochs_hold_the_same_terms_as_epochs_reported_one_by_one(monkeypatch, tmp_path):
+    config, context = _tiny_trial(monkeypatch, epoch_report_seconds=0.0, checkpoint_every=0)
+    one_by_one = [m for m, _ in _run(monkeypatch, tmp_path / "a", config, context) if "epoch" in m]
+    config, context = _tiny_trial(monkeypatch, epoch_report_seconds=1e9, checkpoint_every=0)
+    batched = _run(monkeypatch, tmp_path / "b", config, context)[-1][0][EPOCH_ROWS_KEY]
+    assert batched == one_by_one

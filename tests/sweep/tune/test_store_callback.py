@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from sweep import names
 from sweep.store import ResultsStore
-from sweep.trainable import STATUS_KEY, TRIAL_KEY, TrialContext
+from sweep.trainable import EPOCH_ROWS_KEY, STATUS_KEY, TRIAL_KEY, TrialContext
 from sweep.tune.callback import StoreCallback
 from sweep.tune.events import ArmProgress, StudyEvents
 
@@ -45,3 +45,28 @@ def test_a_trial_retried_from_its_checkpoint_keeps_each_epoch_once(tmp_path):
     row = store.trials().iloc[0]
     assert row[names.RESUMED_FROM_EPOCH] == 5 and row[names.ATTEMPT] == 1
     assert events.arms["arm"].running == 0 and events.arms["arm"].done == 1
+
+
+def test_epochs_reported_together_are_recorded_once_each_in_order(tmp_path):
+    store = ResultsStore.create(tmp_path / "s", "name: s\n")
+    context = TrialContext("s", names.SEARCH, {"arm": {}}, threads=1, data_key="")
+    events = StudyEvents(spec=None, arms={"arm": ArmProgress(planned=1)})
+    callback = StoreCallback(store, context, events, "metric.mmd", "minimize")
+    trial = SimpleNamespace(
+        trial_id="t0",
+        config={TRIAL_KEY: {"arm": "arm", "trial_id": "arm-0000", "seed": 0}},
+        num_failures=0,
+        last_result=None,
+    )
+    callback.on_trial_start(0, [], trial)
+    batch = {**_epoch(3, attempt=0), EPOCH_ROWS_KEY: [_epoch(1, 0), _epoch(2, 0)]}
+    callback.on_trial_result(0, [], trial, batch)
+    final = {STATUS_KEY: names.COMPLETED, EPOCH_ROWS_KEY: [_epoch(4, 0), _epoch(5, 0)]}
+    callback.on_trial_result(0, [], trial, final)
+    callback.on_trial_result(0, [], trial, final)  # a result seen twice adds nothing
+    trial.last_result = final
+    callback.on_trial_complete(0, [], trial)
+
+    epochs = store.epochs().sort_values(names.EPOCH)
+    assert list(epochs[names.EPOCH]) == [1, 2, 3, 4, 5]
+    assert list(epochs["train.loss"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
