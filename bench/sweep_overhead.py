@@ -227,10 +227,30 @@ def _bare_tune_trial(config: dict, splits: DatasetSplits, threads: int) -> None:
     """One bare Ray Tune trial: the bench's TrialConfig (passed as a dict) fitted, one report."""
     from ray import tune
 
+    started = time.time()
     torch.set_num_threads(threads)
     trial_config = TrialConfig.from_dict(config["trial"])
     fit(trial_config, splits)
-    tune.report({"done": 1})
+    tune.report({"started": started, "ended": time.time()})
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """One Tune run: its wall seconds, and each trial's start and end in the worker (Unix
+    seconds), ordered by start."""
+
+    began: float
+    wall: float
+    started: list[float]
+    ended: list[float]
+
+    def describe(self, concurrency: int) -> str:
+        walls = [e - s for s, e in zip(self.started, self.ended, strict=True)]
+        first, later = walls[:concurrency], walls[concurrency:] or [float("nan")]
+        latency = self.started[0] - self.began
+        return (f"wall {self.wall:6.2f} s, first trial started after {latency:.2f} s, "
+                f"a worker's first trial {statistics.mean(first):.2f} s, later ones "
+                f"{statistics.mean(later):.2f} s")
 
 
 def run_bare_tune(
@@ -238,6 +258,13 @@ def run_bare_tune(
 ) -> float:
     """Wall seconds of a plain Ray Tune run of ``configs`` (Ray already started): Tuner
     construction, ``fit`` and every trial, with nothing of the sweep's own machinery."""
+    return bare_tune_timeline(configs, splits, concurrency, threads).wall
+
+
+def bare_tune_timeline(
+    configs: list[TrialConfig], splits: DatasetSplits, concurrency: int, threads: int
+) -> Timeline:
+    """:func:`run_bare_tune` with each trial's start and end."""
     from ray import tune
 
     from sweep.tune.environment import tune_environment
@@ -246,7 +273,7 @@ def run_bare_tune(
         tune.with_parameters(_bare_tune_trial, splits=splits, threads=threads), {"cpu": threads}
     )
     storage = Path(tempfile.mkdtemp(prefix="sweep-overhead-bare-"))
-    start = time.perf_counter()
+    began, start = time.time(), time.perf_counter()
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search([c.to_dict() for c in configs])},
@@ -263,7 +290,63 @@ def run_bare_tune(
     errors = [r.error for r in results if r.error is not None]
     if errors:
         raise RuntimeError(f"bare Ray Tune trial failed: {errors[0]}")
-    return wall
+    spans = sorted((r.metrics["started"], r.metrics["ended"]) for r in results)
+    return Timeline(began, wall, [s for s, _ in spans], [e for _, e in spans])
+
+
+def sweep_timeline(spec: StudySpec, folder: Path) -> Timeline:
+    """``run_study`` of ``spec`` into ``folder`` (Ray already started), with each trial's
+    start and end as the store recorded them."""
+    import pandas as pd
+
+    from sweep import names
+    from sweep.runner import run_study
+
+    began, start = time.time(), time.perf_counter()
+    run_study(spec, folder)
+    wall = time.perf_counter() - start
+    trials = pd.read_parquet(folder / names.TRIALS_FILE)
+    started = pd.to_datetime(trials[names.STARTED_AT], utc=True).map(pd.Timestamp.timestamp)
+    ended = pd.to_datetime(trials[names.ENDED_AT], utc=True).map(pd.Timestamp.timestamp)
+    spans = sorted(zip(started, ended, strict=True))
+    return Timeline(began, wall, [s for s, _ in spans], [e for _, e in spans])
+
+
+def run_alternating(
+    spec: StudySpec, splits: DatasetSplits, cores: int, concurrency: int, threads: int,
+    rounds: int,
+) -> None:
+    """``--ab``: bare Ray Tune and the sweep on the same fits, one after the other, ``rounds``
+    times, in one Ray session whose driver both have warmed with a 2-trial run first: each
+    round's two runs are minutes apart at most, so the machine's slow drift cancels out of the
+    sweep's extra per trial, and the one-off imports in the driver are out of both."""
+    import ray
+
+    from sweep.runner import start_ray
+
+    configs = trial_configs(spec)
+    n = len(configs)
+    warm = make_spec(2, concurrency, 1, threads)
+    started = start_ray(None, verbose=False, num_cpus=cores)
+    extras = []
+    with tempfile.TemporaryDirectory(prefix="sweep-overhead-ab-") as scratch:
+        try:
+            bare_tune_timeline(trial_configs(warm), splits, concurrency, threads)
+            sweep_timeline(warm, Path(scratch) / "warm")
+            for index in range(rounds):
+                load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+                bare = bare_tune_timeline(configs, splits, concurrency, threads)
+                sweep = sweep_timeline(spec, Path(scratch) / f"round{index}")
+                extras.append((sweep.wall - bare.wall) / n)
+                print(f"round {index + 1} (load average {load:.2f} at its start):\n"
+                      f"  bare Ray Tune: {bare.describe(concurrency)}\n"
+                      f"  sweep:         {sweep.describe(concurrency)}\n"
+                      f"  the sweep adds {extras[-1]:.3f} s per trial", flush=True)
+        finally:
+            if started:
+                ray.shutdown()
+    print(f"the sweep adds {statistics.mean(extras):.3f} s per trial on top of bare Ray Tune "
+          f"(mean of {rounds} rounds; {min(extras):.3f} to {max(extras):.3f})")
 
 
 def calibrate_epochs(spec: StudySpec, splits: DatasetSplits, seconds: float) -> int:
@@ -367,9 +450,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-bare-tune", action="store_true", help="skip the bare Ray Tune baseline"
     )
+    parser.add_argument(
+        "--ab",
+        type=int,
+        default=0,
+        metavar="R",
+        help="only compare the sweep with bare Ray Tune: R rounds of one run each, warm driver",
+    )
     args = parser.parse_args(argv)
-    if args.trials < 1 or args.concurrency < 1 or args.confirm < 0:
-        parser.error("--trials and --concurrency must be >= 1, --confirm >= 0")
+    if args.trials < 1 or args.concurrency < 1 or args.confirm < 0 or args.ab < 0:
+        parser.error("--trials and --concurrency must be >= 1, --confirm and --ab >= 0")
 
     # One trial per core at concurrency = cores: each gets cores // concurrency CPUs in Ray
     # and as many torch threads (the trainable sets torch threads from resources.cpu).
@@ -386,6 +476,12 @@ def main(argv: list[str] | None = None) -> int:
         args.trials, args.concurrency, epochs, cpu_per_trial, args.empty_space, args.confirm
     )
     configs = trial_configs(spec)
+
+    if args.ab:
+        print(f"study: {args.trials} trials x {epochs} epochs, concurrency {args.concurrency} on "
+              f"{cores} cores; {args.ab} rounds of bare Ray Tune, then the sweep", flush=True)
+        run_alternating(spec, splits, cores, args.concurrency, cpu_per_trial, args.ab)
+        return 0
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     confirm = f" + {args.confirm} confirm" if args.confirm else ""
