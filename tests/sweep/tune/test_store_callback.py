@@ -16,7 +16,8 @@ def _epoch(epoch: int, attempt: int) -> dict:
     return {names.EPOCH: epoch, "train.loss": 100.0 * attempt + epoch, names.RESUMED_FROM_EPOCH: 0}
 
 
-def test_a_trial_retried_from_its_checkpoint_keeps_each_epoch_once(tmp_path):
+def _one_trial(tmp_path):
+    """A fresh store, its callback, and one search trial of arm ``arm`` as Tune hands it."""
     store = ResultsStore.create(tmp_path / "s", "name: s\n")
     context = TrialContext("s", names.SEARCH, {"arm": {}}, threads=1, data_key="")
     events = StudyEvents(spec=None, arms={"arm": ArmProgress(planned=1)})
@@ -27,6 +28,11 @@ def test_a_trial_retried_from_its_checkpoint_keeps_each_epoch_once(tmp_path):
         num_failures=0,
         last_result=None,
     )
+    return store, events, callback, trial
+
+
+def test_a_trial_retried_from_its_checkpoint_keeps_each_epoch_once(tmp_path):
+    store, events, callback, trial = _one_trial(tmp_path)
 
     callback.on_trial_start(0, [], trial)
     for epoch in range(1, 8):  # the first attempt reached epoch 7, its checkpoint is epoch 5's
@@ -48,16 +54,7 @@ def test_a_trial_retried_from_its_checkpoint_keeps_each_epoch_once(tmp_path):
 
 
 def test_epochs_reported_together_are_recorded_once_each_in_order(tmp_path):
-    store = ResultsStore.create(tmp_path / "s", "name: s\n")
-    context = TrialContext("s", names.SEARCH, {"arm": {}}, threads=1, data_key="")
-    events = StudyEvents(spec=None, arms={"arm": ArmProgress(planned=1)})
-    callback = StoreCallback(store, context, events, "metric.mmd", "minimize")
-    trial = SimpleNamespace(
-        trial_id="t0",
-        config={TRIAL_KEY: {"arm": "arm", "trial_id": "arm-0000", "seed": 0}},
-        num_failures=0,
-        last_result=None,
-    )
+    store, events, callback, trial = _one_trial(tmp_path)
     callback.on_trial_start(0, [], trial)
     batch = {**_epoch(3, attempt=0), EPOCH_ROWS_KEY: [_epoch(1, 0), _epoch(2, 0)]}
     callback.on_trial_result(0, [], trial, batch)
