@@ -133,8 +133,8 @@ def _trainable(spec: StudySpec, context: TrialContext, data_refs: dict[str, Any]
 
 
 #: Least seconds between two reports of a trial's epochs, when nothing needs every epoch as it
-#: ends: a report costs a few milliseconds in the trial and in the driver, a tenth of a second
-#: or more over a trial of many short epochs (bench/sweep_overhead.py).
+#: ends: a report costs about 4.5 ms in the trial (0.17-0.23 s over a 45-epoch digits trial,
+#: timed inside the trial) and a result for the driver to process.
 EPOCH_REPORT_SECONDS = 5.0
 
 

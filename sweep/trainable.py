@@ -66,9 +66,9 @@ class TrialContext:
     settings: dict[str, dict[str, Any]]
     threads: int
     data_key: str
-    #: Least seconds between two reports of epochs (0: a report every epoch). Each report is a
-    #: round trip through Tune's event loop, milliseconds that add up over many short epochs;
-    #: epochs between reports travel together (:data:`EPOCH_ROWS_KEY`). ASHA, which counts
+    #: Least seconds between two reports of epochs (0: a report every epoch). Each report costs
+    #: milliseconds in the trial and a result for the driver, which add up over many short
+    #: epochs; epochs between reports travel together (:data:`EPOCH_ROWS_KEY`). ASHA, which counts
     #: reports as its time, and the trackers, which log each report, need every epoch.
     epoch_report_seconds: float = 0.0
 
