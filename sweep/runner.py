@@ -29,11 +29,12 @@ With a storage URI the study folder is mirrored to ``<storage>/<study>/`` as tri
 recorded (:mod:`sweep.mirror`); ``resume`` from that URI pulls it into a fresh folder first.
 
 Resume: completed (and failed or stopped) trials are in the store and are never run
-again. Optuna trials still marked RUNNING belonged to trials interrupted with the driver: they
-are failed in Optuna with ``Study.tell(number, state=FAIL)`` (their numbers listed in the
-study's user attribute ``interrupted_trials``) and their parameters are enqueued, so the
-same configurations run again; the sampler keeps every earlier trial as history. Each arm
-runs only the trials still missing from the plan.
+again. An Optuna trial still marked RUNNING whose trial the store recorded (the driver died
+between the two) is told the recorded outcome. The others belonged to trials interrupted
+with the driver: they are failed in Optuna with ``Study.tell(number, state=FAIL)`` (their
+numbers listed in the study's user attribute ``interrupted_trials``) and their parameters are
+enqueued, so the same configurations run again; the sampler keeps every earlier trial as
+history. Each arm runs only the trials still missing from the plan.
 
 The pieces live in :mod:`sweep.tune` (searcher, confirm planner, scheduler, store callback,
 events, storage, resume); this module composes them.
@@ -196,7 +197,7 @@ def _run_trials(run: _StudyRun) -> None:
     searchers: dict[str, ArmSearch | FixedArm] = {}
     budgets: dict[str, int] = {}
     for arm in spec.arm_names:
-        recover_interrupted(storage, arm, recorded.get(arm, set()))
+        recover_interrupted(storage, arm, recorded.get(arm, {}), spec.search.metrics)
         remaining = spec.trials_for(arm) - len(recorded.get(arm, ()))
         if remaining <= 0:
             continue

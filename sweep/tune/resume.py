@@ -1,20 +1,23 @@
-"""What a resumed run finds already done: the trials the store recorded per arm, and the
-size of each arm's Optuna history (its sampler is re-seeded by it)."""
+"""What a resumed run finds already done: the trials the store recorded per arm (with their
+rows), and the size of each arm's Optuna history (its sampler is re-seeded by it)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sweep import names
 from sweep.store import ResultsStore
 
 
-def recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, set[str]]:
-    """The ``trial_id`` of every recorded trial of ``phase``, by arm."""
+def recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every recorded trial of ``phase``, by arm: its ``trial_id`` -> its store row (column
+    -> value), from which a resumed run tells Optuna what a killed driver did not."""
     trials = store.trials()
-    recorded: dict[str, set[str]] = {}
+    recorded: dict[str, dict[str, dict[str, Any]]] = {}
     if len(trials):
         mine = trials[trials[names.PHASE] == phase]
-        for arm, trial_id in zip(mine[names.ARM], mine[names.TRIAL_ID], strict=False):
-            recorded.setdefault(arm, set()).add(trial_id)
+        for row in mine.to_dict("records"):
+            recorded.setdefault(row[names.ARM], {})[row[names.TRIAL_ID]] = row
     return recorded
 
 

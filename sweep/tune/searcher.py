@@ -13,7 +13,8 @@ instead, with public calls only:
 * :func:`arms_searcher`: the Ray Tune ``Searcher`` that interleaves the arms in one Tuner,
   skips configurations already trained (:class:`DuplicateIndex`) and, as each arm's search
   ends, suggests that arm's confirm trials in the same Tuner;
-* :func:`recover_interrupted`: Optuna trials left RUNNING by a killed driver are failed with
+* :func:`recover_interrupted`: Optuna trials left RUNNING by a killed driver are told the
+  outcome the store recorded for them, or, when it recorded none, failed with
   ``Study.tell(number, state=FAIL)`` and their parameters enqueued again;
 * :class:`FixedArm` and :func:`confirm_recorder`: the trials Optuna does not sample (arms
   without a search space, the confirm phase) are added to the storage as finished trials
@@ -53,6 +54,7 @@ __all__ = [
     "confirm_study_name",
     "objective_study",
     "recover_interrupted",
+    "stored_result",
     "study_trial_id",
 ]
 
@@ -207,13 +209,15 @@ class FixedArm:
 
     With a ``storage``, each finished trial is added to the Optuna study named after the arm
     (no parameters; its values, seed and ``trial_id`` as for a searched arm), so that the
-    dashboard shows it."""
+    dashboard shows it. ``recorded``: the store's row of each trial of the arm recorded
+    already, by ``trial_id``; their indices are not suggested again, and those the Optuna
+    study lacks (a driver killed between recording a trial and adding it) are added."""
 
     def __init__(
         self,
         arm: str,
         seed_for: Callable[[int], int | None],
-        taken: set[str],
+        recorded: Mapping[str, Mapping[str, Any]],
         *,
         storage: optuna.storages.BaseStorage | str | None = None,
         metrics: Sequence[str] = (),
@@ -221,12 +225,22 @@ class FixedArm:
     ):
         self.arm = arm
         self._seed_for = seed_for
-        self._taken = set(taken)
+        self._taken = set(recorded)
         self._next = 0
         self.metrics = list(metrics)
         self.study = None
         if storage is not None:
             self.study = objective_study(storage, arm, metrics, directions)
+            known = {t.user_attrs.get("trial_id") for t in self.study.get_trials(deepcopy=False)}
+            for trial_id, row in recorded.items():
+                if trial_id not in known:
+                    attrs: dict[str, Any] = {"seed": int(row[names.SEED])}  # numpy -> JSON
+                    if isinstance(row.get(names.COPY_OF), str):
+                        attrs[names.COPY_OF] = row[names.COPY_OF]
+                    _add_finished(
+                        self.study, trial_id, stored_result(row), self.metrics, False,
+                        user_attrs=attrs,
+                    )
         self._asked: dict[str, dict[str, Any]] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
@@ -507,14 +521,32 @@ def confirm_recorder(
     return _confirm_recorder_class()(storage, metrics, directions)
 
 
-def recover_interrupted(
-    storage: optuna.storages.BaseStorage | str, arm: str, recorded: set[str]
-) -> int:
-    """Fail the Optuna trials a dead driver left RUNNING and enqueue their parameters again
-    (unless the store recorded that trial, whose row then stands as it is).
+def stored_result(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A store row (``trials.parquet`` columns) as the final result a trial would have
+    reported: its status, error and ``metric.*`` values, for :func:`_outcome`."""
+    result = {k: v for k, v in row.items() if k.startswith(names.METRIC)}
+    result[STATUS_KEY] = row.get(names.STATUS)
+    if isinstance(row.get(names.ERROR), str):
+        result[ERROR_KEY] = row[names.ERROR]
+    return result
 
-    Uses ``Study.tell(number, state=FAIL)``; the numbers are listed in the study's user
-    attribute :data:`INTERRUPTED_ATTR`. Returns the number of configurations enqueued."""
+
+def recover_interrupted(
+    storage: optuna.storages.BaseStorage | str,
+    arm: str,
+    recorded: Mapping[str, Mapping[str, Any]],
+    metrics: Sequence[str] = (),
+) -> int:
+    """Settle the Optuna trials a dead driver left RUNNING.
+
+    ``recorded``: the store's row of each recorded trial of the arm, by ``trial_id``. A
+    RUNNING trial the store recorded (the driver died after recording it, before telling
+    Optuna) is told the stored outcome with ``Study.tell``, so the sampler keeps it: its
+    ``metrics`` values if it completed with finite ones, else FAIL (failed) or PRUNED (stopped
+    early). Any other RUNNING trial was interrupted: it is failed
+    (``Study.tell(number, state=FAIL)``, its number listed in the study's user attribute
+    :data:`INTERRUPTED_ATTR`) and its parameters are enqueued again.
+    Returns the number of configurations enqueued."""
     try:
         study = optuna.load_study(study_name=arm, storage=storage)
     except KeyError:
@@ -525,10 +557,17 @@ def recover_interrupted(
     interrupted = list(study.user_attrs.get(INTERRUPTED_ATTR, []))
     enqueued = 0
     for trial in running:
+        row = recorded.get(trial.user_attrs.get("trial_id"))
+        if row is not None:
+            state, values = _outcome(stored_result(row), list(metrics), error=False)
+            if state == TrialState.COMPLETE:
+                assert values is not None
+                study.tell(trial.number, values if len(values) > 1 else values[0])
+            else:
+                study.tell(trial.number, state=state)
+            continue
         study.tell(trial.number, state=TrialState.FAIL)
         interrupted.append(trial.number)
-        if trial.user_attrs.get("trial_id") in recorded:
-            continue
         study.enqueue_trial(trial.params, skip_if_exists=False)
         enqueued += 1
     study.set_user_attr(INTERRUPTED_ATTR, interrupted)

@@ -120,6 +120,11 @@ def test_several_objectives_are_told_together(tmp_path: Path) -> None:
     assert search.study.get_trials()[0].values == [0.5, 2.0]
 
 
+def _row(trial_id: str, status: str, **values: Any) -> dict[str, Any]:
+    """A store row as ``recorded_by_arm`` gives it (the columns recover_interrupted reads)."""
+    return {"trial_id": trial_id, "status": status, "error": None, "seed": 7, **values}
+
+
 def test_resume_keeps_history_and_reruns_interrupted_configurations(tmp_path: Path) -> None:
     first = _search(tmp_path)
     done = first.suggest("a")
@@ -128,12 +133,20 @@ def test_resume_keeps_history_and_reruns_interrupted_configurations(tmp_path: Pa
     recorded_elsewhere = first.suggest("c")  # recorded in the store before the driver died
 
     storage = _storage(tmp_path)
-    recorded = {done[TRIAL_KEY]["trial_id"], recorded_elsewhere[TRIAL_KEY]["trial_id"]}
-    assert recover_interrupted(storage, "elbo", recorded) == 1
+    done_id = done[TRIAL_KEY]["trial_id"]
+    elsewhere_id = recorded_elsewhere[TRIAL_KEY]["trial_id"]
+    recorded = {
+        done_id: _row(done_id, "completed", **{"metric.mmd": 0.5}),
+        elsewhere_id: _row(elsewhere_id, "completed", **{"metric.mmd": 0.3}),
+    }
+    assert recover_interrupted(storage, "elbo", recorded, ["metric.mmd"]) == 1
     study = optuna.load_study(study_name="elbo", storage=storage)
-    states = [t.state for t in study.get_trials()]
-    assert states[:3] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
-    assert study.user_attrs[INTERRUPTED_ATTR] == [1, 2]
+    trials = study.get_trials()
+    assert [t.state for t in trials[:3]] == [
+        TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE
+    ]
+    assert trials[2].value == 0.3  # the sampler keeps what the store recorded
+    assert study.user_attrs[INTERRUPTED_ATTR] == [1]
 
     resumed = _search(tmp_path)
     again = resumed.suggest("d")  # the enqueued configuration comes first
@@ -142,8 +155,28 @@ def test_resume_keeps_history_and_reruns_interrupted_configurations(tmp_path: Pa
     assert len(resumed.study.get_trials()) == 4  # history kept
 
 
+@pytest.mark.parametrize(
+    ("status", "values", "state"),
+    [
+        ("failed", {}, TrialState.FAIL),
+        ("stopped", {}, TrialState.PRUNED),
+        ("completed", {"metric.mmd": float("nan")}, TrialState.FAIL),
+    ],
+)
+def test_recover_interrupted_tells_a_recorded_trial_its_stored_outcome(
+    tmp_path: Path, status: str, values: dict[str, float], state: TrialState
+) -> None:
+    search = _search(tmp_path)
+    trial_id = search.suggest("a")[TRIAL_KEY]["trial_id"]
+    recorded = {trial_id: _row(trial_id, status, **values)}
+    assert recover_interrupted(_storage(tmp_path), "elbo", recorded, ["metric.mmd"]) == 0
+    study = optuna.load_study(study_name="elbo", storage=_storage(tmp_path))
+    assert [t.state for t in study.get_trials()] == [state]  # nothing enqueued
+    assert study.user_attrs[INTERRUPTED_ATTR] == []
+
+
 def test_recover_interrupted_without_a_study_does_nothing(tmp_path: Path) -> None:
-    assert recover_interrupted(_storage(tmp_path), "absent", set()) == 0
+    assert recover_interrupted(_storage(tmp_path), "absent", {}) == 0
 
 
 @pytest.mark.parametrize("value", [10, 10.0])
@@ -165,7 +198,7 @@ def _fixed(tmp_path: Path) -> FixedArm:
     return FixedArm(
         "plain",
         lambda index: 100 + index,
-        set(),
+        {},
         storage=_storage(tmp_path),
         metrics=["metric.mmd"],
         directions=["minimize"],
@@ -197,6 +230,34 @@ def test_an_unsearched_copy_is_recorded_once_with_its_original(tmp_path: Path) -
     again.on_trial_complete("tune-9", {STATUS_KEY: "completed", "metric.mmd": 0.5})
     (trial,) = optuna.load_study(study_name="plain", storage=_storage(tmp_path)).trials
     assert trial.user_attrs["copy_of"] == "plain-0007"
+
+
+def test_an_unsearched_arm_adds_the_recorded_trials_its_optuna_study_lacks(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+
+    arm = _fixed(tmp_path)
+    arm.suggest("tune-0")
+    arm.on_trial_complete("tune-0", {STATUS_KEY: "completed", "metric.mmd": 0.25})
+    recorded = {  # plain-0001 was recorded, then the driver died before Optuna heard of it
+        "plain-0000": _row("plain-0000", "completed", **{"metric.mmd": 0.25}),
+        "plain-0001": {
+            **_row("plain-0001", "completed", **{"metric.mmd": np.float64(0.5)}),
+            "seed": np.int64(101),  # as pandas gives a store row
+        },
+    }
+    for _ in range(2):  # a second resume adds nothing more
+        resumed = FixedArm(
+            "plain", lambda index: 100 + index, recorded, storage=_storage(tmp_path),
+            metrics=["metric.mmd"], directions=["minimize"],
+        )
+    trials = optuna.load_study(study_name="plain", storage=_storage(tmp_path)).trials
+    assert [(t.user_attrs["trial_id"], t.values) for t in trials] == [
+        ("plain-0000", [0.25]), ("plain-0001", [0.5])
+    ]
+    assert trials[1].user_attrs["seed"] == 101
+    assert resumed.suggest("tune-5")[TRIAL_KEY]["trial_id"] == "plain-0002"
 
 
 def test_confirm_trials_wait_for_the_arm_search_then_follow_in_the_same_searcher(
