@@ -15,8 +15,9 @@ Optuna storage, one Optuna study per arm (named after it) in each case:
   (``optuna.storages.JournalStorage`` over ``optuna.storages.journal.JournalFileBackend``):
   an append-only log with file locks, meant for a study folder on a shared mount (NFS).
 * an RDB URL (``postgresql://...``, ``mysql://...``, ``sqlite:///...``): that database, through
-  ``RDBStorage``. The URL is written into ``storage.yaml`` as given, and so into the mirror:
-  keep passwords out of it (``~/.pgpass``, ``PGPASSWORD``, or the driver's own settings).
+  ``RDBStorage``. The URL is written into ``storage.yaml`` as given, and so into the mirror,
+  so ``run`` refuses a URL holding a password: give it through the driver's own settings
+  (``~/.pgpass``, ``PGPASSWORD``, a MySQL option file).
 
 Each is readable by optuna-dashboard (``optuna-dashboard sqlite:///.../optuna.db``,
 ``optuna-dashboard .../optuna.journal``, ``optuna-dashboard postgresql://...``); the searcher

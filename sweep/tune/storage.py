@@ -86,6 +86,15 @@ def optuna_choice(
         choice = check_optuna_storage(optuna_storage)
     except OptunaStorageError as error:
         raise StorageError(str(error)) from None
+    if "://" in choice and _has_password(choice):
+        # The choice is written into storage.yaml, and so into the study's mirror and any
+        # copy of the folder: a secret must not travel with the results.
+        raise StorageError(
+            "--optuna-storage: the database URL holds a password, which would be written "
+            f"into {folder / names.STORAGE_FILE} (and its mirror). Leave it out of the URL and "
+            "give it through the database driver's own settings: PGPASSWORD or ~/.pgpass for "
+            "PostgreSQL, an option file (?read_default_file=~/.my.cnf) for MySQL"
+        )
     if "://" in choice:
         import optuna
 
@@ -96,6 +105,16 @@ def optuna_choice(
                 f"--optuna-storage: cannot open {choice}: {type(error).__name__}: {error}"
             ) from None
     return choice
+
+
+def _has_password(url: str) -> bool:
+    """Whether a database URL carries a password (``dialect://user:secret@host/db``)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # a malformed netloc (an unmatched "[", a bad port): SQLAlchemy decides
+        return False
 
 
 def open_mirror(folder: Path, storage: str | None, study: str, resume: bool):

@@ -155,3 +155,20 @@ def test_run_refuses_a_database_it_cannot_open_and_writes_nothing(tmp_path):
     assert result.exit_code == 2, result.output
     assert "--optuna-storage: cannot open" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_run_refuses_a_database_url_with_a_password_without_echoing_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from sweep.cli import app
+    from tests.sweep.studies import write_study
+
+    study = write_study(tmp_path, "db", trials=1, seeds=0, epochs=1)
+    url = "postgresql://analyst:s3cret-word@db.example/optuna"
+    result = CliRunner().invoke(
+        app, ["run", str(study), "--results", str(tmp_path / "r"), "--optuna-storage", url]
+    )
+    assert result.exit_code == 2, result.output
+    assert "holds a password" in result.output and "PGPASSWORD" in result.output
+    assert "s3cret-word" not in result.output
+    assert not (tmp_path / "r").exists()
