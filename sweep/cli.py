@@ -668,7 +668,13 @@ def report(
         stdout.print(line, highlight=False, soft_wrap=True, markup=False)
     if figures is not None:
         stdout.print(f"figures: {len(written)} {figures.value} file(s)", highlight=False)
-    stdout.print(f"report: {path}" + (" (partial: the study is still running)" if running else ""))
+    if running:
+        state = " (partial: the study is still running)"
+    elif content.trials_left:
+        state = f" (unfinished: {content.trials_left} trial(s) of its plan not recorded yet)"
+    else:
+        state = ""
+    stdout.print(f"report: {path}{state}")
     if open_browser:
         import webbrowser
 

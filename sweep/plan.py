@@ -1,7 +1,8 @@
 """What a study will run: arms x trials x phases, and its epoch budget.
 
 :func:`plan_study` resolves a validated :class:`~sweep.spec.StudySpec` into per-arm search and
-confirm trial counts and epochs; :func:`format_plan` prints it for ``infovae-sweep validate``.
+confirm trial counts and epochs; :func:`format_plan` prints it for ``infovae-sweep validate``;
+:func:`trials_left` counts the trials of the plan a study folder has not recorded yet.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from typing import TYPE_CHECKING
 
 # Only types: sweep.spec re-exports this module's functions, so a run-time import would be a cycle.
 if TYPE_CHECKING:
+    import pandas as pd
+
     from sweep.spec import EarlyStoppingSpec, ObjectiveSpec, StudySpec
 
-__all__ = ["ArmPlan", "StudyPlan", "format_plan", "plan_study"]
+__all__ = ["ArmPlan", "StudyPlan", "format_plan", "plan_study", "trials_left"]
 
 
 @dataclass(frozen=True)
@@ -157,3 +160,33 @@ def format_plan(plan: StudyPlan) -> str:
         lines.append(f"  {arm} searches:" + ("" if space else " nothing (fixed settings only)"))
         lines.extend(f"    {key}: {text}" for key, text in space)
     return "\n".join(lines)
+
+
+def trials_left(spec: StudySpec, trials: pd.DataFrame) -> int:
+    """Trials of the study's plan not recorded yet (0: the study is finished), as ``resume``
+    would run them.
+
+    Per arm: its search trials (:meth:`StudySpec.trials_for`) minus those recorded, whatever
+    their status; then its confirm trials, each of its best ``confirm.top_k`` search
+    trials (:func:`sweep.ranking.rank_trials`, fewer when fewer are rankable) with each confirm
+    seed, minus the confirm trials recorded. While an arm still searches, its confirm phase
+    counts ``top_k x seeds``, the most it can run.
+    """
+    from sweep import names
+    from sweep.ranking import rank_trials  # pandas: not for every importer of the spec
+
+    objectives = [(o.metric, o.direction) for o in spec.search.objectives]
+    seeds = len(spec.confirm_seeds)
+    left = 0
+    for arm in spec.arm_names:
+        mine = trials[trials[names.ARM] == arm] if len(trials) else trials
+        search = mine[mine[names.PHASE] == names.SEARCH] if len(mine) else mine
+        confirmed = int((mine[names.PHASE] == names.CONFIRM).sum()) if len(mine) else 0
+        search_left = max(0, spec.trials_for(arm) - len(search))
+        if search_left or not seeds:
+            configurations = spec.confirm.top_k if seeds else 0
+        else:
+            ranked = rank_trials(search, objectives, rank_by=spec.confirm_rank.metric)
+            configurations = min(spec.confirm.top_k, len(ranked))
+        left += search_left + max(0, configurations * seeds - confirmed)
+    return left

@@ -24,6 +24,7 @@ from sweep import names
 from sweep.convergence import describe_rule, trial_convergence
 from sweep.files import atomic_write_text
 from sweep.names import REPORT_FILE
+from sweep.plan import trials_left
 from sweep.report import figures
 from sweep.report.aggregate import (
     best_trial,
@@ -92,9 +93,10 @@ def build_report(study_dir: Path, out: Path | None = None, partial: bool = False
 
     ``study_dir`` is a study folder (with ``study.yaml``); ``out`` defaults to
     ``study_dir / "report.html"``. ``partial=True`` marks the report as built from a study that
-    is still running. The file is written to a temporary file beside ``out`` and renamed over
-    it, so a reader never sees half a report. Raises :class:`NotAStudyFolderError` for a folder
-    without ``study.yaml``.
+    is still running; a report of a study whose plan is not finished (killed, or read from a
+    mirror while it runs elsewhere) says how many trials are left either way. The file is
+    written to a temporary file beside ``out`` and renamed over it, so a reader never sees half
+    a report. Raises :class:`NotAStudyFolderError` for a folder without ``study.yaml``.
     """
     study_dir = Path(study_dir)
     out = Path(out) if out is not None else study_dir / REPORT_FILE
@@ -127,6 +129,7 @@ def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
         title=f"{data.name}: ELBO vs InfoVAE",
         generated_at=now,
         partial=partial,
+        trials_left=trials_left(data.spec, trials) if data.spec is not None else 0,
         header=_header(data, analysis.roles),
         verdict=analysis.verdict,
         verdict_note=analysis.verdict_note,

@@ -108,6 +108,7 @@ class ReportContent:
 
     title: str
     generated_at: str
+    #: Built while the study's driver runs (it holds the study's lock).
     partial: bool
     header: Header
     verdict: Verdict | None
@@ -117,3 +118,5 @@ class ReportContent:
     failures: pd.DataFrame
     warnings: tuple[str, ...] = field(default_factory=tuple)
     convergence: ConvergenceReport | None = None
+    #: Trials of the study's plan not recorded yet (:func:`sweep.tune.resume.trials_left`).
+    trials_left: int = 0

@@ -206,6 +206,14 @@ def _render_top(content: ReportContent) -> str:
             "still running. Numbers and plots below cover only the trials finished so far."
             "</div>"
         )
+    elif content.trials_left:
+        left = content.trials_left
+        out.append(
+            '<div class="banner partial" id="unfinished-banner">Unfinished study: its plan '
+            f"still holds {left} trial{'s' if left != 1 else ''} (resume it; a study read "
+            "from a mirror may still be running elsewhere). Numbers and plots below cover "
+            "only the trials recorded so far.</div>"
+        )
     for warning in content.warnings:
         out.append(f'<div class="banner warning">{esc(warning)}</div>')
     links = [("study", "1. Study"), ("verdict", "2. Verdict")]

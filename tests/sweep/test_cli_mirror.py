@@ -56,6 +56,24 @@ def test_report_of_a_mirror_uri_is_written_to_the_current_folder(mirrored, tmp_p
     assert not (tmp_path / "bucket" / "syn" / "report.html").exists()  # the mirror is read only
 
 
+def test_report_of_an_unfinished_mirror_says_so(tmp_path, monkeypatch):
+    import pandas as pd
+
+    folder = write_synthetic_study(tmp_path / "results" / "syn", n_search=3, n_seeds=2,
+                                   n_epochs=3, artifacts=False)
+    trials = pd.read_parquet(folder / "trials.parquet")  # the last confirm trial not yet run
+    trials[trials["trial_id"] != trials["trial_id"].iloc[-1]].to_parquet(
+        folder / "trials.parquet"
+    )
+    uri = f"{(tmp_path / 'bucket').as_uri()}/syn"
+    StudyMirror(folder, uri).sync(force=True)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["report", uri], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "unfinished: 1 trial(s) of its plan not recorded yet" in result.output
+    assert 'id="unfinished-banner"' in (tmp_path / "syn-report.html").read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("command", ["show", "report", "summary", "export", "resume"])
 def test_a_uri_that_holds_no_study_exits_2(command, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -174,6 +174,19 @@ def test_arm_that_only_failed_gets_a_report(tmp_path: Path) -> None:
     assert 'data-status="not measured"' in page
 
 
+def test_a_study_left_unfinished_says_how_many_trials_its_plan_still_holds(
+    tmp_path: Path,
+) -> None:
+    folder = _small(tmp_path / "s", artifacts=False)
+    assert 'id="unfinished-banner"' not in build_report(folder).read_text()
+    trials = pd.read_parquet(folder / "trials.parquet")
+    confirm = trials.index[trials["phase"] == "confirm"]
+    trials.drop(index=confirm[:2]).to_parquet(folder / "trials.parquet")  # killed: 2 missing
+    page = build_report(folder).read_text()
+    assert 'id="unfinished-banner"' in page and "still holds 2 trials" in page
+    assert 'id="partial-banner"' not in page
+
+
 def test_running_study_with_search_trials_only_gets_a_partial_report(tmp_path: Path) -> None:
     folder = _small(tmp_path / "s", n_search=2, n_seeds=0, failed_per_arm=0,
                                    artifacts=False)
