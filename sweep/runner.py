@@ -206,7 +206,7 @@ def _run_trials(run: _StudyRun) -> None:
             searchers[arm] = FixedArm(
                 arm,
                 _SeedPolicy(spec, arm),
-                recorded.get(arm, set()),
+                recorded.get(arm, {}),
                 storage=storage,
                 metrics=spec.search.metrics,
                 directions=spec.search.directions,
