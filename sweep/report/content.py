@@ -118,5 +118,5 @@ class ReportContent:
     failures: pd.DataFrame
     warnings: tuple[str, ...] = field(default_factory=tuple)
     convergence: ConvergenceReport | None = None
-    #: Trials of the study's plan not recorded yet (:func:`sweep.tune.resume.trials_left`).
+    #: Trials of the study's plan not recorded yet (:func:`sweep.plan.trials_left`).
     trials_left: int = 0

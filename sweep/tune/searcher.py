@@ -535,7 +535,7 @@ def recover_interrupted(
     storage: optuna.storages.BaseStorage | str,
     arm: str,
     recorded: Mapping[str, Mapping[str, Any]],
-    metrics: Sequence[str] = (),
+    metrics: Sequence[str],
 ) -> int:
     """Settle the Optuna trials a dead driver left RUNNING.
 

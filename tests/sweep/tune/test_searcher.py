@@ -176,7 +176,7 @@ def test_recover_interrupted_tells_a_recorded_trial_its_stored_outcome(
 
 
 def test_recover_interrupted_without_a_study_does_nothing(tmp_path: Path) -> None:
-    assert recover_interrupted(_storage(tmp_path), "absent", {}) == 0
+    assert recover_interrupted(_storage(tmp_path), "absent", {}, ["metric.mmd"]) == 0
 
 
 @pytest.mark.parametrize("value", [10, 10.0])
