@@ -706,7 +706,8 @@ def list_command(
         ),
     ] = "results",
 ) -> None:
-    """List the studies under a results folder: trials by status, best value per arm."""
+    """List the studies under a results folder: trials by status, trials of the plan left,
+    best value per arm."""
     if _is_uri(where):
         from sweep.mirror import MirrorError, pulled_root
 
@@ -726,7 +727,7 @@ def list_command(
 
 def _list_studies(results: Path, title: str) -> None:
     from sweep.integrity import damaged_files
-    from sweep.leaderboard import best_per_arm
+    from sweep.leaderboard import best_per_arm, plan_left
     from sweep.names import STATUSES
     from sweep.spec import StudySpecError
     from sweep.store import list_studies
@@ -738,26 +739,31 @@ def _list_studies(results: Path, title: str) -> None:
     damaged: list[str] = []
     refused: list[str] = []
     table = Table(title=f"studies under {title}")
-    for column in ("study", "trials", *STATUSES, "best per arm"):
+    # "left": trials of the study's plan not recorded yet (a study stopped early, or one still
+    # running: its live driver or, under a storage URI, a cluster that mirrors it).
+    for column in ("study", "trials", *STATUSES, "left", "best per arm"):
         table.add_column(column)
     for summary in studies:
         damage = damaged_files(summary.path, thorough=False)
         if summary.error and not damage:
             damage = [summary.error]
         if damage:
-            table.add_row(summary.name, "?", "", "", "", "[red]damaged (see below)[/]")
+            table.add_row(summary.name, "?", "", "", "", "", "[red]damaged (see below)[/]")
             damaged += damage
             continue
         try:
             best = best_per_arm(summary.path)
+            left = plan_left(summary.path)
         except StudySpecError as error:  # a study file the loader refuses: no ranking to show
-            table.add_row(summary.name, "?", "", "", "", "[red]study.yaml refused (see below)[/]")
+            refusal = "[red]study.yaml refused (see below)[/]"
+            table.add_row(summary.name, "?", "", "", "", "", refusal)
             refused.append(str(error))
             continue
         table.add_row(
             summary.name,
             str(summary.n_trials),
             *[str(summary.by_status.get(status, 0)) for status in STATUSES],
+            str(left),
             "; ".join(best) or "-",
         )
     stdout.print(table)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from sweep import names
 from sweep.convergence import convergence_summary, describe_rule, trial_convergence
+from sweep.plan import trials_left
 from sweep.ranking import rank_trials
 from sweep.spec import StudySpec, load_study
 from sweep.store import ResultsStore
@@ -158,6 +159,12 @@ def convergence_rule(folder: Path) -> str:
     """The convergence rule of the study in ``folder`` in words (its ``convergence:`` block)."""
     rule = _spec(Path(folder)).convergence
     return describe_rule(rule.metric, rule.tolerance)
+
+
+def plan_left(folder: Path) -> int:
+    """Trials of the study's plan that ``folder`` has not recorded yet
+    (:func:`sweep.plan.trials_left`; 0: the study is finished)."""
+    return trials_left(_spec(Path(folder)), ResultsStore.open(folder).trials())
 
 
 def best_per_arm(folder: Path) -> list[str]:

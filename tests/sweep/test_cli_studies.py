@@ -54,6 +54,23 @@ def test_ls_lists_studies_with_best_value_per_arm(tmp_path):
     assert "elbo=" in result.stdout.replace("\n", "")
 
 
+def test_ls_counts_the_trials_left_of_an_unfinished_study(tmp_path):
+    import pandas as pd
+
+    folder = write_synthetic_study(tmp_path / "results" / "synthetic", n_search=3, n_seeds=2)
+    trials = pd.read_parquet(folder / "trials.parquet")
+    confirm = trials.index[trials["phase"] == "confirm"]
+    trials.drop(index=confirm[:3]).to_parquet(folder / "trials.parquet")  # stopped early
+    result = runner.invoke(app, ["ls", str(tmp_path / "results")], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("┃"))
+    row = next(line for line in lines if line.startswith("│ synthetic"))
+    cells = dict(zip(header.split("┃"), row.split("│"), strict=True))
+    cells = {name.strip(): value.strip() for name, value in cells.items()}
+    assert cells["trials"] == str(len(trials) - 3) and cells["left"] == "3"
+
+
 def test_show_prints_a_leaderboard_per_arm(tmp_path):
     folder = write_synthetic_study(tmp_path / "synthetic", n_search=3, n_seeds=2)
     result = runner.invoke(app, ["show", str(folder), "--top", "2"])
