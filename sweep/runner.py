@@ -30,11 +30,13 @@ recorded (:mod:`sweep.mirror`); ``resume`` from that URI pulls it into a fresh f
 
 Resume: completed (and failed or stopped) trials are in the store and are never run
 again. An Optuna trial still marked RUNNING whose trial the store recorded (the driver died
-between the two) is told the recorded outcome. The others belonged to trials interrupted
-with the driver: they are failed in Optuna with ``Study.tell(number, state=FAIL)`` (their
-numbers listed in the study's user attribute ``interrupted_trials``) and their parameters are
-enqueued, so the same configurations run again; the sampler keeps every earlier trial as
-history. Each arm runs only the trials still missing from the plan.
+between the two) is told the recorded outcome, and recorded trials of arms without a search
+space or of the confirm phase that Optuna lacks are added to it. The others belonged to
+trials interrupted with the driver: they are failed in Optuna with
+``Study.tell(number, state=FAIL)`` (their numbers listed in the study's user attribute
+``interrupted_trials``) and their parameters are enqueued, so the same configurations run
+again; the sampler keeps every earlier trial as history. Each arm runs only the trials still
+missing from the plan.
 
 The pieces live in :mod:`sweep.tune` (searcher, confirm planner, scheduler, store callback,
 events, storage, resume); this module composes them.
@@ -74,6 +76,7 @@ from sweep.tune.scheduler import per_arm_scheduler_class
 from sweep.tune.searcher import (
     ArmSearch,
     FixedArm,
+    add_recorded_unsearched,
     arms_searcher,
     confirm_recorder,
     recover_interrupted,
@@ -197,7 +200,12 @@ def _run_trials(run: _StudyRun) -> None:
     searchers: dict[str, ArmSearch | FixedArm] = {}
     budgets: dict[str, int] = {}
     for arm in spec.arm_names:
+        # Optuna learns what a killed driver recorded but did not tell it.
         recover_interrupted(storage, arm, recorded.get(arm, {}), spec.search.metrics)
+        if not spec.arms[arm].search and arm in recorded:
+            add_recorded_unsearched(
+                storage, arm, recorded[arm], spec.search.metrics, spec.search.directions
+            )
         remaining = spec.trials_for(arm) - len(recorded.get(arm, ()))
         if remaining <= 0:
             continue
@@ -223,6 +231,15 @@ def _run_trials(run: _StudyRun) -> None:
         )
     planner = ConfirmPlanner(spec, store) if spec.confirm_seeds else None
     confirm_arms = list(spec.arm_names) if planner is not None else []
+    # Optuna records the confirm trials too (optuna-dashboard then shows every trial).
+    recorder = (
+        [confirm_recorder(storage, spec.search.metrics, spec.search.directions)]
+        if planner is not None
+        else []
+    )
+    if planner is not None:  # confirm trials a killed driver recorded but did not add
+        for arm, rows in recorded_by_arm(store, names.CONFIRM).items():
+            recorder[0].add_recorded(planner.planned(arm), rows)
     if not budgets and not any(planner(arm) for arm in confirm_arms if planner is not None):
         return
     scheduler = None
@@ -244,12 +261,6 @@ def _run_trials(run: _StudyRun) -> None:
         )
     rank = spec.confirm_rank
     callback = StoreCallback(store, context, events, rank.metric, rank.direction, duplicates)
-    # Optuna records the confirm trials too (optuna-dashboard then shows every trial).
-    recorder = (
-        [confirm_recorder(storage, spec.search.metrics, spec.search.directions)]
-        if planner is not None
-        else []
-    )
     tuner = tune.Tuner(
         _trainable(spec, context, data_refs),
         tune_config=tune.TuneConfig(

@@ -48,25 +48,28 @@ def confirm_candidates(spec: StudySpec, store: ResultsStore, arm: str) -> list[d
 @dataclass(frozen=True)
 class ConfirmPlanner:
     """The confirm trials of one arm still to run: each of the arm's best ``confirm.top_k``
-    search trials (:func:`confirm_candidates`) with each confirm seed, minus those recorded."""
+    search trials (:func:`confirm_candidates`) with each confirm seed (:meth:`planned`), minus
+    those recorded."""
 
     spec: StudySpec
     store: ResultsStore
 
     def __call__(self, arm: str) -> list[dict[str, Any]]:
         recorded = self.store.recorded_trial_ids()
-        todo = []
+        return [meta for meta in self.planned(arm) if meta[names.TRIAL_ID] not in recorded]
+
+    def planned(self, arm: str) -> list[dict[str, Any]]:
+        """Every confirm trial of ``arm``, recorded or not, in the order they run."""
+        planned = []
         for rank, candidate in enumerate(confirm_candidates(self.spec, self.store, arm), start=1):
             for seed in self.spec.confirm_seeds:
-                trial_id = f"{arm}-confirm{rank}-seed{seed}"
-                if trial_id not in recorded:
-                    todo.append(
-                        {
-                            names.ARM: arm,
-                            names.TRIAL_ID: trial_id,
-                            names.SEED: seed,
-                            "params": candidate["params"],
-                            "source": candidate["source"],
-                        }
-                    )
-        return todo
+                planned.append(
+                    {
+                        names.ARM: arm,
+                        names.TRIAL_ID: f"{arm}-confirm{rank}-seed{seed}",
+                        names.SEED: seed,
+                        "params": candidate["params"],
+                        "source": candidate["source"],
+                    }
+                )
+        return planned

@@ -35,7 +35,7 @@ import functools
 import json
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -49,6 +49,7 @@ __all__ = [
     "ConfirmPlanner",
     "DuplicateIndex",
     "INTERRUPTED_ATTR",
+    "add_recorded_unsearched",
     "arms_searcher",
     "confirm_recorder",
     "confirm_study_name",
@@ -209,15 +210,14 @@ class FixedArm:
 
     With a ``storage``, each finished trial is added to the Optuna study named after the arm
     (no parameters; its values, seed and ``trial_id`` as for a searched arm), so that the
-    dashboard shows it. ``recorded``: the store's row of each trial of the arm recorded
-    already, by ``trial_id``; their indices are not suggested again, and those the Optuna
-    study lacks (a driver killed between recording a trial and adding it) are added."""
+    dashboard shows it. ``recorded``: the ``trial_id`` of each trial of the arm recorded
+    already (a set, or a mapping keyed by them); their indices are not suggested again."""
 
     def __init__(
         self,
         arm: str,
         seed_for: Callable[[int], int | None],
-        recorded: Mapping[str, Mapping[str, Any]],
+        recorded: Collection[str],
         *,
         storage: optuna.storages.BaseStorage | str | None = None,
         metrics: Sequence[str] = (),
@@ -231,16 +231,6 @@ class FixedArm:
         self.study = None
         if storage is not None:
             self.study = objective_study(storage, arm, metrics, directions)
-            known = {t.user_attrs.get("trial_id") for t in self.study.get_trials(deepcopy=False)}
-            for trial_id, row in recorded.items():
-                if trial_id not in known:
-                    attrs: dict[str, Any] = {"seed": int(row[names.SEED])}  # numpy -> JSON
-                    if isinstance(row.get(names.COPY_OF), str):
-                        attrs[names.COPY_OF] = row[names.COPY_OF]
-                    _add_finished(
-                        self.study, trial_id, stored_result(row), self.metrics, False,
-                        user_attrs=attrs,
-                    )
         self._asked: dict[str, dict[str, Any]] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
@@ -471,10 +461,25 @@ def _confirm_recorder_class() -> type:
         def on_trial_error(self, iteration, trials, trial, **info):
             self._record(trial, error=True)
 
+        def add_recorded(
+            self, planned: Sequence[Mapping[str, Any]], rows: Mapping[str, Mapping[str, Any]]
+        ) -> None:
+            """Add the confirm trials the store recorded (``rows``: store rows by
+            ``trial_id``) that their arm's confirm study lacks, a driver having died between
+            recording one and adding it; ``planned``: the confirm trials as
+            :meth:`ConfirmPlanner.planned` lists them (with their ``source``)."""
+            for meta in planned:
+                row = rows.get(meta[names.TRIAL_ID])
+                if row is not None:
+                    self._add(meta, stored_result(row), error=False)
+
         def _record(self, trial, error: bool) -> None:
             meta = trial.config[TRIAL_KEY]
             if meta.get(names.PHASE) != names.CONFIRM:
                 return  # search trials are told to Optuna by their arm's search
+            self._add(meta, trial.last_result or {}, error)
+
+        def _add(self, meta: Mapping[str, Any], result: Mapping[str, Any], error: bool) -> None:
             arm = meta["arm"]
             if arm not in self._studies:
                 name = confirm_study_name(arm)
@@ -486,7 +491,7 @@ def _confirm_recorder_class() -> type:
             _add_finished(
                 self._studies[arm],
                 meta["trial_id"],
-                trial.last_result or {},
+                result,
                 self.metrics,
                 error,
                 params=params,
@@ -529,6 +534,31 @@ def stored_result(row: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(row.get(names.ERROR), str):
         result[ERROR_KEY] = row[names.ERROR]
     return result
+
+
+def add_recorded_unsearched(
+    storage: optuna.storages.BaseStorage | str,
+    arm: str,
+    recorded: Mapping[str, Mapping[str, Any]],
+    metrics: Sequence[str],
+    directions: Sequence[str],
+) -> int:
+    """Add to the Optuna study of ``arm``, an arm without a search space, the recorded trials
+    it lacks (a driver killed between recording a trial and adding it), as
+    :class:`FixedArm` adds them. ``recorded``: the store's rows by ``trial_id``. Returns the
+    number added."""
+    study = objective_study(storage, arm, metrics, directions)
+    known = {t.user_attrs.get("trial_id") for t in study.get_trials(deepcopy=False)}
+    added = 0
+    for trial_id, row in recorded.items():
+        if trial_id in known:
+            continue
+        attrs: dict[str, Any] = {"seed": int(row[names.SEED])}  # numpy -> JSON
+        if isinstance(row.get(names.COPY_OF), str):
+            attrs[names.COPY_OF] = row[names.COPY_OF]
+        _add_finished(study, trial_id, stored_result(row), metrics, False, user_attrs=attrs)
+        added += 1
+    return added
 
 
 def recover_interrupted(

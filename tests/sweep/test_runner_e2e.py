@@ -200,6 +200,35 @@ def test_rerunning_a_finished_study_runs_nothing_new(finished_study, tmp_path):
     assert pq.read_table(folder / "trials.parquet").num_rows == before
 
 
+def test_resume_adds_to_optuna_the_recorded_trials_it_lacks(finished_study, tmp_path):
+    """A driver killed between recording a trial and adding it to Optuna: here the confirm
+    study of an arm and the study of an arm without a search space are lost whole; resuming
+    the finished study trains nothing and puts every recorded trial back."""
+    import shutil
+
+    _, finished, _ = finished_study
+    folder = tmp_path / "tiny"
+    shutil.copytree(finished, folder, ignore=shutil.ignore_patterns("ray"))
+    storage = f"sqlite:///{folder / 'optuna.db'}"
+    for name in ("infovae/confirm", "plain"):
+        optuna.delete_study(study_name=name, storage=storage)
+    trials = pq.read_table(folder / "trials.parquet").to_pandas()
+    result = CliRunner().invoke(app, ["resume", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(folder / "trials.parquet").num_rows == len(trials)
+    lost = (("infovae/confirm", "infovae", "confirm"), ("plain", "plain", "search"))
+    for name, arm, phase in lost:
+        mine = trials[(trials["arm"] == arm) & (trials["phase"] == phase)]
+        restored = optuna.load_study(study_name=name, storage=storage).trials
+        assert {t.user_attrs["trial_id"] for t in restored} == set(mine["trial_id"])
+    (trial,) = [
+        t for t in optuna.load_study(study_name="infovae/confirm", storage=storage).trials
+        if t.user_attrs["trial_id"] == "infovae-confirm1-seed1000"
+    ]
+    row = trials[trials["trial_id"] == "infovae-confirm1-seed1000"].iloc[0]
+    assert trial.params["objective.lambda"] == row["param.objective.lambda"]
+
+
 def test_asha_early_stopping_records_stopped_trials_once(tmp_path):
     """ASHA (per arm) on val.elbo: every trial is recorded exactly once, as completed or as
     stopped with fewer epochs than planned; Optuna marks stopped trials pruned."""

@@ -15,7 +15,9 @@ from sweep.tune.searcher import (
     ArmSearch,
     DuplicateIndex,
     FixedArm,
+    add_recorded_unsearched,
     arms_searcher,
+    confirm_recorder,
     recover_interrupted,
 )
 
@@ -247,17 +249,43 @@ def test_an_unsearched_arm_adds_the_recorded_trials_its_optuna_study_lacks(
             "seed": np.int64(101),  # as pandas gives a store row
         },
     }
-    for _ in range(2):  # a second resume adds nothing more
-        resumed = FixedArm(
-            "plain", lambda index: 100 + index, recorded, storage=_storage(tmp_path),
-            metrics=["metric.mmd"], directions=["minimize"],
-        )
-    trials = optuna.load_study(study_name="plain", storage=_storage(tmp_path)).trials
+    storage = _storage(tmp_path)
+    added = [
+        add_recorded_unsearched(storage, "plain", recorded, ["metric.mmd"], ["minimize"])
+        for _ in range(2)  # a second resume adds nothing more
+    ]
+    assert added == [1, 0]
+    trials = optuna.load_study(study_name="plain", storage=storage).trials
     assert [(t.user_attrs["trial_id"], t.values) for t in trials] == [
         ("plain-0000", [0.25]), ("plain-0001", [0.5])
     ]
     assert trials[1].user_attrs["seed"] == 101
-    assert resumed.suggest("tune-5")[TRIAL_KEY]["trial_id"] == "plain-0002"
+
+
+def test_recorded_confirm_trials_missing_from_optuna_are_added_with_their_source(
+    tmp_path: Path,
+) -> None:
+    search = _search(tmp_path)
+    source = search.suggest("t0")
+    search.on_trial_complete("t0", _fake_train(source))
+    source_id = source[TRIAL_KEY]["trial_id"]
+    planned = [
+        {"arm": "elbo", "trial_id": f"elbo-confirm1-seed{seed}", "seed": seed,
+         "params": {}, "source": source_id}
+        for seed in (1000, 1001)
+    ]
+    rows = {"elbo-confirm1-seed1000": {  # recorded; seed 1001 never ran
+        **_row("elbo-confirm1-seed1000", "completed", **{"metric.mmd": 0.4}), "seed": 1000,
+    }}
+    recorder = confirm_recorder(_storage(tmp_path), ["metric.mmd"], ["minimize"])
+    recorder.add_recorded(planned, rows)
+    recorder.add_recorded(planned, rows)  # once only
+    (trial,) = optuna.load_study(study_name="elbo/confirm", storage=_storage(tmp_path)).trials
+    assert trial.user_attrs == {
+        "trial_id": "elbo-confirm1-seed1000", "seed": 1000, "source": source_id
+    }
+    assert trial.values == [0.4]
+    assert trial.params == {"model.decoder.width": source["model.decoder.width"]}
 
 
 def test_confirm_trials_wait_for_the_arm_search_then_follow_in_the_same_searcher(
