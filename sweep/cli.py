@@ -787,13 +787,14 @@ def show(
 
 
 def _show(folder: Path, top: int) -> None:
-    from sweep.leaderboard import convergence_rule, leaderboards
+    from sweep.leaderboard import convergence_rule, leaderboards, plan_left
     from sweep.spec import StudySpecError
     from sweep.store import StoreError
 
     _refuse_damaged(folder)
     try:
         boards = leaderboards(folder, top=top)
+        left = plan_left(folder)
     except (StoreError, StudySpecError) as error:
         _fail(str(error))
     for board in boards:
@@ -806,6 +807,8 @@ def _show(folder: Path, top: int) -> None:
         if board.convergence:
             stdout.print(board.convergence, highlight=False)
     stdout.print(convergence_rule(folder), highlight=False)
+    if left:  # a study stopped early, or still running (here or on the cluster it mirrors)
+        stdout.print(f"unfinished: {left} trial(s) of the study's plan not recorded yet")
 
 
 class ExportFormatChoice(str, Enum):

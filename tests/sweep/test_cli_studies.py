@@ -54,7 +54,7 @@ def test_ls_lists_studies_with_best_value_per_arm(tmp_path):
     assert "elbo=" in result.stdout.replace("\n", "")
 
 
-def test_ls_counts_the_trials_left_of_an_unfinished_study(tmp_path):
+def test_ls_and_show_count_the_trials_left_of_an_unfinished_study(tmp_path):
     import pandas as pd
 
     folder = write_synthetic_study(tmp_path / "results" / "synthetic", n_search=3, n_seeds=2)
@@ -69,6 +69,15 @@ def test_ls_counts_the_trials_left_of_an_unfinished_study(tmp_path):
     cells = dict(zip(header.split("┃"), row.split("│"), strict=True))
     cells = {name.strip(): value.strip() for name, value in cells.items()}
     assert cells["trials"] == str(len(trials) - 3) and cells["left"] == "3"
+    shown = runner.invoke(app, ["show", str(folder)], terminal_width=200)
+    assert "unfinished: 3 trial(s) of the study's plan not recorded yet" in shown.stdout
+
+
+def test_show_of_a_finished_study_does_not_call_it_unfinished(tmp_path):
+    folder = write_synthetic_study(tmp_path / "synthetic", n_search=3, n_seeds=2)
+    result = runner.invoke(app, ["show", str(folder)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "unfinished" not in result.stdout
 
 
 def test_show_prints_a_leaderboard_per_arm(tmp_path):
