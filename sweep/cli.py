@@ -727,7 +727,7 @@ def list_command(
 
 def _list_studies(results: Path, title: str) -> None:
     from sweep.integrity import damaged_files
-    from sweep.leaderboard import best_per_arm, plan_left
+    from sweep.leaderboard import best_of, leaderboards
     from sweep.names import STATUSES
     from sweep.spec import StudySpecError
     from sweep.store import list_studies
@@ -752,8 +752,7 @@ def _list_studies(results: Path, title: str) -> None:
             damaged += damage
             continue
         try:
-            best = best_per_arm(summary.path)
-            left = plan_left(summary.path)
+            boards = leaderboards(summary.path, top=1)
         except StudySpecError as error:  # a study file the loader refuses: no ranking to show
             refusal = "[red]study.yaml refused (see below)[/]"
             table.add_row(summary.name, "?", "", "", "", "", refusal)
@@ -763,8 +762,8 @@ def _list_studies(results: Path, title: str) -> None:
             summary.name,
             str(summary.n_trials),
             *[str(summary.by_status.get(status, 0)) for status in STATUSES],
-            str(left),
-            "; ".join(best) or "-",
+            str(sum(board.trials_left for board in boards)),
+            "; ".join(best_of(boards)) or "-",
         )
     stdout.print(table)
     for problem in damaged:
@@ -787,14 +786,13 @@ def show(
 
 
 def _show(folder: Path, top: int) -> None:
-    from sweep.leaderboard import convergence_rule, leaderboards, plan_left
+    from sweep.leaderboard import convergence_rule, leaderboards
     from sweep.spec import StudySpecError
     from sweep.store import StoreError
 
     _refuse_damaged(folder)
     try:
         boards = leaderboards(folder, top=top)
-        left = plan_left(folder)
     except (StoreError, StudySpecError) as error:
         _fail(str(error))
     for board in boards:
@@ -807,6 +805,7 @@ def _show(folder: Path, top: int) -> None:
         if board.convergence:
             stdout.print(board.convergence, highlight=False)
     stdout.print(convergence_rule(folder), highlight=False)
+    left = sum(board.trials_left for board in boards)
     if left:  # a study stopped early, or still running (here or on the cluster it mirrors)
         stdout.print(f"unfinished: {left} trial(s) of the study's plan not recorded yet")
 

@@ -31,7 +31,8 @@ class Leaderboard:
     ``converged``, is the trial's judgement by :mod:`sweep.convergence`: in ``rows`` the status
     and relative change (``yes 0.12%``, ``no 7.1%``, ``unknown``), in ``values`` the status
     (``converged``, ``not_converged`` or ``unknown``). ``convergence``: the arm's trials judged
-    (counts per phase), one line."""
+    (counts per phase), one line. ``trials_left``: the arm's trials of the study's plan not
+    recorded yet (:func:`sweep.plan.trials_left`)."""
 
     title: str
     columns: tuple[str, ...]
@@ -41,6 +42,7 @@ class Leaderboard:
     direction: str = ""
     values: tuple[tuple[object, ...], ...] = ()
     convergence: str = ""
+    trials_left: int = 0
 
 
 _STATUS_WORD = {"converged": "yes", "not_converged": "no", "unknown": "unknown"}
@@ -150,6 +152,7 @@ def leaderboards(folder: Path, top: int = 5) -> list[Leaderboard]:
                 direction,
                 tuple(values),
                 _convergence_line(summary, arm),
+                trials_left(spec, trials, [arm]),
             )
         )
     return boards
@@ -161,17 +164,16 @@ def convergence_rule(folder: Path) -> str:
     return describe_rule(rule.metric, rule.tolerance)
 
 
-def plan_left(folder: Path) -> int:
-    """Trials of the study's plan that ``folder`` has not recorded yet
-    (:func:`sweep.plan.trials_left`; 0: the study is finished)."""
-    return trials_left(_spec(Path(folder)), ResultsStore.open(folder).trials())
-
-
 def best_per_arm(folder: Path) -> list[str]:
     """``arm=value`` of the best completed trial per arm (:func:`sweep.ranking.rank_trials`),
     the value being the study's ranking metric."""
+    return best_of(leaderboards(folder, top=1))
+
+
+def best_of(boards: list[Leaderboard]) -> list[str]:
+    """``arm=value`` of the top row of each arm's leaderboard (those with a completed trial)."""
     result = []
-    for board in leaderboards(folder, top=1):
+    for board in boards:
         if board.rows:
             column = board.columns.index(board.metric)
             result.append(f"{board.arm}={board.rows[0][column]}")

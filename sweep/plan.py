@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 # Only types: sweep.spec re-exports this module's functions, so a run-time import would be a cycle.
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
 
     from sweep.spec import EarlyStoppingSpec, ObjectiveSpec, StudySpec
@@ -162,9 +164,11 @@ def format_plan(plan: StudyPlan) -> str:
     return "\n".join(lines)
 
 
-def trials_left(spec: StudySpec, trials: pd.DataFrame) -> int:
+def trials_left(
+    spec: StudySpec, trials: pd.DataFrame, arms: Sequence[str] | None = None
+) -> int:
     """Trials of the study's plan not recorded yet (0: the study is finished), as ``resume``
-    would run them.
+    would run them; of ``arms`` only when given.
 
     Per arm: its search trials (:meth:`StudySpec.trials_for`) minus those recorded, whatever
     their status; then its confirm trials, each of its best ``confirm.top_k`` search
@@ -178,7 +182,7 @@ def trials_left(spec: StudySpec, trials: pd.DataFrame) -> int:
     objectives = [(o.metric, o.direction) for o in spec.search.objectives]
     seeds = len(spec.confirm_seeds)
     left = 0
-    for arm in spec.arm_names:
+    for arm in spec.arm_names if arms is None else arms:
         mine = trials[trials[names.ARM] == arm] if len(trials) else trials
         search = mine[mine[names.PHASE] == names.SEARCH] if len(mine) else mine
         confirmed = int((mine[names.PHASE] == names.CONFIRM).sum()) if len(mine) else 0

@@ -193,7 +193,8 @@ def _run_trials(run: _StudyRun) -> None:
     max_concurrent, verbose = run.max_concurrent, run.verbose
 
     storage = open_optuna_storage(store.folder)  # as the folder's storage.yaml names it
-    recorded = recorded_by_arm(store, names.SEARCH)
+    recorded_phases = recorded_by_arm(store)
+    recorded = recorded_phases[names.SEARCH]
     every_epoch = spec.search.early_stopping is not None or bool(run.trackers)
     context = _context(spec, names.SEARCH, data_key, every_epoch)
     duplicates = duplicate_index(store, events, spec.confirm_rank, context)
@@ -238,7 +239,7 @@ def _run_trials(run: _StudyRun) -> None:
         else []
     )
     if planner is not None:  # confirm trials a killed driver recorded but did not add
-        for arm, rows in recorded_by_arm(store, names.CONFIRM).items():
+        for arm, rows in recorded_phases[names.CONFIRM].items():
             recorder[0].add_recorded(planner.planned(arm), rows)
     if not budgets and not any(planner(arm) for arm in confirm_arms if planner is not None):
         return

@@ -9,15 +9,14 @@ from sweep import names
 from sweep.store import ResultsStore
 
 
-def recorded_by_arm(store: ResultsStore, phase: str) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every recorded trial of ``phase``, by arm: its ``trial_id`` -> its store row (column
-    -> value), from which a resumed run tells Optuna what a killed driver did not."""
-    trials = store.trials()
-    recorded: dict[str, dict[str, dict[str, Any]]] = {}
-    if len(trials):
-        mine = trials[trials[names.PHASE] == phase]
-        for row in mine.to_dict("records"):
-            recorded.setdefault(row[names.ARM], {})[row[names.TRIAL_ID]] = row
+def recorded_by_arm(store: ResultsStore) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """Every recorded trial, by phase and arm: ``recorded[phase][arm]`` maps each
+    ``trial_id`` to its store row (column -> value), from which a resumed run tells Optuna
+    what a killed driver did not. Every phase is a key, empty when nothing was recorded."""
+    recorded: dict[str, dict[str, dict[str, dict[str, Any]]]] = {p: {} for p in names.PHASES}
+    for row in store.trials().to_dict("records"):
+        by_arm = recorded.setdefault(row[names.PHASE], {})
+        by_arm.setdefault(row[names.ARM], {})[row[names.TRIAL_ID]] = row
     return recorded
 
 

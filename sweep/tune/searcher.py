@@ -55,7 +55,6 @@ __all__ = [
     "confirm_study_name",
     "objective_study",
     "recover_interrupted",
-    "stored_result",
     "study_trial_id",
 ]
 
@@ -471,7 +470,7 @@ def _confirm_recorder_class() -> type:
             for meta in planned:
                 row = rows.get(meta[names.TRIAL_ID])
                 if row is not None:
-                    self._add(meta, stored_result(row), error=False)
+                    self._add(meta, _stored_result(row), error=False)
 
         def _record(self, trial, error: bool) -> None:
             meta = trial.config[TRIAL_KEY]
@@ -526,7 +525,7 @@ def confirm_recorder(
     return _confirm_recorder_class()(storage, metrics, directions)
 
 
-def stored_result(row: Mapping[str, Any]) -> dict[str, Any]:
+def _stored_result(row: Mapping[str, Any]) -> dict[str, Any]:
     """A store row (``trials.parquet`` columns) as the final result a trial would have
     reported: its status, error and ``metric.*`` values, for :func:`_outcome`."""
     result = {k: v for k, v in row.items() if k.startswith(names.METRIC)}
@@ -556,7 +555,7 @@ def add_recorded_unsearched(
         attrs: dict[str, Any] = {"seed": int(row[names.SEED])}  # numpy -> JSON
         if isinstance(row.get(names.COPY_OF), str):
             attrs[names.COPY_OF] = row[names.COPY_OF]
-        _add_finished(study, trial_id, stored_result(row), metrics, False, user_attrs=attrs)
+        _add_finished(study, trial_id, _stored_result(row), metrics, False, user_attrs=attrs)
         added += 1
     return added
 
@@ -589,7 +588,7 @@ def recover_interrupted(
     for trial in running:
         row = recorded.get(trial.user_attrs.get("trial_id"))
         if row is not None:
-            state, values = _outcome(stored_result(row), list(metrics), error=False)
+            state, values = _outcome(_stored_result(row), list(metrics), error=False)
             if state == TrialState.COMPLETE:
                 assert values is not None
                 study.tell(trial.number, values if len(values) > 1 else values[0])
