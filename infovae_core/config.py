@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-DatasetName = Literal["digits", "mnist"]
+DatasetName = Literal["digits", "mnist", "fashion_mnist", "array"]
 Binarization = Literal["dynamic", "static", "none"]
 EncoderKind = Literal["mlp", "conv"]
 DecoderKind = Literal["mlp", "conv", "pixelcnn"]
@@ -34,10 +34,11 @@ LearningRateSchedule = Literal["constant", "cosine"]
 
 
 #: Images in each dataset's training split as :mod:`infovae_core.data` builds it (digits: 70 % of
-#: 1,797; MNIST: 60,000 minus the 10,000 validation images). Kept here so that a too large
-#: ``data.train_size`` is refused when the configuration is built, before any file is read;
-#: tests check these against the loaded splits.
-TRAIN_SPLIT_SIZES: dict[str, int] = {"digits": 1258, "mnist": 50_000}
+#: 1,797; MNIST and Fashion-MNIST: 60,000 minus the 10,000 validation images). Kept here so that
+#: a too large ``data.train_size`` is refused when the configuration is built, before any file is
+#: read; tests check these against the loaded splits. An ``array`` dataset's split is known only
+#: from its file (``infovae-sweep validate`` reads it).
+TRAIN_SPLIT_SIZES: dict[str, int] = {"digits": 1258, "mnist": 50_000, "fashion_mnist": 50_000}
 
 
 class ConfigError(ValueError):
@@ -53,11 +54,19 @@ def _check(condition: bool, key: str, message: str) -> None:
 class DataConfig:
     """Which dataset, where its files are, and how images are binarised.
 
+    ``dataset``: ``digits`` (bundled), ``mnist`` and ``fashion_mnist`` (IDX files under
+    ``data_dir``), or ``array``: the user's ``.npz`` / ``.npy`` file of images at ``path``
+    (:mod:`infovae_core.datafiles` gives the layouts). A file without its own train / val /
+    test arrays is split by ``seed`` into ``val_fraction`` and ``test_fraction`` of its images
+    (rounded to the nearest image) and a training split of the rest; the fractions are ignored
+    for a file with its own splits and for the other datasets.
     ``binarize``: ``dynamic`` resamples Bernoulli pixels every epoch, ``static`` samples once
     (seeded by ``seed``), ``none`` keeps grey levels in [0, 1] (for Gaussian likelihoods).
-    ``data_dir`` of None means ``$INFOVAE_DATA_DIR``, else the per-user cache (MNIST only).
+    ``data_dir`` of None means ``$INFOVAE_DATA_DIR``, else the per-user cache (MNIST and
+    Fashion-MNIST only).
     ``seed`` fixes the train/validation/test split and static binarisation.
-    ``download``: fetch missing MNIST files from the public mirrors (else a clear error).
+    ``download``: fetch missing MNIST / Fashion-MNIST files from the public mirrors (else a
+    clear error).
     ``train_size``: train on a seeded subset of that many images of the training split (None =
     all of it); the validation and test splits are unchanged. The subset depends only on
     ``dataset`` and ``seed`` (never on ``train.seed``), so every arm and model seed of a study
@@ -72,8 +81,39 @@ class DataConfig:
     binarize: Binarization = "dynamic"
     seed: int = 0
     train_size: int | None = None
+    path: str | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
+        if self.dataset == "array":
+            _check(
+                bool(self.path),
+                "data.path",
+                "required for data.dataset array: a .npz or .npy file of images",
+            )
+        else:
+            _check(
+                self.path is None,
+                "data.path",
+                f"is read only for data.dataset array; {self.dataset} is found through "
+                "data.data_dir",
+            )
+        for key, value in (
+            ("val_fraction", self.val_fraction),
+            ("test_fraction", self.test_fraction),
+        ):
+            _check(
+                math.isfinite(value) and 0.0 < value < 1.0,
+                f"data.{key}",
+                f"must be between 0 and 1 (exclusive), got {value}",
+            )
+        _check(
+            self.val_fraction + self.test_fraction < 1.0,
+            "data.test_fraction",
+            f"data.val_fraction + data.test_fraction = {self.val_fraction + self.test_fraction:g} "
+            "leaves no training images; keep the sum below 1",
+        )
         if self.train_size is None:
             return
         _check(
@@ -374,9 +414,18 @@ class TrialConfig:
         return full + (1 if rest >= 2 else 0)
 
     def train_images(self) -> int:
-        """Images the model trains on: ``data.train_size``, else the dataset's training split."""
+        """Images the model trains on: ``data.train_size``, else the dataset's training split.
+
+        Raises :class:`ConfigError` for an ``array`` dataset without ``data.train_size``: its
+        split is known only from the file (the trainer passes the size it loaded)."""
         if self.data.train_size is not None:
             return self.data.train_size
+        _check(
+            self.data.dataset in TRAIN_SPLIT_SIZES,
+            "train.steps",
+            f"a step budget on data.dataset {self.data.dataset} needs data.train_size: the "
+            "size of the file's training split is not known before it is read",
+        )
         return TRAIN_SPLIT_SIZES[self.data.dataset]
 
     def planned_epochs(self, n_train: int | None = None) -> int:

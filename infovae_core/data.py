@@ -1,15 +1,21 @@
-"""Datasets as whole tensors: the embedded 8x8 ``digits`` and ``mnist`` from its IDX files.
+"""Datasets as whole tensors: the embedded 8x8 ``digits``, ``mnist`` and ``fashion_mnist`` from
+their IDX files, and ``array``: a user's ``.npz`` / ``.npy`` file of images.
 
-Every split is a single tensor of grey levels in [0, 1] (``[N, 1, H, W]`` float32) with its
-labels (``[N]`` int64); the trainer takes mini-batches as index slices, so there is no
-DataLoader. Binarisation for Bernoulli decoders is separate (:func:`binarize` for ``dynamic``,
-:func:`static_binarize` for ``static``).
+Every split is a single tensor of grey levels in [0, 1] (``[N, C, H, W]`` float32) with its
+labels (``[N]`` int64, or None for a file without labels); the trainer takes mini-batches as
+index slices, so there is no DataLoader. Binarisation for Bernoulli decoders is separate
+(:func:`binarize` for ``dynamic``, :func:`static_binarize` for ``static``).
 
-MNIST files live in ``<data dir>/mnist/`` (the data dir from :func:`resolve_data_dir`), gzipped
-or not. Every file is checked against the MD5 of the original *uncompressed* content, so
-re-compressed copies from any mirror are accepted and corrupted ones are not. Missing files are
-downloaded from :data:`MNIST_MIRRORS` (each tried with a short timeout) unless downloading is
-turned off; if that fails, :class:`MissingDataError` says exactly which files to put where.
+MNIST files live in ``<data dir>/mnist/``, Fashion-MNIST's (the same four file names) in
+``<data dir>/fashion_mnist/`` (the data dir from :func:`resolve_data_dir`). Every MNIST file
+is checked against the MD5 of the original *uncompressed* content, so re-compressed copies from
+any mirror are accepted and corrupted ones are not; Fashion-MNIST's published MD5s are of its
+``.gz`` files, which are therefore kept as downloaded. Missing files are downloaded from the
+dataset's mirrors (each tried with a short timeout) unless downloading is turned off; if that
+fails, :class:`MissingDataError` says exactly which files to put where.
+
+A user's file is read and checked by :mod:`infovae_core.datafiles` (NumPy only, never
+unpickling), which also defines the errors re-exported here.
 """
 
 from __future__ import annotations
@@ -34,23 +40,44 @@ import torch
 from torch import Tensor
 
 from infovae_core.config import ConfigError, DataConfig
+from infovae_core.datafiles import (
+    POOL,
+    SPLIT_NAMES,
+    ArrayFileError,
+    ChecksumError,
+    DataError,
+    IdxFormatError,
+    MissingDataError,
+    check_split,
+    read_image_arrays,
+)
 
 __all__ = [
     "DataError",
     "MissingDataError",
     "ChecksumError",
     "IdxFormatError",
+    "ArrayFileError",
     "Split",
     "DatasetSplits",
     "MNIST_FILES",
     "MNIST_MD5",
     "MNIST_MIRRORS",
     "MNIST_VAL_SIZE",
+    "FASHION_MNIST_MD5",
+    "FASHION_MNIST_MIRRORS",
+    "IdxSource",
+    "MNIST",
+    "FASHION_MNIST",
+    "IDX_SOURCES",
     "DIGITS_SPLIT_SIZES",
     "resolve_data_dir",
     "read_idx",
+    "ensure_idx_files",
     "ensure_mnist",
+    "load_idx_dataset",
     "load_mnist",
+    "load_array_splits",
     "load_digits_splits",
     "load_dataset",
     "apply_train_size",
@@ -58,22 +85,6 @@ __all__ = [
     "binarize",
     "static_binarize",
 ]
-
-
-class DataError(ValueError):
-    """A dataset cannot be loaded; the message names the file or setting at fault."""
-
-
-class MissingDataError(DataError):
-    """Dataset files are absent (and could not be downloaded)."""
-
-
-class ChecksumError(DataError):
-    """A file's uncompressed content does not have the expected MD5."""
-
-
-class IdxFormatError(DataError):
-    """A file is not a well-formed IDX file (wrong magic, truncated, trailing bytes, bad gzip)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,18 +95,21 @@ class IdxFormatError(DataError):
 class Split:
     """One split held as single tensors.
 
-    ``images``: ``[N, 1, H, W]`` float32, grey levels in [0, 1] (or {0, 1} once binarised).
-    ``labels``: ``[N]`` int64 class labels (digits 0..9).
+    ``images``: ``[N, C, H, W]`` float32, grey levels in [0, 1] (or {0, 1} once binarised).
+    ``labels``: ``[N]`` int64 class labels (digits 0..9), or None for images without labels
+    (the evaluation then has no probe metrics).
     """
 
     images: Tensor
-    labels: Tensor
+    labels: Tensor | None
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.shape[1] != 1:
-            raise DataError(f"Split.images must be [N, 1, H, W], got {tuple(self.images.shape)}")
+        if self.images.ndim != 4:
+            raise DataError(f"Split.images must be [N, C, H, W], got {tuple(self.images.shape)}")
         if self.images.dtype != torch.float32:
             raise DataError(f"Split.images must be float32, got {self.images.dtype}")
+        if self.labels is None:
+            return
         if self.labels.ndim != 1 or self.labels.dtype != torch.int64:
             shape = tuple(self.labels.shape)
             raise DataError(f"Split.labels must be [N] int64, got {shape} {self.labels.dtype}")
@@ -109,7 +123,8 @@ class Split:
 
     def to(self, device: torch.device | str) -> Split:
         """The same split with both tensors on ``device``."""
-        return Split(images=self.images.to(device), labels=self.labels.to(device))
+        labels = None if self.labels is None else self.labels.to(device)
+        return Split(images=self.images.to(device), labels=labels)
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,12 +157,16 @@ class DatasetSplits:
         )
 
 
-def _split(images: np.ndarray, labels: np.ndarray, index: np.ndarray, scale: float) -> Split:
-    """Select rows ``index`` of ``images`` ([N, H, W], integer grey levels) divided by ``scale``."""
+def _split(images: np.ndarray, labels: np.ndarray | None, index: np.ndarray, scale: float) -> Split:
+    """Select rows ``index`` of ``images`` ([N, H, W] or [N, C, H, W]) divided by ``scale``."""
     # Fancy indexing copies, so the cached (read-only) arrays are never handed to torch.
     x = torch.from_numpy(np.ascontiguousarray(images[index])).to(torch.float32).div_(scale)
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if labels is None:
+        return Split(images=x, labels=None)
     y = torch.from_numpy(np.ascontiguousarray(labels[index])).to(torch.int64)
-    return Split(images=x.unsqueeze(1), labels=y)
+    return Split(images=x, labels=y)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,30 +285,44 @@ def _parse_idx(data: bytes, source: str) -> np.ndarray:
     return array.astype(dtype.newbyteorder("="), copy=False)
 
 
-def read_idx(path: str | os.PathLike[str], expected_md5: str | None = None) -> np.ndarray:
+def read_idx(
+    path: str | os.PathLike[str], expected_md5: str | None = None, *, md5_of_file: bool = False
+) -> np.ndarray:
     """Read an IDX file (raw or gzip, detected by content) into a read-only array.
 
     Checks the magic number (``00 00``, a known type code, a nonzero rank), that the size is
     exactly header + prod(dims) * itemsize, and, when ``expected_md5`` is given, the MD5 of the
-    *uncompressed* bytes. Raises :class:`IdxFormatError`, :class:`ChecksumError` or
-    :class:`MissingDataError`, each naming the file.
+    *uncompressed* bytes, or with ``md5_of_file`` that of the file as stored (a ``.gz`` as
+    published; a file that is not gzip-compressed then fails). Raises :class:`IdxFormatError`,
+    :class:`ChecksumError` or :class:`MissingDataError`, each naming the file.
     """
     path = Path(path)
     data = _read_bytes(path)
-    if expected_md5 is not None:
-        actual = _md5(data)
-        if actual != expected_md5:
+    if expected_md5 is not None and md5_of_file:
+        stored = path.read_bytes()
+        if stored[:2] != _GZIP_MAGIC:
             raise ChecksumError(
-                f"{path}: MD5 of the uncompressed content is {actual}, expected {expected_md5} "
-                "(the file is corrupt or not the original; delete it to download it again)"
+                f"{path}: not gzip-compressed, but the known MD5 is of the published .gz file; "
+                f"put the .gz file there as downloaded"
             )
+        _check_md5(path, "the file", _md5(stored), expected_md5)
+    elif expected_md5 is not None:
+        _check_md5(path, "the uncompressed content", _md5(data), expected_md5)
     return _parse_idx(data, str(path))
 
 
-# ---------------------------------------------------------------------------------------------
-# MNIST files and download
+def _check_md5(path: Path, what: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise ChecksumError(
+            f"{path}: MD5 of {what} is {actual}, expected {expected} "
+            "(the file is corrupt or not the original; delete it to download it again)"
+        )
 
-#: Role -> base file name (without ``.gz``).
+
+# ---------------------------------------------------------------------------------------------
+# MNIST and Fashion-MNIST: four IDX files each, and their download
+
+#: Role -> base file name (without ``.gz``); Fashion-MNIST uses the same names.
 MNIST_FILES: dict[str, str] = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -311,11 +344,62 @@ MNIST_MIRRORS: tuple[str, ...] = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 
+#: MD5 of each ``<name>.gz`` file as Zalando Research publishes them (their checksums are of
+#: the compressed files, so Fashion-MNIST's files are kept gzipped).
+FASHION_MNIST_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+
+FASHION_MNIST_MIRRORS: tuple[str, ...] = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+
 #: Validation images carved from the 60,000 training images.
 MNIST_VAL_SIZE = 10_000
 
 DOWNLOAD_TIMEOUT_S = 10.0
 _CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class IdxSource:
+    """A dataset stored as MNIST's four IDX files, in ``<data dir>/<name>/``.
+
+    ``md5``: file base name -> expected MD5, of the uncompressed content or, with
+    ``md5_of_gzip``, of the published ``.gz`` file. ``mirrors``: URL prefixes serving
+    ``<name>.gz``, tried in order. ``home``: where the files are described (for messages).
+    """
+
+    name: str
+    title: str
+    md5: dict[str, str]
+    md5_of_gzip: bool
+    mirrors: tuple[str, ...]
+    home: str
+
+    def read(self, path: Path, name: str) -> np.ndarray:
+        """One of the four files, checked against its MD5."""
+        if self.md5_of_gzip:
+            return read_idx(path, self.md5[name], md5_of_file=True)
+        return read_idx(path, self.md5[name])
+
+
+MNIST = IdxSource(
+    "mnist", "MNIST", MNIST_MD5, False, MNIST_MIRRORS, "http://yann.lecun.com/exdb/mnist/"
+)
+FASHION_MNIST = IdxSource(
+    "fashion_mnist",
+    "Fashion-MNIST",
+    FASHION_MNIST_MD5,
+    True,
+    FASHION_MNIST_MIRRORS,
+    "https://github.com/zalandoresearch/fashion-mnist",
+)
+IDX_SOURCES: dict[str, IdxSource] = {source.name: source for source in (MNIST, FASHION_MNIST)}
 
 
 def _find(folder: Path, name: str) -> Path | None:
@@ -326,13 +410,16 @@ def _find(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _missing_message(folder: Path, missing: list[str], mirrors: Sequence[str]) -> str:
+def _missing_message(
+    source: IdxSource, folder: Path, missing: list[str], mirrors: Sequence[str]
+) -> str:
     names = ", ".join(f"{n}(.gz)" for n in missing)
-    where = " or ".join(mirrors) if mirrors else "http://yann.lecun.com/exdb/mnist/"
+    where = " or ".join(mirrors) if mirrors else source.home
+    gzipped = "gzipped, as published" if source.md5_of_gzip else "gzipped or not"
     return (
-        f"MNIST files missing from {folder}: {names}. Put the four IDX files (gzipped or not) "
-        f"in {folder}/ (they are served at {where}), or point --data-dir or "
-        f"${DATA_DIR_ENV} at a folder whose mnist/ subfolder holds them."
+        f"{source.title} files missing from {folder}: {names}. Put the four IDX files "
+        f"({gzipped}) in {folder}/ (they are served at {where}), or point --data-dir or "
+        f"${DATA_DIR_ENV} at a folder whose {source.name}/ subfolder holds them."
     )
 
 
@@ -363,7 +450,7 @@ class _Progress:
         sys.stderr.flush()
 
 
-def _download_one(url: str, folder: Path, name: str, timeout: float) -> Path:
+def _download_one(source: IdxSource, url: str, folder: Path, name: str, timeout: float) -> Path:
     """Fetch ``url`` into ``folder`` atomically (temp file, MD5 check, rename); the final path."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
     tmp = Path(tmp_name)
@@ -379,7 +466,7 @@ def _download_one(url: str, folder: Path, name: str, timeout: float) -> Path:
                 progress.close()
         head = tmp.read_bytes()[:2]
         final = folder / (f"{name}.gz" if head == _GZIP_MAGIC else name)
-        read_idx(tmp, expected_md5=MNIST_MD5[name])
+        source.read(tmp, name)
         os.replace(tmp, final)
         return final
     finally:
@@ -395,25 +482,29 @@ def _unreachable(err: OSError) -> bool:
     return isinstance(reason, (TimeoutError, ConnectionError, socket.gaierror))
 
 
-def ensure_mnist(
+def ensure_idx_files(
+    source: IdxSource,
     data_dir: Path,
-    mirrors: Sequence[str] = MNIST_MIRRORS,
+    mirrors: Sequence[str] | None = None,
     download: bool = True,
     *,
     timeout: float = DOWNLOAD_TIMEOUT_S,
 ) -> Path:
-    """Make sure the four MNIST IDX files are in ``<data_dir>/mnist/``; return that folder.
+    """Make sure the four IDX files of ``source`` are in ``<data_dir>/<source.name>/``; return
+    that folder.
 
     A file counts as present as ``<name>`` or ``<name>.gz``. If ``data_dir`` itself holds all
-    four files (the user pointed at the mnist folder), it is used as is. Missing files are
-    fetched from ``<mirror><name>.gz`` for each of ``mirrors`` in turn (``timeout`` seconds per
-    connection; a mirror that cannot be reached is not retried for the other files), written to
-    a temp file, MD5-checked, then renamed into place. Raises :class:`MissingDataError` naming
-    the files and the folder when they are absent and cannot be downloaded.
-    Existing files are not checksummed here; :func:`load_mnist` checks every file it reads.
+    four files (the user pointed at the dataset's folder), it is used as is. Missing files are
+    fetched from ``<mirror><name>.gz`` for each of ``mirrors`` (default ``source.mirrors``) in
+    turn (``timeout`` seconds per connection; a mirror that cannot be reached is not retried for
+    the other files), written to a temp file, MD5-checked, then renamed into place. Raises
+    :class:`MissingDataError` naming the files and the folder when they are absent and cannot
+    be downloaded. Existing files are not checksummed here; :func:`load_idx_dataset` checks
+    every file it reads.
     """
+    mirrors = source.mirrors if mirrors is None else mirrors
     data_dir = Path(data_dir).expanduser()
-    folder = data_dir / "mnist"
+    folder = data_dir / source.name
     names = list(MNIST_FILES.values())
     if not folder.is_dir() and all(_find(data_dir, n) for n in names):
         return data_dir
@@ -421,12 +512,13 @@ def ensure_mnist(
     if not missing:
         return folder
     if not download or not mirrors:
-        raise MissingDataError(_missing_message(folder, missing, mirrors))
+        raise MissingDataError(_missing_message(source, folder, missing, mirrors))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise MissingDataError(
-            _missing_message(folder, missing, mirrors) + f" (cannot create the folder: {err})"
+            _missing_message(source, folder, missing, mirrors)
+            + f" (cannot create the folder: {err})"
         ) from None
     failures: list[str] = []
     unreachable: set[str] = set()
@@ -436,7 +528,7 @@ def ensure_mnist(
                 continue
             url = mirror.rstrip("/") + f"/{name}.gz"
             try:
-                _download_one(url, folder, name, timeout)
+                _download_one(source, url, folder, name, timeout)
                 break
             except DataError as err:  # reached the mirror but got a bad file
                 failures.append(f"{url}: {err}")
@@ -448,36 +540,50 @@ def ensure_mnist(
     if still_missing:
         detail = "; ".join(failures)
         raise MissingDataError(
-            _missing_message(folder, still_missing, mirrors) + f" Download failed: {detail}"
+            _missing_message(source, folder, still_missing, mirrors) + f" Download failed: {detail}"
         )
     return folder
 
 
+def ensure_mnist(
+    data_dir: Path,
+    mirrors: Sequence[str] = MNIST_MIRRORS,
+    download: bool = True,
+    *,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
+) -> Path:
+    """:func:`ensure_idx_files` of :data:`MNIST`: the folder holding its four files."""
+    return ensure_idx_files(MNIST, data_dir, mirrors, download, timeout=timeout)
+
+
 @dataclass(frozen=True)
-class _MnistArrays:
+class _IdxArrays:
     train_images: np.ndarray  # [60000, 28, 28] uint8
     train_labels: np.ndarray  # [60000] uint8
     test_images: np.ndarray  # [10000, 28, 28] uint8
     test_labels: np.ndarray  # [10000] uint8
 
 
-def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
+def _stamp(source: IdxSource, folder: Path) -> tuple[tuple[str, int, int], ...]:
     """(path, size, mtime) of the files in use, so a replaced file is not served from cache."""
     stamps = []
     for name in MNIST_FILES.values():
         path = _find(folder, name)
         if path is None:
-            raise MissingDataError(_missing_message(folder, [name], MNIST_MIRRORS))
+            raise MissingDataError(_missing_message(source, folder, [name], source.mirrors))
         st = path.stat()
         stamps.append((str(path), st.st_size, st.st_mtime_ns))
     return tuple(stamps)
 
 
 @functools.lru_cache(maxsize=2)
-def _read_mnist_folder(folder: Path, stamp: tuple[tuple[str, int, int], ...]) -> _MnistArrays:
+def _read_idx_folder(
+    dataset: str, folder: Path, stamp: tuple[tuple[str, int, int], ...]
+) -> _IdxArrays:
     """Parse and checksum the four files once per process (keyed on the resolved folder)."""
+    source = IDX_SOURCES[dataset]
     arrays = {
-        role: read_idx(path, expected_md5=MNIST_MD5[name])
+        role: source.read(Path(path), name)
         for role, name, (path, _, _) in zip(MNIST_FILES, MNIST_FILES.values(), stamp, strict=True)
     }
     for part in ("train", "test"):
@@ -486,7 +592,38 @@ def _read_mnist_folder(folder: Path, stamp: tuple[tuple[str, int, int], ...]) ->
             raise DataError(
                 f"{folder}: {part} images {images.shape} and labels {labels.shape} do not match"
             )
-    return _MnistArrays(**arrays)
+    return _IdxArrays(**arrays)
+
+
+def load_idx_dataset(
+    source: IdxSource,
+    data_dir: Path,
+    seed: int,
+    *,
+    val_size: int = MNIST_VAL_SIZE,
+    mirrors: Sequence[str] | None = None,
+    download: bool = True,
+) -> DatasetSplits:
+    """The grey levels / 255 of ``source``'s four IDX files as ``[N, 1, H, W]`` float32 splits.
+
+    Validation: ``val_size`` (10,000) images drawn from the training images by
+    ``numpy.random.default_rng(seed).permutation``; train: the others (50,000); test: the
+    t10k images. Files come from :func:`ensure_idx_files`; parsed arrays are cached per process.
+    """
+    folder = ensure_idx_files(source, data_dir, mirrors=mirrors, download=download).resolve()
+    arrays = _read_idx_folder(source.name, folder, _stamp(source, folder))
+    n = arrays.train_images.shape[0]
+    if not 0 < val_size < n:
+        raise DataError(f"{folder}: cannot carve {val_size} validation images from {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    val_idx, train_idx = perm[:val_size], perm[val_size:]
+    test_idx = np.arange(arrays.test_images.shape[0])
+    return DatasetSplits(
+        name=source.name,
+        train=_split(arrays.train_images, arrays.train_labels, train_idx, 255.0),
+        val=_split(arrays.train_images, arrays.train_labels, val_idx, 255.0),
+        test=_split(arrays.test_images, arrays.test_labels, test_idx, 255.0),
+    )
 
 
 def load_mnist(
@@ -497,45 +634,94 @@ def load_mnist(
     mirrors: Sequence[str] = MNIST_MIRRORS,
     download: bool = True,
 ) -> DatasetSplits:
-    """MNIST grey levels / 255 as ``[N, 1, 28, 28]`` float32 splits.
-
-    Validation: ``val_size`` (10,000) images drawn from the 60,000 training images by
-    ``numpy.random.default_rng(seed).permutation``; train: the other 50,000; test: the 10,000
-    t10k images. Files come from :func:`ensure_mnist`; parsed arrays are cached per process.
-    """
-    folder = ensure_mnist(data_dir, mirrors=mirrors, download=download).resolve()
-    arrays = _read_mnist_folder(folder, _stamp(folder))
-    n = arrays.train_images.shape[0]
-    if not 0 < val_size < n:
-        raise DataError(f"{folder}: cannot carve {val_size} validation images from {n}")
-    perm = np.random.default_rng(seed).permutation(n)
-    val_idx, train_idx = perm[:val_size], perm[val_size:]
-    test_idx = np.arange(arrays.test_images.shape[0])
-    return DatasetSplits(
-        name="mnist",
-        train=_split(arrays.train_images, arrays.train_labels, train_idx, 255.0),
-        val=_split(arrays.train_images, arrays.train_labels, val_idx, 255.0),
-        test=_split(arrays.test_images, arrays.test_labels, test_idx, 255.0),
+    """MNIST grey levels / 255 as ``[N, 1, 28, 28]`` float32 splits
+    (:func:`load_idx_dataset` of :data:`MNIST`)."""
+    return load_idx_dataset(
+        MNIST, data_dir, seed, val_size=val_size, mirrors=mirrors, download=download
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's image file (data.dataset: array)
+
+
+def _array_stamp(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), -1, -1)  # read_image_arrays names what is wrong
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_array_file(stamp: tuple[str, int, int]):
+    """Read and check the file once per process (keyed on path, size and mtime)."""
+    return read_image_arrays(stamp[0])
+
+
+def load_array_splits(
+    path: str | os.PathLike[str], seed: int, val_fraction: float, test_fraction: float
+) -> DatasetSplits:
+    """The images of a user's ``.npz`` / ``.npy`` file (:mod:`infovae_core.datafiles`) as
+    ``[N, C, H, W]`` float32 splits in [0, 1] (``uint8`` divided by 255, floats as they are).
+
+    A file with its own ``train_images`` / ``val_images`` / ``test_images`` keeps them. One
+    pool of ``images`` is split by ``numpy.random.default_rng(seed).permutation``: the first
+    ``round(val_fraction * N)`` images validate, the next ``round(test_fraction * N)`` test,
+    the rest train (:func:`infovae_core.datafiles.split_sizes`); the split depends on the file
+    and these three settings only. Labels are kept when the file has them, else None. Raises
+    :class:`ArrayFileError` naming the file and what is wrong with it.
+    """
+    resolved = Path(path).expanduser().resolve()
+    arrays = _read_array_file(_array_stamp(resolved))
+    sizes = check_split(arrays, val_fraction, test_fraction)
+    labels = arrays.labels
+    if arrays.has_own_splits:
+        parts = {
+            name: (arrays.images[name], None if labels is None else labels[name])
+            for name in SPLIT_NAMES
+        }
+        index = {name: np.arange(sizes[name]) for name in SPLIT_NAMES}
+    else:
+        pool = (arrays.images[POOL], None if labels is None else labels[POOL])
+        parts = dict.fromkeys(SPLIT_NAMES, pool)
+        perm = np.random.default_rng(seed).permutation(pool[0].shape[0])
+        val_idx, test_idx, train_idx = np.split(perm, [sizes["val"], sizes["val"] + sizes["test"]])
+        index = {"train": train_idx, "val": val_idx, "test": test_idx}
+    splits = {}
+    for name in SPLIT_NAMES:
+        images, split_labels = parts[name]
+        scale = 255.0 if images.dtype == np.uint8 else 1.0
+        splits[name] = _split(images, split_labels, index[name], scale)
+    return DatasetSplits(name="array", **splits)
 
 
 def load_dataset(config: DataConfig) -> DatasetSplits:
     """The splits named by ``config.dataset`` as grey levels in [0, 1] (not binarised).
 
-    ``digits``: :func:`load_digits_splits`; ``mnist``: :func:`load_mnist` from
-    ``resolve_data_dir(config.data_dir)``, downloading missing files only when
-    ``config.download``. ``config.seed`` fixes the split. ``config.train_size`` keeps a seeded
+    ``digits``: :func:`load_digits_splits`; ``mnist`` and ``fashion_mnist``:
+    :func:`load_idx_dataset` from ``resolve_data_dir(config.data_dir)``, downloading missing
+    files only when ``config.download``; ``array``: :func:`load_array_splits` of
+    ``config.path``. ``config.seed`` fixes the split. ``config.train_size`` keeps a seeded
     subset of the training split (:func:`apply_train_size`); validation and test are whole.
     """
     if config.dataset == "digits":
         splits = load_digits_splits(config.seed)
-    elif config.dataset == "mnist":
-        splits = load_mnist(
-            resolve_data_dir(config.data_dir), config.seed, download=config.download
+    elif config.dataset in IDX_SOURCES:
+        splits = load_idx_dataset(
+            IDX_SOURCES[config.dataset],
+            resolve_data_dir(config.data_dir),
+            config.seed,
+            download=config.download,
+        )
+    elif config.dataset == "array" and config.path:
+        splits = load_array_splits(
+            config.path, config.seed, config.val_fraction, config.test_fraction
         )
     else:
         raise ConfigError(
-            f"data.dataset: must be one of ['digits', 'mnist'], got {config.dataset!r}"
+            f"data.dataset: must be one of ['digits', 'mnist', 'fashion_mnist', 'array'] (array "
+            f"with data.path), got {config.dataset!r}"
         )
     return apply_train_size(splits, config)
 
@@ -577,7 +763,10 @@ def apply_train_size(splits: DatasetSplits, config: DataConfig) -> DatasetSplits
     index = torch.from_numpy(
         train_subset_indices(len(splits.train), config.train_size, config.seed)
     ).to(splits.train.images.device)
-    train = Split(images=splits.train.images[index], labels=splits.train.labels[index])
+    labels = splits.train.labels
+    train = Split(
+        images=splits.train.images[index], labels=None if labels is None else labels[index]
+    )
     return DatasetSplits(name=splits.name, train=train, val=splits.val, test=splits.test)
 
 

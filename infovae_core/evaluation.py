@@ -20,7 +20,8 @@ names without the ``metric.`` prefix the results store adds:
 
 The evaluation points are the whole test split, or a seeded random subset of
 ``config.max_points`` of them. A ``probe_acc_<n>`` with n larger than the training split is
-SKIPPED (the key is absent) rather than computed on fewer labels under a misleading name.
+SKIPPED (the key is absent) rather than computed on fewer labels under a misleading name; so
+are all the probes when the training or test split has no labels (``labels`` None).
 """
 
 from __future__ import annotations
@@ -86,13 +87,14 @@ class LatentVariableModel(Protocol):
 
 
 class SplitLike(Protocol):
-    """A data split: ``images [N, C, H, W]`` (prepared for the likelihood) and ``labels [N]``."""
+    """A data split: ``images [N, C, H, W]`` (prepared for the likelihood) and ``labels [N]``
+    (None: no labels, hence no probe metrics)."""
 
     @property
     def images(self) -> Tensor | np.ndarray: ...
 
     @property
-    def labels(self) -> Tensor | np.ndarray: ...
+    def labels(self) -> Tensor | np.ndarray | None: ...
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,10 @@ def _images(split: SplitLike, name: str) -> Tensor:
     return images
 
 
-def _labels(split: SplitLike, name: str, n: int) -> np.ndarray:
+def _labels(split: SplitLike, name: str, n: int) -> np.ndarray | None:
     labels = split.labels
+    if labels is None:
+        return None
     labels = labels.cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
     labels = labels.reshape(-1)
     if labels.shape[0] != n:
@@ -216,9 +220,12 @@ def evaluate(
         iwae_images = test_images[: config.iwae_points]
         metrics["nll_iwae"] = nll_iwae(model, iwae_images, config.iwae_samples, generator=generator)
 
-        # Probes on posterior means (docs/metrics.md); n beyond the training split is skipped.
-        train_mu = _encode_all(model, train_images, device).mu.numpy()
-        for n_labels in config.probe_labels:
+        # Probes on posterior means (docs/metrics.md); n beyond the training split is skipped,
+        # and every probe when there are no labels (absent, never a made-up zero).
+        has_labels = train_labels is not None and test_labels is not None
+        probe_sizes = config.probe_labels if has_labels else ()
+        train_mu = _encode_all(model, train_images, device).mu.numpy() if probe_sizes else None
+        for n_labels in probe_sizes:
             if n_labels > train_images.shape[0]:
                 continue
             metrics[f"probe_acc_{n_labels}"] = linear_probe_accuracy(
