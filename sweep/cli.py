@@ -109,7 +109,11 @@ def _fail(message: str, code: int = USAGE_ERROR) -> None:
 @app.command()
 def train(
     dataset: Annotated[
-        DatasetChoice, typer.Option(help="digits (bundled, no download) or mnist.")
+        DatasetChoice,
+        typer.Option(
+            help="digits (bundled, no download), mnist, fashion_mnist, or array (your own "
+            ".npz/.npy file of images, given with --data-path)."
+        ),
     ] = DatasetChoice["digits"],
     objective: Annotated[
         ObjectivePreset,
@@ -153,11 +157,19 @@ def train(
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Folder holding mnist/ (default $INFOVAE_DATA_DIR, else a per-user cache)."
+            help="Folder holding mnist/ or fashion_mnist/ (default $INFOVAE_DATA_DIR, else a "
+            "per-user cache)."
+        ),
+    ] = None,
+    data_path: Annotated[
+        Path | None,
+        typer.Option(
+            help="The .npz/.npy file of images for --dataset array (layouts: docs/studies.md)."
         ),
     ] = None,
     download: Annotated[
-        bool, typer.Option(help="Download missing MNIST files from the public mirrors.")
+        bool,
+        typer.Option(help="Download missing MNIST / Fashion-MNIST files from the public mirrors."),
     ] = True,
     device: Annotated[str, typer.Option(help="auto (cuda when present), cpu or cuda.")] = "auto",
     iwae_samples: Annotated[
@@ -173,7 +185,7 @@ def train(
 ) -> None:
     """Train one configuration and print every evaluation metric (docs/metrics.md)."""
     from infovae_core.config import ConfigError, TrialConfig
-    from infovae_core.data import DataError
+    from infovae_core.datafiles import ArrayFileError, DataError
 
     preset_alpha, preset_lambda = PRESETS[objective.value]
     scale_values = _parse_scales(scales)
@@ -182,6 +194,7 @@ def train(
             {
                 "data.dataset": dataset.value,
                 "data.data_dir": str(data_dir) if data_dir is not None else None,
+                "data.path": str(data_path) if data_path is not None else None,
                 "data.binarize": binarize.value,
                 "data.download": download,
                 "data.train_size": train_size,
@@ -217,6 +230,8 @@ def train(
 
     try:
         result = _fit_with_progress(fit, config, quiet=as_json)
+    except ArrayFileError as error:  # the user's file is bad input, like a bad option
+        _fail(str(error))
     except DataError as error:
         _fail(str(error), code=1)
     except ConfigError as error:  # e.g. data.train_size larger than the split actually read
@@ -324,10 +339,17 @@ def _load_spec(path: Path):
 def validate(
     study: Annotated[Path, typer.Argument(help="Study file (YAML).")],
 ) -> None:
-    """Check a study file and print its resolved plan (arms, trials, budget). Writes nothing."""
+    """Check a study file (and its data file, for data.dataset array) and print its resolved
+    plan (arms, trials, budget). Writes nothing."""
     from sweep.plan import format_plan, plan_study
+    from sweep.spec.data_file import data_file_issues
 
     spec = _load_spec(study)
+    issues = data_file_issues(spec)
+    if issues:
+        for issue in issues:
+            console.print(f"[bold red]error:[/] {escape(issue)}", highlight=False)
+        raise typer.Exit(USAGE_ERROR)
     stdout.print(format_plan(plan_study(spec)), markup=False, highlight=False)
 
 

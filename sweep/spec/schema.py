@@ -81,6 +81,11 @@ class DataSpec(_Frozen):
     seed: StrictInt = 0
     data_dir: str | None = None
     train_size: StrictInt | None = None  # checked (>= 2, <= the split) by TrialConfig
+    # dataset array: the file, and the seeded split of a file without its own splits (checked
+    # by TrialConfig; the file itself is read at validate and run, never when a spec loads).
+    path: str | None = None
+    val_fraction: StrictFloat = 0.1
+    test_fraction: StrictFloat = 0.2
 
     def as_settings(self) -> dict[str, Any]:
         """Dotted TrialConfig settings: ``{"data.dataset": ..., ...}``."""
