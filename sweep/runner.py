@@ -55,6 +55,7 @@ from typing import Any
 
 from sweep import names
 from sweep.mirror import StudyMirror
+from sweep.run.trial import TrialContext
 from sweep.spec import StudySpec
 from sweep.storages import (
     StorageRecord,
@@ -63,10 +64,7 @@ from sweep.storages import (
 )
 from sweep.store import ResultsStore
 from sweep.trackers import Tracker, check_trackers, tracker_callbacks
-from sweep.trainable import (
-    TrialContext,
-    run_trial,
-)
+from sweep.trainable import run_trial
 from sweep.tune.callback import StoreCallback, duplicate_index
 from sweep.tune.confirm import ConfirmPlanner
 from sweep.tune.environment import quiet_loggers, start_ray, tune_environment

@@ -3,8 +3,8 @@
 Each tracker is Ray Tune's own logger callback (``MLflowLoggerCallback``,
 ``TBXLoggerCallback``, ``WandbLoggerCallback``), added to the Tuner's callbacks by the runner.
 Tune would hand those callbacks the trial as Tune sees it: a config holding the runner's
-bookkeeping (the ``_trial`` key) rather than the trial's settings, and results holding the
-report's artefacts (latent codes as lists, PNG images as base64 strings) beside the numbers.
+bookkeeping (:class:`~sweep.run.trial.TrialMeta`) rather than the trial's settings, and
+results holding the report's artefacts beside the numbers.
 :func:`tracker_callbacks` therefore wraps each one in a Tune ``Callback`` that calls the
 logger's public ``log_trial_*`` methods with
 
@@ -47,7 +47,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sweep import names
-from sweep.trainable import STATUS_KEY, TRIAL_KEY, TrialContext, trial_phase
+from sweep.run.trial import TrialContext, TrialMeta, TrialResult, trial_config, trial_phase
 
 __all__ = [
     "TRACKERS",
@@ -135,14 +135,12 @@ def tracker_params(context: TrialContext, config: dict[str, Any]) -> dict[str, A
     """The parameters a tracker logs for a trial: its decoded TrialConfig settings (dotted
     keys) plus ``study``, ``arm``, ``phase`` and ``trial_id``. Lists and None are written as
     JSON text so that every tracker takes them (TensorBoard's hparams take scalars only)."""
-    from sweep.trainable import trial_config
-
-    meta = config.get(TRIAL_KEY, {})
+    meta = TrialMeta.of(config)
     params: dict[str, Any] = {
         names.STUDY: context.study,
-        names.ARM: meta.get("arm"),
+        names.ARM: meta.arm,
         names.PHASE: trial_phase(context, config),
-        names.TRIAL_ID: meta.get("trial_id"),
+        names.TRIAL_ID: meta.trial_id,
     }
     try:
         settings = trial_config(context, config).to_flat_dict()
@@ -269,7 +267,7 @@ class _TrackerCallbackMixin:
     def on_trial_complete(self, iteration, trials, trial, **info):
         if not self._mine(trial):
             return
-        failed = (trial.last_result or {}).get(STATUS_KEY) == names.FAILED
+        failed = TrialResult.from_report(trial.last_result).status == names.FAILED
         self.logger.log_trial_end(self._view(trial), failed=failed)
         self._views.pop(trial.trial_id, None)
 

@@ -5,11 +5,11 @@ arms' progress, and records a repeated configuration as a copy of its original
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import functools
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +17,19 @@ import numpy as np
 import pyarrow.compute as pc
 
 from sweep import names
+from sweep.analysis.ranking import better
 from sweep.files import atomic_write, atomic_write_bytes, fsync_dir
-from sweep.ranking import better
-from sweep.spec import ObjectiveSpec
-from sweep.store import ResultsStore, json_columns
-from sweep.trainable import (
-    ARTIFACT_PREFIX,
-    EPOCH_ROWS_KEY,
-    ERROR_KEY,
-    STATUS_KEY,
-    TRIAL_KEY,
+from sweep.run.trial import (
+    TrialArtifacts,
     TrialContext,
+    TrialMeta,
+    TrialResult,
+    reported_epochs,
     trial_config,
     trial_phase,
 )
+from sweep.spec import ObjectiveSpec
+from sweep.store import ResultsStore, json_columns
 from sweep.tune.events import ArmProgress, StudyEvents
 from sweep.tune.searcher import (
     DuplicateIndex,
@@ -108,7 +107,7 @@ class _StoreCallbackMixin:
         return {"context": self.context, "epochs": {}, "duplicates": None}
 
     def _progress(self, trial) -> ArmProgress:
-        return self.events.arms[trial.config[TRIAL_KEY]["arm"]]
+        return self.events.arms[TrialMeta.of(trial.config).arm]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         # Also called when a recovered trial starts again: its earlier epochs are kept.
@@ -130,14 +129,11 @@ class _StoreCallbackMixin:
         self.events.changed()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        # Epochs reported together come first, oldest first; the final result may carry the
-        # last ones (:data:`~sweep.trainable.EPOCH_ROWS_KEY`).
-        for row in result.get(EPOCH_ROWS_KEY) or ():
+        # Epochs reported together arrive oldest first; the final result may carry the last.
+        for row in reported_epochs(result):
             self._add_epoch(trial, row)
-        if names.EPOCH in result and STATUS_KEY not in result:
-            self._add_epoch(trial, result)
 
-    def _add_epoch(self, trial, result: dict[str, Any]) -> None:
+    def _add_epoch(self, trial, result: Mapping[str, Any]) -> None:
         epoch = int(result[names.EPOCH])
         row = {names.EPOCH: epoch}
         row.update({k: v for k, v in result.items() if k.startswith((names.TRAIN, names.VAL))})
@@ -149,30 +145,31 @@ class _StoreCallbackMixin:
         rows.append(row)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._record(trial, trial.last_result or {}, error=None)
+        self._record(trial, TrialResult.from_report(trial.last_result), error=None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._record(trial, trial.last_result or {}, error=ray_trial_error(trial))
+        result = TrialResult.from_report(trial.last_result)
+        self._record(trial, result, error=ray_trial_error(trial))
 
-    def _record(self, trial, result: dict[str, Any], error: str | None) -> None:
-        meta = trial.config[TRIAL_KEY]
-        arm = meta["arm"]
-        study_trial_id = meta.get("trial_id") or f"{arm}-{trial.trial_id}"
+    def _record(self, trial, result: TrialResult, error: str | None) -> None:
+        meta = TrialMeta.of(trial.config)
+        arm = meta.arm
+        study_trial_id = meta.trial_id or f"{arm}-{trial.trial_id}"
         progress = self._progress(trial)
         progress.running = max(0, progress.running - 1)
-        status = result.get(STATUS_KEY)
+        status = result.status
         if error is not None:
             status, message = names.FAILED, error
         elif status is None:
             status, message = names.STOPPED, "stopped early by the scheduler"
         else:
-            message = result.get(ERROR_KEY)
+            message = result.error
         try:
             config = trial_config(self.context, trial.config)
             params = {names.param(k): v for k, v in config.to_flat_dict().items()}
             seed = config.train.seed
         except Exception as problem:  # noqa: BLE001 - a config error is the trial's failure
-            params, seed = {}, int(meta.get("seed") or 0)
+            params, seed = {}, int(meta.seed or 0)
             status, message = names.FAILED, message or f"{type(problem).__name__}: {problem}"
         now = dt.datetime.now(dt.timezone.utc)
         row: dict[str, Any] = {
@@ -181,25 +178,25 @@ class _StoreCallbackMixin:
             names.PHASE: trial_phase(self.context, trial.config),
             names.TRIAL_ID: study_trial_id,
             names.ATTEMPT: int(getattr(trial, "num_failures", 0) or 0),
-            names.RESUMED_FROM_EPOCH: int(result.get(names.RESUMED_FROM_EPOCH) or 0),
+            names.RESUMED_FROM_EPOCH: result.resumed_from_epoch,
             names.SEED: seed,
             names.STATUS: status,
             names.ERROR: message,
-            names.STARTED_AT: result.get(names.STARTED_AT) or now,
-            names.ENDED_AT: result.get(names.ENDED_AT) or now,
-            names.TRAIN_SECONDS: result.get(names.TRAIN_SECONDS),
-            names.EVAL_SECONDS: result.get(names.EVAL_SECONDS),
-            names.HOST: result.get(names.HOST) or result.get("hostname"),
-            names.NODE_ID: result.get(names.NODE_ID) or result.get("node_ip"),
-            names.DEVICE: result.get(names.DEVICE),
+            names.STARTED_AT: result.started_at or now,
+            names.ENDED_AT: result.ended_at or now,
+            names.TRAIN_SECONDS: result.train_seconds,
+            names.EVAL_SECONDS: result.eval_seconds,
+            names.HOST: result.host,
+            names.NODE_ID: result.node_id,
+            names.DEVICE: result.device,
             **params,
         }
         if status == names.COMPLETED:
-            row.update({k: v for k, v in result.items() if k.startswith(names.METRIC)})
+            row.update(result.metrics)
         epochs = self.epochs.pop(trial.trial_id, [])
         if self.store.record_trial(row, epochs):
             if status == names.COMPLETED:
-                write_artifacts(self.store.folder, study_trial_id, result)
+                write_artifacts(self.store.folder, study_trial_id, result.artifacts)
                 if self.duplicates is not None and params:
                     key = DuplicateIndex.canonical(_unprefixed(params))
                     self.duplicates.add(key, study_trial_id)
@@ -212,13 +209,13 @@ def _unprefixed(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _count(
-    progress: ArmProgress, status: str, result: dict[str, Any], metric: str, direction: str
+    progress: ArmProgress, status: str, result: TrialResult, metric: str, direction: str
 ) -> None:
     """Count a recorded trial in its arm's progress and keep the best value so far."""
     progress.done += status == names.COMPLETED
     progress.failed += status == names.FAILED
     progress.stopped += status == names.STOPPED
-    value = result.get(metric) if status == names.COMPLETED else None
+    value = result.metrics.get(metric) if status == names.COMPLETED else None
     if isinstance(value, int | float) and better(float(value), progress.best, direction):
         progress.best = float(value)
 
@@ -229,21 +226,21 @@ def duplicate_index(
     """The study's completed search configurations, and how a repeat is recorded as a copy
     (counted in ``events`` by the ``rank`` objective, as a trained trial is)."""
 
-    def key(config: dict[str, Any]) -> str | None:
+    def key(config: Mapping[str, Any]) -> str | None:
         try:
             return DuplicateIndex.canonical(trial_config(context, config).to_flat_dict())
         except Exception:  # noqa: BLE001 - a config that cannot be built is never a repeat
             return None
 
-    def copy(config: dict[str, Any], original: str) -> dict[str, Any]:
-        meta = config[TRIAL_KEY]
+    def copy(config: Mapping[str, Any], original: str) -> TrialResult:
+        meta = TrialMeta.of(config)
         row = _stored_row(store, original)
         now = dt.datetime.now(dt.timezone.utc)
         row.update(
             {
-                names.ARM: meta["arm"],  # the original may belong to another arm
+                names.ARM: meta.arm,  # the original may belong to another arm
                 names.PHASE: names.SEARCH,
-                names.TRIAL_ID: meta["trial_id"],
+                names.TRIAL_ID: meta.trial_id,
                 names.COPY_OF: original,
                 names.ATTEMPT: 0,
                 names.RESUMED_FROM_EPOCH: 0,
@@ -260,13 +257,13 @@ def duplicate_index(
             .filter(pc.equal(store.epochs_table().column("trial_id"), original))
             .to_pylist()
         ]
-        result = {
-            STATUS_KEY: names.COMPLETED,
-            **{k: v for k, v in row.items() if k.startswith(names.METRIC)},
-        }
+        result = TrialResult(
+            status=names.COMPLETED,
+            metrics={k: v for k, v in row.items() if k.startswith(names.METRIC)},
+        )
         if store.record_trial(row, epochs):
-            _copy_artifacts(store.folder, original, meta["trial_id"])
-            _count(events.arms[meta["arm"]], names.COMPLETED, result, rank.metric, rank.direction)
+            _copy_artifacts(store.folder, original, meta.trial_id)
+            _count(events.arms[meta.arm], names.COMPLETED, result, rank.metric, rank.direction)
             events.changed()
         return result
 
@@ -306,21 +303,23 @@ def _copy_artifacts(folder: Path, original: str, trial_id: str) -> None:
     fsync_dir(target)
 
 
-def write_artifacts(folder: Path, trial_id: str, result: dict[str, Any]) -> None:
+def write_artifacts(folder: Path, trial_id: str, artifacts: TrialArtifacts | None) -> None:
     """Latents (``latents.npy``) and image grids (PNG) of a finished trial, for the report."""
     target = folder / names.ARTIFACTS_DIR / trial_id
     target.mkdir(parents=True, exist_ok=True)
-    latents = result.get(f"{ARTIFACT_PREFIX}latents")
-    if latents:
-        array = np.asarray(latents, dtype=np.float32)
+    artifacts = artifacts or TrialArtifacts()
+    latents = artifacts.latents
+    if latents is not None and len(latents):
         atomic_write(
             target / "latents.npy",
-            lambda handle: np.save(handle, array, allow_pickle=False),
+            lambda handle: np.save(handle, latents, allow_pickle=False),
             sync_dir=False,
         )
-    images = (("samples_png", "samples.png"), ("reconstructions_png", "reconstructions.png"))
-    for key, name in images:
-        encoded = result.get(f"{ARTIFACT_PREFIX}{key}")
-        if encoded:
-            atomic_write_bytes(target / name, base64.b64decode(encoded), sync_dir=False)
+    images = (
+        (artifacts.samples_png, "samples.png"),
+        (artifacts.reconstructions_png, "reconstructions.png"),
+    )
+    for data, name in images:
+        if data:
+            atomic_write_bytes(target / name, data, sync_dir=False)
     fsync_dir(target)

@@ -1,8 +1,8 @@
 """The confirm phase: which search trials each arm re-trains, and with which seeds.
 
 As soon as an arm's search is over, :class:`ConfirmPlanner` ranks its recorded search trials
-(:func:`confirm_candidates`, :func:`sweep.ranking.rank_trials`) and lists the confirm trials
-still to run; the study's searcher (:mod:`sweep.tune.searcher`) suggests them in the same
+(:func:`confirm_candidates`, :func:`sweep.analysis.ranking.rank_trials`) and lists the confirm
+trials still to run; the study's searcher (:mod:`sweep.tune.searcher`) suggests them in the same
 Tuner."""
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ from typing import Any
 import numpy as np
 
 from sweep import names
-from sweep.ranking import rank_trials
+from sweep.analysis.ranking import rank_trials
+from sweep.run.trial import TrialMeta
 from sweep.spec import StudySpec
 from sweep.store import ResultsStore, json_columns
 
 
 def confirm_candidates(spec: StudySpec, store: ResultsStore, arm: str) -> list[dict[str, Any]]:
-    """The best ``confirm.top_k`` search trials of ``arm`` by :func:`sweep.ranking.rank_trials`
-    (the study's objectives, Pareto-first when there are several, ``confirm_rank`` within a
-    front, ties by trial id), as dotted settings of their searched keys."""
+    """The best ``confirm.top_k`` search trials of ``arm`` by
+    :func:`sweep.analysis.ranking.rank_trials` (the study's objectives, Pareto-first when
+    there are several, ``confirm_rank`` within a front, ties by trial id), as dotted settings
+    of their searched keys."""
     trials = store.trials()
     if not len(trials):
         return []
@@ -54,22 +56,23 @@ class ConfirmPlanner:
     spec: StudySpec
     store: ResultsStore
 
-    def __call__(self, arm: str) -> list[dict[str, Any]]:
+    def __call__(self, arm: str) -> list[TrialMeta]:
         recorded = self.store.recorded_trial_ids()
-        return [meta for meta in self.planned(arm) if meta[names.TRIAL_ID] not in recorded]
+        return [meta for meta in self.planned(arm) if meta.trial_id not in recorded]
 
-    def planned(self, arm: str) -> list[dict[str, Any]]:
+    def planned(self, arm: str) -> list[TrialMeta]:
         """Every confirm trial of ``arm``, recorded or not, in the order they run."""
         planned = []
         for rank, candidate in enumerate(confirm_candidates(self.spec, self.store, arm), start=1):
             for seed in self.spec.confirm_seeds:
                 planned.append(
-                    {
-                        names.ARM: arm,
-                        names.TRIAL_ID: f"{arm}-confirm{rank}-seed{seed}",
-                        names.SEED: seed,
-                        "params": candidate["params"],
-                        "source": candidate["source"],
-                    }
+                    TrialMeta(
+                        arm=arm,
+                        trial_id=f"{arm}-confirm{rank}-seed{seed}",
+                        seed=seed,
+                        phase=names.CONFIRM,
+                        params=candidate["params"],
+                        source=candidate["source"],
+                    )
                 )
         return planned

@@ -7,10 +7,7 @@ import functools
 from typing import Any
 
 from sweep import names
-from sweep.trainable import (
-    STATUS_KEY,
-    TRIAL_KEY,
-)
+from sweep.run.trial import TrialMeta, is_final_report
 
 
 @functools.cache
@@ -30,10 +27,10 @@ def per_arm_scheduler_class() -> type:
 
         def _of(self, trial):
             """The arm's scheduler; None for a confirm trial, which always trains to the end."""
-            meta = trial.config[TRIAL_KEY]
-            if meta.get(names.PHASE) == names.CONFIRM:
+            meta = TrialMeta.of(trial.config)
+            if meta.phase == names.CONFIRM:
                 return None
-            return self._schedulers[meta["arm"]]
+            return self._schedulers[meta.arm]
 
         def set_search_properties(self, metric, mode, **spec) -> bool:
             return True
@@ -48,11 +45,11 @@ def per_arm_scheduler_class() -> type:
 
         def on_trial_result(self, tune_controller, trial, result):
             scheduler = self._of(trial)
-            if STATUS_KEY in result or scheduler is None:
+            if is_final_report(result) or scheduler is None:
                 # The final result comes after the last epoch; confirm trials never stop early.
                 return FIFOScheduler.CONTINUE
             decision = scheduler.on_trial_result(tune_controller, trial, result)
-            arm = trial.config[TRIAL_KEY]["arm"]
+            arm = TrialMeta.of(trial.config).arm
             if result.get(names.EPOCH, 0) >= self._epochs[arm]:
                 # Training is over: let the trial evaluate and report its metrics (ASHA
                 # would stop every trial at max_t, before its evaluation).

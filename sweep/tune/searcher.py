@@ -31,6 +31,7 @@ Importing this module does not import Ray.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -42,7 +43,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep import names
-from sweep.trainable import ERROR_KEY, STATUS_KEY, TRIAL_KEY
+from sweep.run.trial import TrialMeta, TrialResult
 
 __all__ = [
     "ArmSearch",
@@ -100,12 +101,12 @@ def objective_study(
 
 
 def _outcome(
-    result: Mapping[str, Any], metrics: Sequence[str], error: bool
+    result: TrialResult, metrics: Sequence[str], error: bool
 ) -> tuple[TrialState, list[float] | None]:
     """How Optuna should see a finished trial: COMPLETE with its objective values, FAIL (an
     error, or a missing or non-finite value), or PRUNED (stopped early by the scheduler)."""
-    status = result.get(STATUS_KEY)
-    values = [result.get(m) for m in metrics]
+    status = result.status
+    values = [result.metrics.get(m) for m in metrics]
     finite = all(isinstance(v, int | float) and math.isfinite(v) for v in values)
     if status == names.COMPLETED and finite and not error:
         return TrialState.COMPLETE, [float(v) for v in values]
@@ -117,7 +118,7 @@ def _outcome(
 def _add_finished(
     study: optuna.Study,
     own_id: str,
-    result: Mapping[str, Any],
+    result: TrialResult,
     metrics: Sequence[str],
     error: bool,
     *,
@@ -130,8 +131,8 @@ def _add_finished(
         return
     state, values = _outcome(result, metrics, error)
     attrs = {"trial_id": own_id, **(user_attrs or {})}
-    if state == TrialState.FAIL and result.get(ERROR_KEY):
-        attrs["error"] = str(result[ERROR_KEY])[:_ERROR_CHARS]
+    if state == TrialState.FAIL and result.error:
+        attrs["error"] = result.error[:_ERROR_CHARS]
     study.add_trial(
         optuna.trial.create_trial(
             state=state,
@@ -176,24 +177,24 @@ class ArmSearch:
         own_id = study_trial_id(self.arm, trial.number)
         trial.set_user_attr("trial_id", own_id)
         self._asked[trial_id] = trial
-        meta = {"arm": self.arm, "trial_id": own_id, "seed": self._seed_for(trial.number)}
-        return {**trial.params, TRIAL_KEY: meta}
+        meta = TrialMeta(self.arm, own_id, self._seed_for(trial.number))
+        return meta.to_config(trial.params)
 
     def on_trial_complete(
-        self, trial_id: str, result: Mapping[str, Any] | None = None, error: bool = False
+        self, trial_id: str, result: TrialResult | None = None, error: bool = False
     ) -> None:
         """Tell Optuna the outcome of the trial suggested for ``trial_id`` (once)."""
         trial = self._asked.pop(trial_id, None)
         if trial is None:
             return
-        result = result or {}
+        result = result or TrialResult(status=None)
         state, values = _outcome(result, self.metrics, error)
         if state == TrialState.COMPLETE:
             assert values is not None
             self.study.tell(trial, values if len(values) > 1 else values[0])
         else:  # failed, or stopped early by the scheduler
-            if state == TrialState.FAIL and result.get(ERROR_KEY):
-                trial.set_user_attr("error", str(result[ERROR_KEY])[:_ERROR_CHARS])
+            if state == TrialState.FAIL and result.error:
+                trial.set_user_attr("error", result.error[:_ERROR_CHARS])
             self.study.tell(trial, state=state)
 
     def mark_copy(self, trial_id: str, original: str) -> None:
@@ -230,7 +231,8 @@ class FixedArm:
         self.study = None
         if storage is not None:
             self.study = objective_study(storage, arm, metrics, directions)
-        self._asked: dict[str, dict[str, Any]] = {}
+        self._asked: dict[str, TrialMeta] = {}
+        self._copy_of: dict[str, str] = {}  # Tune trial id -> the original it repeats
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
         while study_trial_id(self.arm, self._next) in self._taken:
@@ -238,26 +240,26 @@ class FixedArm:
         index, self._next = self._next, self._next + 1
         own_id = study_trial_id(self.arm, index)
         self._taken.add(own_id)
-        meta = {"arm": self.arm, "trial_id": own_id, "seed": self._seed_for(index)}
-        self._asked[trial_id] = dict(meta)
-        return {TRIAL_KEY: meta}
+        meta = TrialMeta(self.arm, own_id, self._seed_for(index))
+        self._asked[trial_id] = meta
+        return meta.to_config()
 
     def on_trial_complete(
-        self, trial_id: str, result: Mapping[str, Any] | None = None, error: bool = False
+        self, trial_id: str, result: TrialResult | None = None, error: bool = False
     ) -> None:
         meta = self._asked.pop(trial_id, None)
+        original = self._copy_of.pop(trial_id, None)
         if meta is None or self.study is None:
             return
-        attrs = {"seed": meta["seed"]}
-        if meta.get(names.COPY_OF):
-            attrs[names.COPY_OF] = meta[names.COPY_OF]
-        _add_finished(
-            self.study, meta["trial_id"], result or {}, self.metrics, error, user_attrs=attrs
-        )
+        attrs: dict[str, Any] = {"seed": meta.seed}
+        if original:
+            attrs[names.COPY_OF] = original
+        result = result or TrialResult(status=None)
+        _add_finished(self.study, meta.trial_id, result, self.metrics, error, user_attrs=attrs)
 
     def mark_copy(self, trial_id: str, original: str) -> None:
         if trial_id in self._asked:
-            self._asked[trial_id][names.COPY_OF] = original
+            self._copy_of[trial_id] = original
 
 
 def _number(value: Any) -> Any:
@@ -282,7 +284,7 @@ class DuplicateIndex:
     def __init__(
         self,
         key: Callable[[Mapping[str, Any]], str | None],
-        copy: Callable[[Mapping[str, Any], str], dict[str, Any]],
+        copy: Callable[[Mapping[str, Any], str], TrialResult],
     ) -> None:
         self._key = key
         self._copy = copy
@@ -303,13 +305,13 @@ class DuplicateIndex:
         key = self._key(config)
         return None if key is None else self._originals.get(key)
 
-    def copy(self, config: Mapping[str, Any], original: str) -> dict[str, Any]:
+    def copy(self, config: Mapping[str, Any], original: str) -> TrialResult:
         return self._copy(config, original)
 
 
-#: Plans the confirm trials of one arm once its search is over: ``arm`` -> the bookkeeping
-#: (:data:`~sweep.trainable.TRIAL_KEY` value) of each confirm trial still to run.
-ConfirmPlanner = Callable[[str], Sequence[Mapping[str, Any]]]
+#: Plans the confirm trials of one arm once its search is over: ``arm`` -> the bookkeeping of
+#: each confirm trial still to run.
+ConfirmPlanner = Callable[[str], Sequence[TrialMeta]]
 
 
 @functools.cache
@@ -374,7 +376,8 @@ def _arms_searcher_class() -> type:
                 self._confirm_waiting.remove(arm)
                 assert self._confirm is not None
                 for meta in self._confirm(arm):
-                    self._confirm_queue.append({TRIAL_KEY: {**meta, names.PHASE: names.CONFIRM}})
+                    confirm = dataclasses.replace(meta, phase=names.CONFIRM)
+                    self._confirm_queue.append(confirm.to_config())
 
         def suggest(self, trial_id: str):
             while True:
@@ -404,7 +407,8 @@ def _arms_searcher_class() -> type:
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
             arm = self._arm_of.pop(trial_id, None)
             if arm is not None:
-                self._searchers[arm].on_trial_complete(trial_id, result=result, error=error)
+                outcome = TrialResult.from_report(result)
+                self._searchers[arm].on_trial_complete(trial_id, result=outcome, error=error)
 
         def save(self, checkpoint_path: str) -> None:
             # The search's state lives in optuna.db; resume reads it from there, so nothing is
@@ -461,35 +465,35 @@ def _confirm_recorder_class() -> type:
             self._record(trial, error=True)
 
         def add_recorded(
-            self, planned: Sequence[Mapping[str, Any]], rows: Mapping[str, Mapping[str, Any]]
+            self, planned: Sequence[TrialMeta], rows: Mapping[str, Mapping[str, Any]]
         ) -> None:
             """Add the confirm trials the store recorded (``rows``: store rows by
             ``trial_id``) that their arm's confirm study lacks, a driver having died between
             recording one and adding it; ``planned``: the confirm trials as
             :meth:`ConfirmPlanner.planned` lists them (with their ``source``)."""
             for meta in planned:
-                row = rows.get(meta[names.TRIAL_ID])
+                row = rows.get(meta.trial_id)
                 if row is not None:
-                    self._add(meta, _stored_result(row), error=False)
+                    self._add(meta, TrialResult.from_row(row), error=False)
 
         def _record(self, trial, error: bool) -> None:
-            meta = trial.config[TRIAL_KEY]
-            if meta.get(names.PHASE) != names.CONFIRM:
+            meta = TrialMeta.of(trial.config)
+            if meta.phase != names.CONFIRM:
                 return  # search trials are told to Optuna by their arm's search
-            self._add(meta, trial.last_result or {}, error)
+            self._add(meta, TrialResult.from_report(trial.last_result), error)
 
-        def _add(self, meta: Mapping[str, Any], result: Mapping[str, Any], error: bool) -> None:
-            arm = meta["arm"]
+        def _add(self, meta: TrialMeta, result: TrialResult, error: bool) -> None:
+            arm = meta.arm
             if arm not in self._studies:
                 name = confirm_study_name(arm)
                 self._studies[arm] = objective_study(
                     self.storage, name, self.metrics, self.directions
                 )
-            params, distributions = self._source(arm, meta.get("source"))
-            attrs = {"seed": meta.get(names.SEED), "source": meta.get("source")}
+            params, distributions = self._source(arm, meta.source)
+            attrs = {"seed": meta.seed, "source": meta.source}
             _add_finished(
                 self._studies[arm],
-                meta["trial_id"],
+                meta.trial_id,
                 result,
                 self.metrics,
                 error,
@@ -525,16 +529,6 @@ def confirm_recorder(
     return _confirm_recorder_class()(storage, metrics, directions)
 
 
-def _stored_result(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A store row (``trials.parquet`` columns) as the final result a trial would have
-    reported: its status, error and ``metric.*`` values, for :func:`_outcome`."""
-    result = {k: v for k, v in row.items() if k.startswith(names.METRIC)}
-    result[STATUS_KEY] = row.get(names.STATUS)
-    if isinstance(row.get(names.ERROR), str):
-        result[ERROR_KEY] = row[names.ERROR]
-    return result
-
-
 def add_recorded_unsearched(
     storage: optuna.storages.BaseStorage | str,
     arm: str,
@@ -555,7 +549,7 @@ def add_recorded_unsearched(
         attrs: dict[str, Any] = {"seed": int(row[names.SEED])}  # numpy -> JSON
         if isinstance(row.get(names.COPY_OF), str):
             attrs[names.COPY_OF] = row[names.COPY_OF]
-        _add_finished(study, trial_id, _stored_result(row), metrics, False, user_attrs=attrs)
+        _add_finished(study, trial_id, TrialResult.from_row(row), metrics, False, user_attrs=attrs)
         added += 1
     return added
 
@@ -588,7 +582,7 @@ def recover_interrupted(
     for trial in running:
         row = recorded.get(trial.user_attrs.get("trial_id"))
         if row is not None:
-            state, values = _outcome(_stored_result(row), list(metrics), error=False)
+            state, values = _outcome(TrialResult.from_row(row), list(metrics), error=False)
             if state == TrialState.COMPLETE:
                 assert values is not None
                 study.tell(trial.number, values if len(values) > 1 else values[0])

@@ -6,6 +6,7 @@ import optuna
 import pytest
 
 from sweep import names
+from sweep.run.trial import TrialResult
 from sweep.storages import (
     JOURNAL,
     SQLITE,
@@ -17,7 +18,6 @@ from sweep.storages import (
     read_record,
     write_record,
 )
-from sweep.trainable import STATUS_KEY
 from sweep.tune.searcher import ArmSearch
 
 METRICS = ["metric.mmd", "metric.nll_iwae"]
@@ -75,7 +75,7 @@ def _search(storage) -> ArmSearch:
 def _tell_one(search: ArmSearch) -> None:
     search.suggest("tune-1")
     search.on_trial_complete(
-        "tune-1", {STATUS_KEY: names.COMPLETED, "metric.mmd": 0.1, "metric.nll_iwae": 80.0}
+        "tune-1", TrialResult(names.COMPLETED, metrics={"metric.mmd": 0.1, "metric.nll_iwae": 80.0})
     )
 
 
@@ -123,8 +123,8 @@ def test_a_reader_gets_none_when_the_storage_file_is_missing(tmp_path):
 
 
 def test_report_reads_importances_from_a_journal_storage(tmp_path):
+    from sweep.analysis.study import analyse_study
     from sweep.report.build import _importance_blocks
-    from sweep.report.data import load_study_data
     from sweep.report.synthetic import write_synthetic_study
 
     folder = write_synthetic_study(tmp_path / "syn", n_search=6, n_seeds=1, optuna_db=True)
@@ -137,7 +137,7 @@ def test_report_reads_importances_from_a_journal_storage(tmp_path):
             to_storage=journal,
         )
     (folder / names.OPTUNA_FILE).unlink()
-    blocks = _importance_blocks(load_study_data(folder))
+    blocks = _importance_blocks(analyse_study(folder))
     assert [type(b).__name__ for b in blocks][0] == "FigureBlock"
 
 

@@ -8,11 +8,13 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from sweep import names
 from sweep.cli import app
+from sweep.run.trial import TRIAL_KEY, TrialArtifacts, TrialContext, TrialMeta, TrialResult
 from sweep.trackers import (
     Tracker,
     TrackerError,
@@ -21,7 +23,6 @@ from sweep.trackers import (
     parse_tracker,
     tracker_params,
 )
-from sweep.trainable import STATUS_KEY, TRIAL_KEY, TrialContext
 from tests.sweep.studies import write_study
 
 # ---------------------------------------------------------------------------------------------
@@ -91,18 +92,19 @@ def test_cli_refuses_a_malformed_log_to_before_anything_runs(tmp_path: Path, com
 
 
 def test_loggable_result_keeps_terms_and_metrics_and_drops_artefacts() -> None:
+    final = TrialResult(
+        "completed",
+        metrics={"metric.mmd": 0.01, "metric.nll_iwae": float("nan")},
+        train_seconds=3.5,
+        artifacts=TrialArtifacts(latents=np.array([[0.1, 0.2]]), samples_png=b"PNG"),
+    )
     result = {
         "epoch": 2,
         "train.loss": 45.1,
         "val.elbo": -44.6,
-        "metric.mmd": 0.01,
-        "metric.nll_iwae": float("nan"),
-        "train_seconds": 3.5,
+        **final.to_report(),
         "training_iteration": 3,
-        STATUS_KEY: "completed",
-        "artifact.latents": [[0.1, 0.2]],
-        "artifact.samples_png": "iVBORw0KGgo=",
-        "config": {TRIAL_KEY: {"seed": 0}},
+        "config": TrialMeta("arm", seed=0).to_config(),
         "time_total_s": 9.0,
         "hostname": "vm",
     }
@@ -124,14 +126,9 @@ def test_tracker_params_are_the_trials_decoded_settings() -> None:
         threads=1,
         data_key="{}",
     )
-    config = {
-        TRIAL_KEY: {
-            "arm": "infovae",
-            "trial_id": "infovae-confirm1-seed1000",
-            "seed": 1000,
-            "params": {"objective.lambda": 10.0},
-        }
-    }
+    config = TrialMeta(
+        "infovae", "infovae-confirm1-seed1000", 1000, params={"objective.lambda": 10.0}
+    ).to_config()
     params = tracker_params(context, config)
     assert TRIAL_KEY not in params and not any(k.startswith(TRIAL_KEY) for k in params)
     assert params["study"] == "tiny" and params["phase"] == "confirm"
@@ -161,7 +158,7 @@ class _Recorder:
 class _Trial:
     def __init__(self, trial_id: str, last_result: dict) -> None:
         self.trial_id = trial_id
-        self.config = {TRIAL_KEY: {"arm": "elbo", "trial_id": f"elbo-{trial_id}", "seed": 3}}
+        self.config = TrialMeta("elbo", f"elbo-{trial_id}", 3).to_config()
         self.last_result = last_result
 
 
@@ -172,9 +169,9 @@ def test_the_logger_sees_settings_and_numbers_and_a_failed_trial_fails(status, f
     context = TrialContext("tiny", names.SEARCH, {"elbo": {}}, threads=1, data_key="{}")
     logger = _Recorder()
     callback = _tracker_callback_class()(logger, context)
-    trial = _Trial("0001", {STATUS_KEY: status})
+    trial = _Trial("0001", TrialResult(status).to_report())
     callback.on_trial_start(0, [], trial)
-    callback.on_trial_result(0, [], trial, {"train.loss": 1.0, "artifact.latents": [[0.0]]})
+    callback.on_trial_result(0, [], trial, {"train.loss": 1.0, "hostname": "vm"})
     callback.on_trial_complete(0, [], trial)
     (start, name, config), result, end = logger.calls
     assert name == "elbo-0001" and config["train.seed"] == 3 and TRIAL_KEY not in config
@@ -193,9 +190,9 @@ def test_each_phase_logger_sees_only_its_own_phase_trials_in_the_one_tuner() -> 
         _tracker_callback_class()(logger, context, None, None, phase)
         for phase, logger in loggers.items()
     ]
-    search = _Trial("0001", {STATUS_KEY: "completed"})
-    confirm = _Trial("confirm1-seed9", {STATUS_KEY: "completed"})
-    confirm.config[TRIAL_KEY][names.PHASE] = names.CONFIRM
+    search = _Trial("0001", TrialResult("completed").to_report())
+    confirm = _Trial("confirm1-seed9", TrialResult("completed").to_report())
+    confirm.config = TrialMeta("elbo", "elbo-confirm1-seed9", 3, names.CONFIRM).to_config()
     for callback in callbacks:
         for trial in (search, confirm):
             callback.on_trial_start(0, [], trial)

@@ -8,7 +8,8 @@ import infovae_core.trainer as trainer
 from infovae_core.config import DataConfig
 from infovae_core.data import load_dataset
 from sweep import trainable
-from sweep.trainable import EPOCH_ROWS_KEY, TRIAL_KEY, TrialContext, run_trial
+from sweep.run.trial import TrialContext, TrialMeta, TrialResult, reported_epochs
+from sweep.trainable import run_trial
 
 
 @pytest.mark.parametrize("train_size", [None, 40])
@@ -27,9 +28,9 @@ def test_a_trial_trains_on_its_own_train_size(monkeypatch, train_size) -> None:
     monkeypatch.setattr(tune, "report", reports.append)
     settings = {"data.dataset": "digits", "data.train_size": None}
     context = TrialContext("s", "search", {"arm": settings}, threads=1, data_key="key")
-    config = {TRIAL_KEY: {"arm": "arm", "seed": 0}, "data.train_size": train_size}
+    config = TrialMeta("arm", seed=0).to_config({"data.train_size": train_size})
     run_trial(config, context, {})
-    assert "stop here" in reports[-1]["trial_error"]  # the fake fit was reached
+    assert "stop here" in TrialResult.from_report(reports[-1]).error  # the fake fit was reached
     expected = load_dataset(DataConfig(dataset="digits", train_size=train_size))
     assert len(seen["train"]) == len(expected.train)
     assert bool((seen["train"].images == expected.train.images).all())
@@ -57,7 +58,7 @@ def _tiny_trial(monkeypatch, epoch_report_seconds: float = 0.0, checkpoint_every
         "s", "search", {"arm": settings}, threads=1, data_key="key",
         epoch_report_seconds=epoch_report_seconds,
     )
-    return {TRIAL_KEY: {"arm": "arm", "seed": 0}}, context
+    return TrialMeta("arm", seed=0).to_config(), context
 
 
 def _run(monkeypatch, tmp_path, config, context, checkpoint=None) -> list[tuple[dict, object]]:
@@ -87,8 +88,8 @@ def test_a_trial_reports_a_checkpoint_every_checkpoint_every_epochs(monkeypatch,
     reports = _run(monkeypatch, tmp_path, config, context)
     epochs = [(m["epoch"], c is not None) for m, c in reports if "epoch" in m]
     assert epochs == [(1, False), (2, True), (3, False), (4, True)]
-    assert reports[-1][0]["trial_status"] == "completed"
-    assert reports[-1][0]["resumed_from_epoch"] == 0
+    final = TrialResult.from_report(reports[-1][0])
+    assert final.status == "completed" and final.resumed_from_epoch == 0
 
 
 def test_a_retried_trial_resumes_from_its_checkpoint_with_the_same_metrics(monkeypatch, tmp_path):
@@ -99,9 +100,8 @@ def test_a_retried_trial_resumes_from_its_checkpoint_with_the_same_metrics(monke
 
     assert [m["epoch"] for m, _ in resumed if "epoch" in m] == [3, 4]
     assert all(m["resumed_from_epoch"] == 2 for m, _ in resumed)
-    final, expected = resumed[-1][0], whole[-1][0]
-    metrics = {k: v for k, v in expected.items() if k.startswith("metric.")}
-    assert metrics and {k: final[k] for k in metrics} == metrics
+    final, expected = (TrialResult.from_report(r[-1][0]) for r in (resumed, whole))
+    assert expected.metrics and final.metrics == expected.metrics
 
 
 def test_a_trial_called_outside_ray_leaves_no_ray_running(monkeypatch, tmp_path):
@@ -114,13 +114,12 @@ def test_a_trial_called_outside_ray_leaves_no_ray_running(monkeypatch, tmp_path)
 
 
 def _reported_epochs(reports) -> list[list[int]]:
-    """The epochs each report carried, in order: its batch (``epoch_rows``), then its own."""
+    """The epochs each report carried, in order: its batch, then its own; the final result's
+    epochs not reported before."""
     carried = []
     for metrics, _ in reports:
-        epochs = [row["epoch"] for row in metrics.get(EPOCH_ROWS_KEY, [])]
-        if "epoch" in metrics:
-            epochs.append(metrics["epoch"])
-        carried.append(epochs)
+        rows = reported_epochs(metrics) or TrialResult.from_report(metrics).epochs
+        carried.append([row["epoch"] for row in rows])
     return carried
 
 
@@ -130,9 +129,9 @@ def test_epochs_closer_than_epoch_report_seconds_arrive_with_the_final_result(
     config, context = _tiny_trial(monkeypatch, epoch_report_seconds=1e9, checkpoint_every=0)
     reports = _run(monkeypatch, tmp_path, config, context)
     assert _reported_epochs(reports) == [[1, 2, 3, 4]]
-    final = reports[-1][0]
-    assert final["trial_status"] == "completed"
-    assert all("train.loss" in row and "val.elbo" in row for row in final[EPOCH_ROWS_KEY])
+    final = TrialResult.from_report(reports[-1][0])
+    assert final.status == "completed"
+    assert all("train.loss" in row and "val.elbo" in row for row in final.epochs)
 
 
 def test_a_checkpoint_is_reported_with_its_epoch_and_the_epochs_before_it(monkeypatch, tmp_path):
@@ -146,5 +145,5 @@ def test_batched_epochs_hold_the_same_terms_as_epochs_reported_one_by_one(monkey
     config, context = _tiny_trial(monkeypatch, epoch_report_seconds=0.0, checkpoint_every=0)
     one_by_one = [m for m, _ in _run(monkeypatch, tmp_path / "a", config, context) if "epoch" in m]
     config, context = _tiny_trial(monkeypatch, epoch_report_seconds=1e9, checkpoint_every=0)
-    batched = _run(monkeypatch, tmp_path / "b", config, context)[-1][0][EPOCH_ROWS_KEY]
-    assert batched == one_by_one
+    batched = TrialResult.from_report(_run(monkeypatch, tmp_path / "b", config, context)[-1][0])
+    assert list(batched.epochs) == one_by_one

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.trainable import ERROR_KEY, STATUS_KEY, TRIAL_KEY
+from sweep.run.trial import TrialMeta, TrialResult, sampled_params
 from sweep.tune.searcher import (
     INTERRUPTED_ATTR,
     ArmSearch,
@@ -42,13 +42,13 @@ def _search(tmp_path: Path, arm: str = "elbo", **kwargs: Any) -> ArmSearch:
     return ArmSearch(**options)
 
 
-def _fake_train(config: dict[str, Any]) -> dict[str, Any]:
-    return {STATUS_KEY: "completed", "metric.mmd": config["model.decoder.width"] / 100}
+def _fake_train(config: dict[str, Any]) -> TrialResult:
+    return TrialResult("completed", metrics={"metric.mmd": config["model.decoder.width"] / 100})
 
 
 def _key(config: dict[str, Any]) -> str:
-    params = {k: v for k, v in config.items() if k != TRIAL_KEY}
-    return DuplicateIndex.canonical({**params, "train.seed": config[TRIAL_KEY]["seed"]})
+    params = sampled_params(config)
+    return DuplicateIndex.canonical({**params, "train.seed": TrialMeta.of(config).seed})
 
 
 def test_repeated_configuration_is_recorded_as_a_copy_and_told_to_optuna(
@@ -56,10 +56,10 @@ def test_repeated_configuration_is_recorded_as_a_copy_and_told_to_optuna(
 ) -> None:
     trained: list[dict[str, Any]] = []
     copies: list[tuple[str, str]] = []
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, TrialResult] = {}
 
-    def copy(config: dict[str, Any], original: str) -> dict[str, Any]:
-        copies.append((config[TRIAL_KEY]["trial_id"], original))
+    def copy(config: dict[str, Any], original: str) -> TrialResult:
+        copies.append((TrialMeta.of(config).trial_id, original))
         return results[original]
 
     index = DuplicateIndex(_key, copy)
@@ -71,10 +71,10 @@ def test_repeated_configuration_is_recorded_as_a_copy_and_told_to_optuna(
             break
         trained.append(config)
         result = _fake_train(config)
-        own_id = config[TRIAL_KEY]["trial_id"]
+        own_id = TrialMeta.of(config).trial_id
         results[own_id] = result
         index.add(_key(config), own_id)
-        searcher.on_trial_complete(f"tune-{n}", result)
+        searcher.on_trial_complete(f"tune-{n}", result.to_report())
 
     widths = [c["model.decoder.width"] for c in trained]
     assert sorted(widths) == [8, 16]  # each distinct configuration trained once
@@ -99,11 +99,12 @@ def test_failures_and_stops_are_told_with_their_states(tmp_path: Path) -> None:
     search = _search(tmp_path)
     for n in range(4):
         search.suggest(f"t{n}")
-    search.on_trial_complete("t0", {STATUS_KEY: "completed", "metric.mmd": 0.5})
-    search.on_trial_complete("t1", {STATUS_KEY: "failed", ERROR_KEY: "NonFiniteLossError"})
-    search.on_trial_complete("t2", {STATUS_KEY: "completed", "metric.mmd": float("nan")})
-    search.on_trial_complete("t3", {"epoch": 2})  # stopped by the scheduler
-    search.on_trial_complete("t3", {STATUS_KEY: "completed", "metric.mmd": 0.1})  # told once
+    search.on_trial_complete("t0", TrialResult("completed", metrics={"metric.mmd": 0.5}))
+    search.on_trial_complete("t1", TrialResult("failed", error="NonFiniteLossError"))
+    search.on_trial_complete("t2", TrialResult("completed", metrics={"metric.mmd": float("nan")}))
+    search.on_trial_complete("t3", TrialResult(status=None))  # stopped by the scheduler
+    told_again = TrialResult("completed", metrics={"metric.mmd": 0.1})
+    search.on_trial_complete("t3", told_again)  # told once
     states = [t.state for t in search.study.get_trials()]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.PRUNED]
     assert search.study.get_trials()[1].user_attrs["error"] == "NonFiniteLossError"
@@ -117,7 +118,7 @@ def test_several_objectives_are_told_together(tmp_path: Path) -> None:
     )
     search.suggest("t0")
     search.on_trial_complete(
-        "t0", {STATUS_KEY: "completed", "metric.mmd": 0.5, "metric.mutual_info": 2.0}
+        "t0", TrialResult("completed", metrics={"metric.mmd": 0.5, "metric.mutual_info": 2.0})
     )
     assert search.study.get_trials()[0].values == [0.5, 2.0]
 
@@ -135,8 +136,8 @@ def test_resume_keeps_history_and_reruns_interrupted_configurations(tmp_path: Pa
     recorded_elsewhere = first.suggest("c")  # recorded in the store before the driver died
 
     storage = _storage(tmp_path)
-    done_id = done[TRIAL_KEY]["trial_id"]
-    elsewhere_id = recorded_elsewhere[TRIAL_KEY]["trial_id"]
+    done_id = TrialMeta.of(done).trial_id
+    elsewhere_id = TrialMeta.of(recorded_elsewhere).trial_id
     recorded = {
         done_id: _row(done_id, "completed", **{"metric.mmd": 0.5}),
         elsewhere_id: _row(elsewhere_id, "completed", **{"metric.mmd": 0.3}),
@@ -153,7 +154,7 @@ def test_resume_keeps_history_and_reruns_interrupted_configurations(tmp_path: Pa
     resumed = _search(tmp_path)
     again = resumed.suggest("d")  # the enqueued configuration comes first
     assert again["model.decoder.width"] == lost["model.decoder.width"]
-    assert again[TRIAL_KEY]["trial_id"] == "elbo-0003"
+    assert TrialMeta.of(again).trial_id == "elbo-0003"
     assert len(resumed.study.get_trials()) == 4  # history kept
 
 
@@ -169,7 +170,7 @@ def test_recover_interrupted_tells_a_recorded_trial_its_stored_outcome(
     tmp_path: Path, status: str, values: dict[str, float], state: TrialState
 ) -> None:
     search = _search(tmp_path)
-    trial_id = search.suggest("a")[TRIAL_KEY]["trial_id"]
+    trial_id = TrialMeta.of(search.suggest("a")).trial_id
     recorded = {trial_id: _row(trial_id, status, **values)}
     assert recover_interrupted(_storage(tmp_path), "elbo", recorded, ["metric.mmd"]) == 0
     study = optuna.load_study(study_name="elbo", storage=_storage(tmp_path))
@@ -211,8 +212,8 @@ def test_an_arm_without_search_space_records_its_trials_in_optuna(tmp_path: Path
     arm = _fixed(tmp_path)
     arm.suggest("tune-0")
     arm.suggest("tune-1")
-    arm.on_trial_complete("tune-0", {STATUS_KEY: "completed", "metric.mmd": 0.25})
-    arm.on_trial_complete("tune-1", {STATUS_KEY: "failed", ERROR_KEY: "NonFiniteLossError"})
+    arm.on_trial_complete("tune-0", TrialResult("completed", metrics={"metric.mmd": 0.25}))
+    arm.on_trial_complete("tune-1", TrialResult("failed", error="NonFiniteLossError"))
     study = optuna.load_study(study_name="plain", storage=_storage(tmp_path))
     assert study.metric_names == ["metric.mmd"]
     done, failed = study.trials
@@ -225,11 +226,11 @@ def test_an_unsearched_copy_is_recorded_once_with_its_original(tmp_path: Path) -
     arm = _fixed(tmp_path)
     arm.suggest("tune-0")
     arm.mark_copy("tune-0", "plain-0007")
-    arm.on_trial_complete("tune-0", {STATUS_KEY: "completed", "metric.mmd": 0.5})
-    arm.on_trial_complete("tune-0", {STATUS_KEY: "completed", "metric.mmd": 0.5})
+    arm.on_trial_complete("tune-0", TrialResult("completed", metrics={"metric.mmd": 0.5}))
+    arm.on_trial_complete("tune-0", TrialResult("completed", metrics={"metric.mmd": 0.5}))
     again = _fixed(tmp_path)  # a resumed driver offers the same trial id again
     again.suggest("tune-9")
-    again.on_trial_complete("tune-9", {STATUS_KEY: "completed", "metric.mmd": 0.5})
+    again.on_trial_complete("tune-9", TrialResult("completed", metrics={"metric.mmd": 0.5}))
     (trial,) = optuna.load_study(study_name="plain", storage=_storage(tmp_path)).trials
     assert trial.user_attrs["copy_of"] == "plain-0007"
 
@@ -241,7 +242,7 @@ def test_an_unsearched_arm_adds_the_recorded_trials_its_optuna_study_lacks(
 
     arm = _fixed(tmp_path)
     arm.suggest("tune-0")
-    arm.on_trial_complete("tune-0", {STATUS_KEY: "completed", "metric.mmd": 0.25})
+    arm.on_trial_complete("tune-0", TrialResult("completed", metrics={"metric.mmd": 0.25}))
     recorded = {  # plain-0001 was recorded, then the driver died before Optuna heard of it
         "plain-0000": _row("plain-0000", "completed", **{"metric.mmd": 0.25}),
         "plain-0001": {
@@ -268,10 +269,9 @@ def test_recorded_confirm_trials_missing_from_optuna_are_added_with_their_source
     search = _search(tmp_path)
     source = search.suggest("t0")
     search.on_trial_complete("t0", _fake_train(source))
-    source_id = source[TRIAL_KEY]["trial_id"]
+    source_id = TrialMeta.of(source).trial_id
     planned = [
-        {"arm": "elbo", "trial_id": f"elbo-confirm1-seed{seed}", "seed": seed,
-         "params": {}, "source": source_id}
+        TrialMeta("elbo", f"elbo-confirm1-seed{seed}", seed, "confirm", {}, source_id)
         for seed in (1000, 1001)
     ]
     rows = {"elbo-confirm1-seed1000": {  # recorded; seed 1001 never ran
@@ -293,49 +293,49 @@ def test_confirm_trials_wait_for_the_arm_search_then_follow_in_the_same_searcher
 ) -> None:
     planned: list[str] = []
 
-    def plan(arm: str) -> list[dict[str, Any]]:
+    def plan(arm: str) -> list[TrialMeta]:
         planned.append(arm)
-        return [{"arm": arm, "trial_id": f"{arm}-confirm1-seed{s}", "seed": s} for s in (1, 2)]
+        return [TrialMeta(arm, f"{arm}-confirm1-seed{s}", s) for s in (1, 2)]
 
     searcher = arms_searcher({"elbo": _search(tmp_path)}, {"elbo": 2}, None, plan, ["elbo"])
     first, second = searcher.suggest("t0"), searcher.suggest("t1")
-    assert first[TRIAL_KEY]["trial_id"] != second[TRIAL_KEY]["trial_id"]
+    assert TrialMeta.of(first).trial_id != TrialMeta.of(second).trial_id
     assert searcher.suggest("t2") is None  # both search trials still running: wait
-    searcher.on_trial_complete("t0", _fake_train(first))
+    searcher.on_trial_complete("t0", _fake_train(first).to_report())
     assert searcher.suggest("t2") is None and planned == []  # one still running
-    searcher.on_trial_complete("t1", _fake_train(second))
+    searcher.on_trial_complete("t1", _fake_train(second).to_report())
     confirms = [searcher.suggest(f"t{n}") for n in (2, 3)]
     assert planned == ["elbo"]  # planned once, after the last search trial ended
-    assert [c[TRIAL_KEY]["trial_id"] for c in confirms] == [
+    assert [TrialMeta.of(c).trial_id for c in confirms] == [
         "elbo-confirm1-seed1",
         "elbo-confirm1-seed2",
     ]
-    assert all(c[TRIAL_KEY]["phase"] == "confirm" for c in confirms)
+    assert all(TrialMeta.of(c).phase == "confirm" for c in confirms)
     assert searcher.suggest("t4") == "FINISHED"
 
 
 def test_an_arm_confirms_while_another_arm_still_searches(tmp_path: Path) -> None:
-    def plan(arm: str) -> list[dict[str, Any]]:
-        return [{"arm": arm, "trial_id": f"{arm}-confirm1-seed1", "seed": 1}]
+    def plan(arm: str) -> list[TrialMeta]:
+        return [TrialMeta(arm, f"{arm}-confirm1-seed1", 1)]
 
     searches = {"a": _search(tmp_path, "a"), "b": _search(tmp_path, "b")}
     searcher = arms_searcher(searches, {"a": 1, "b": 3}, None, plan, ["a", "b"])
     configs = {f"t{n}": searcher.suggest(f"t{n}") for n in range(4)}
-    arms = [c[TRIAL_KEY]["arm"] for c in configs.values()]
+    arms = [TrialMeta.of(c).arm for c in configs.values()]
     assert sorted(arms) == ["a", "b", "b", "b"]  # every search trial handed out
-    a_trial = next(t for t, c in configs.items() if c[TRIAL_KEY]["arm"] == "a")
-    searcher.on_trial_complete(a_trial, _fake_train(configs[a_trial]))
+    a_trial = next(t for t, c in configs.items() if TrialMeta.of(c).arm == "a")
+    searcher.on_trial_complete(a_trial, _fake_train(configs[a_trial]).to_report())
     confirm = searcher.suggest("t4")  # b's search trials are still running
-    assert confirm[TRIAL_KEY]["trial_id"] == "a-confirm1-seed1"
+    assert TrialMeta.of(confirm).trial_id == "a-confirm1-seed1"
     assert searcher.suggest("t5") is None
 
 
 def test_an_arm_with_its_search_done_before_the_run_confirms_at_once(tmp_path: Path) -> None:
-    def plan(arm: str) -> list[dict[str, Any]]:
-        return [{"arm": arm, "trial_id": f"{arm}-confirm1-seed1", "seed": 1}]
+    def plan(arm: str) -> list[TrialMeta]:
+        return [TrialMeta(arm, f"{arm}-confirm1-seed1", 1)]
 
     searcher = arms_searcher({}, {}, None, plan, ["elbo"])
-    assert searcher.suggest("t0")[TRIAL_KEY]["trial_id"] == "elbo-confirm1-seed1"
+    assert TrialMeta.of(searcher.suggest("t0")).trial_id == "elbo-confirm1-seed1"
     assert searcher.suggest("t1") == "FINISHED"
 
 

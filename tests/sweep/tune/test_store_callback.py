@@ -6,8 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from sweep import names
+from sweep.run.trial import TrialContext, TrialMeta, TrialResult, epoch_report
 from sweep.store import ResultsStore
-from sweep.trainable import EPOCH_ROWS_KEY, STATUS_KEY, TRIAL_KEY, TrialContext
 from sweep.tune.callback import StoreCallback
 from sweep.tune.events import ArmProgress, StudyEvents
 
@@ -24,7 +24,7 @@ def _one_trial(tmp_path):
     callback = StoreCallback(store, context, events, "metric.mmd", "minimize")
     trial = SimpleNamespace(
         trial_id="t0",
-        config={TRIAL_KEY: {"arm": "arm", "trial_id": "arm-0000", "seed": 0}},
+        config=TrialMeta("arm", "arm-0000", 0).to_config(),
         num_failures=0,
         last_result=None,
     )
@@ -42,7 +42,7 @@ def test_a_trial_retried_from_its_checkpoint_keeps_each_epoch_once(tmp_path):
     callback.on_trial_start(0, [], trial)
     for epoch in range(6, 11):
         callback.on_trial_result(0, [], trial, _epoch(epoch, attempt=1))
-    trial.last_result = {STATUS_KEY: names.COMPLETED, names.RESUMED_FROM_EPOCH: 5}
+    trial.last_result = TrialResult(names.COMPLETED, resumed_from_epoch=5).to_report()
     callback.on_trial_complete(0, [], trial)
 
     epochs = store.epochs().sort_values(names.EPOCH)
@@ -56,9 +56,9 @@ def test_a_trial_retried_from_its_checkpoint_keeps_each_epoch_once(tmp_path):
 def test_epochs_reported_together_are_recorded_once_each_in_order(tmp_path):
     store, events, callback, trial = _one_trial(tmp_path)
     callback.on_trial_start(0, [], trial)
-    batch = {**_epoch(3, attempt=0), EPOCH_ROWS_KEY: [_epoch(1, 0), _epoch(2, 0)]}
+    batch = epoch_report([_epoch(1, 0), _epoch(2, 0), _epoch(3, 0)])
     callback.on_trial_result(0, [], trial, batch)
-    final = {STATUS_KEY: names.COMPLETED, EPOCH_ROWS_KEY: [_epoch(4, 0), _epoch(5, 0)]}
+    final = TrialResult(names.COMPLETED, epochs=(_epoch(4, 0), _epoch(5, 0))).to_report()
     callback.on_trial_result(0, [], trial, final)
     callback.on_trial_result(0, [], trial, final)  # a result seen twice adds nothing
     trial.last_result = final

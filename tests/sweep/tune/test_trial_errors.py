@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from sweep import names
+from sweep.run.trial import TrialContext, TrialMeta
 from sweep.store import ResultsStore
-from sweep.trainable import TRIAL_KEY, TrialContext
 from sweep.tune.callback import ERROR_CHARS, StoreCallback, clip_error, ray_trial_error
 from sweep.tune.events import ArmProgress, StudyEvents
 
@@ -60,7 +60,7 @@ def test_trial_whose_worker_died_is_recorded_with_rays_error_text(tmp_path):
         try:
             tune.Tuner(
                 _dies,
-                param_space={TRIAL_KEY: {"arm": "arm", "trial_id": "arm-0000", "seed": 0}},
+                param_space=TrialMeta("arm", "arm-0000", 0).to_config(),
                 run_config=tune.RunConfig(
                     storage_path=str(tmp_path / "ray"),
                     callbacks=[callback],
