@@ -11,14 +11,18 @@ The format (every key is checked; unknown keys are refused)::
     description: free text       # optional
     data:                        # -> TrialConfig.data (data.* keys are set here, except that
                                  #    an arm may fix or search data.train_size, see below)
-      dataset: digits            # digits | mnist                                   (required)
+      dataset: digits            # digits | mnist | fashion_mnist | array           (required)
       binarize: dynamic          # dynamic | static | none                 (default dynamic)
       seed: 0                    # split, static-binarisation and train_size-subset seed
       data_dir: null             # null: $INFOVAE_DATA_DIR, else the per-user cache
       train_size: null           # null: the whole training split; N: a subset of N training
                                  # images chosen by data.seed (the same for every arm and
                                  # train.seed; validation and test whole). 2 <= N <= the split
-                                 # (digits 1,258; mnist 50,000)
+                                 # (digits 1,258; mnist, fashion_mnist 50,000; array: the
+                                 # file's training split)
+      path: null                 # array only: the .npz / .npy file (docs/studies.md)
+      val_fraction: 0.1          # array without its own splits: validation and test shares
+      test_fraction: 0.2         # (rounded to whole images); the rest trains
     defaults:                    # TrialConfig settings shared by every arm, nested or dotted:
       model: {latent_dim: 8, encoder: {kind: mlp, width: 256, depth: 2}}
       train.epochs: 20           # (see infovae_core/config.py for every key)
