@@ -13,9 +13,11 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -24,6 +26,8 @@ from sweep.spec import load_study
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 CLUSTER_FILES = ["aws-gpu.yaml", "gcp-gpu.yaml"]
+ONPREM = "onprem.yaml"  # machines you own: no GPU workers to autoscale, no cloud
+ALL_FILES = [*CLUSTER_FILES, ONPREM]
 BASH = shutil.which("bash") or "/bin/bash"  # found once: some tests run with a bare PATH
 
 
@@ -45,7 +49,7 @@ def _gpu_workers(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-@pytest.mark.parametrize("name", CLUSTER_FILES)
+@pytest.mark.parametrize("name", ALL_FILES)
 def test_cluster_file_validates_against_rays_autoscaler_schema(name):
     from ray.autoscaler._private.util import validate_config
 
@@ -95,7 +99,7 @@ def test_a_gpu_worker_runs_the_mnist_study_by_its_gpu_fraction(name):
         assert by_gpu == 4 and by_cpu >= by_gpu
 
 
-@pytest.mark.parametrize("name", CLUSTER_FILES)
+@pytest.mark.parametrize("name", ALL_FILES)
 def test_dashboard_listens_on_the_heads_localhost_only(name):
     config = _raw(name)
     start = " ".join(config["head_start_ray_commands"])
@@ -123,7 +127,7 @@ def test_nodes_install_this_ray_and_torch_with_a_cpu_head_and_cuda_workers(name)
     assert "torch.cuda.is_available()" in workers
 
 
-@pytest.mark.parametrize("name", CLUSTER_FILES)
+@pytest.mark.parametrize("name", ALL_FILES)
 def test_every_command_is_valid_bash(name):
     config = _prepared(name)
     for key in ("head_setup_commands", "worker_setup_commands", "head_start_ray_commands",
@@ -138,13 +142,13 @@ def _run(command: str, home: Path, path: str | None = None) -> subprocess.Comple
     return subprocess.run([BASH, "-c", command], capture_output=True, text=True, env=env)
 
 
-@pytest.mark.parametrize("name", CLUSTER_FILES)
+@pytest.mark.parametrize("name", ALL_FILES)
 def test_project_install_stops_with_a_message_until_its_placeholders_are_filled(name, tmp_path):
     text = (CLUSTER / name).read_text(encoding="utf-8")
 
     def requirement_steps(config_text: str) -> list[str]:
         commands = yaml.safe_load(config_text)["setup_commands"]
-        return [c for c in commands if "infovae-sweep.requirement" in c]
+        return [c for c in commands if "infovae-sweep.requirement" in c and "install" not in c]
 
     steps = requirement_steps(text)
     assert len(steps) == 2  # write the requirement, then refuse a placeholder
@@ -185,9 +189,108 @@ def test_gpu_worker_without_a_driver_is_refused(name, tmp_path):
     assert outcome.returncode != 0 and "missing" in outcome.stderr
 
 
-@pytest.mark.parametrize("name", CLUSTER_FILES)
+@pytest.mark.parametrize("name", ALL_FILES)
 def test_every_placeholder_is_explained_in_the_cluster_readme(name):
     readme = (CLUSTER / "README.md").read_text(encoding="utf-8")
     placeholders = set(re.findall(r"YOUR-[A-Z-]*[A-Z]", (CLUSTER / name).read_text()))
     assert placeholders, "expected fill-in placeholders"
     assert {p for p in placeholders if p not in readme} == set()
+
+
+@pytest.mark.parametrize("name", CLUSTER_FILES)
+def test_ray_down_deletes_cloud_instances_rather_than_stopping_them(name):
+    # A stopped instance would keep its disk (and bill for it); deleted, nothing outlives it.
+    assert _raw(name)["provider"]["cache_stopped_nodes"] is False
+
+
+def test_onprem_nodes_install_this_torch_ray_and_project_in_their_own_environment():
+    import ray
+    import torch
+
+    config = _prepared(ONPREM)
+    torch_version = torch.__version__.split("+")[0]
+    for key in ("head_setup_commands", "worker_setup_commands"):
+        commands = " ".join(config[key])
+        assert f'"torch=={torch_version}"' in commands
+        assert f'-r ~/infovae-sweep.requirement "ray[default,tune]=={ray.__version__}"' in commands
+    bashrc = next(c for c in config["setup_commands"] if ">> ~/.bashrc" in c)
+    for setting in ("source ~/infovae-sweep-venv/bin/activate", "RAY_TMPDIR=/tmp/ray-$(id -u)",
+                    "RAY_AUTH_MODE=token"):
+        assert setting in bashrc
+
+
+def test_onprem_nodes_get_the_token_of_the_machine_running_ray_up(tmp_path):
+    config = _raw(ONPREM)
+    assert config["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
+    check = next(c for c in config["setup_commands"] if "auth_token" in c)
+    outcome = _run(check, tmp_path)  # a HOME without the token
+    assert outcome.returncode != 0 and "ray get-auth-token --generate" in outcome.stderr
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("0123abcd")
+    assert _run(check, tmp_path).returncode == 0
+
+
+def _fake_ray(folder: Path) -> tuple[Path, Path]:
+    """A `ray` that records its arguments, and a `raylet` that only sleeps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    calls = folder / "calls"
+    tool = folder / "ray"
+    tool.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    raylet = folder / "raylet"
+    shutil.copy(shutil.which("sleep"), raylet)
+    return calls, raylet
+
+
+def _onprem_watcher_commands(tmp_path: Path) -> tuple[str, str, dict[str, str], Path, Path]:
+    stop_first, _, watch = _raw(ONPREM)["worker_start_ray_commands"]
+    calls, raylet = _fake_ray(tmp_path / "bin")
+    env = {"HOME": str(tmp_path), "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin",
+           "RAY_TMPDIR": str(tmp_path)}
+    return stop_first, watch, env, calls, raylet
+
+
+def _wait(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_onprem_worker_stops_its_ray_once_its_raylet_has_ended(tmp_path):
+    # `ray down` stops the head only: each worker's watcher runs `ray stop` for it.
+    _, watch, env, calls, raylet = _onprem_watcher_commands(tmp_path)
+    node = subprocess.Popen([str(raylet), "60"])
+    try:
+        assert _run_with(watch, env).returncode == 0
+        watcher = psutil.Process(int((tmp_path / "infovae-sweep-watcher.pid").read_text()))
+        time.sleep(1)
+        assert not calls.exists(), "stopped while the raylet runs"
+        node.kill()
+        node.wait()
+        assert _wait(lambda: calls.exists() and calls.read_text() == "stop\n", 15)
+        assert _wait(lambda: not watcher.is_running() or watcher.status() == "zombie", 5)
+    finally:
+        node.kill()
+
+
+def test_onprem_worker_start_ends_the_previous_watcher_before_ray_stop(tmp_path):
+    # Else the old watcher, seeing its raylet stopped, would stop the node being started.
+    stop_first, watch, env, calls, raylet = _onprem_watcher_commands(tmp_path)
+    node = subprocess.Popen([str(raylet), "60"])
+    try:
+        assert _run_with(watch, env).returncode == 0
+        watcher = psutil.Process(int((tmp_path / "infovae-sweep-watcher.pid").read_text()))
+        assert _run_with(stop_first, env).returncode == 0
+        assert _wait(lambda: not watcher.is_running() or watcher.status() == "zombie", 5)
+        assert calls.read_text() == "stop\n"  # the start command's own, not the watcher's
+        assert not (tmp_path / "infovae-sweep-watcher.pid").exists()
+    finally:
+        node.kill()
+
+
+def _run_with(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([BASH, "-c", command], capture_output=True, text=True, env=env,
+                          timeout=30)
