@@ -97,7 +97,7 @@ def run_level(
     import pyarrow.parquet as pq
 
     from sweep import names
-    from sweep.runner import run_study
+    from sweep.run.runner import run_study
     from sweep.spec import StudySpec
 
     text = study_text(per_gpu, epochs, waves, cpus, amp, compile_)

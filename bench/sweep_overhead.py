@@ -17,7 +17,7 @@ run twice in one process:
    generator, no searcher, no callbacks, no store: what Ray Tune itself costs on this machine
    (trial actors as new processes, cold imports in each, Tune's event loop), the floor under
    any Tune-based sweep (``--no-bare-tune`` skips it);
-4. *sweep*: ``sweep.runner.run_study`` on the generated digits study, embedded Ray, at
+4. *sweep*: ``sweep.run.runner.run_study`` on the generated digits study, embedded Ray, at
    ``--concurrency`` trials at once (default: one per core), into a temporary folder.
 
 ``--confirm K`` adds a confirm phase (the best search trial re-trained with K seeds), which
@@ -270,7 +270,7 @@ def bare_tune_timeline(
     """:func:`run_bare_tune` with each trial's start and end."""
     from ray import tune
 
-    from sweep.tune.environment import tune_environment
+    from sweep.run.ray_environment import tune_environment
 
     trainable = tune.with_resources(
         tune.with_parameters(_bare_tune_trial, splits=splits, threads=threads), {"cpu": threads}
@@ -303,7 +303,7 @@ def sweep_timeline(spec: StudySpec, folder: Path) -> Timeline:
     import pandas as pd
 
     from sweep import names
-    from sweep.runner import run_study
+    from sweep.run.runner import run_study
 
     began, start = time.time(), time.perf_counter()
     run_study(spec, folder)
@@ -325,7 +325,7 @@ def run_alternating(
     sweep's extra per trial, and the one-off imports in the driver are out of both."""
     import ray
 
-    from sweep.runner import start_ray
+    from sweep.run.ray_environment import start_ray
 
     configs = trial_configs(spec)
     n = len(configs)
@@ -384,7 +384,8 @@ def run_sweep(
     import ray
 
     from sweep import names
-    from sweep.runner import run_study, start_ray
+    from sweep.run.ray_environment import start_ray
+    from sweep.run.runner import run_study
 
     start = time.perf_counter()
     started = start_ray(None, verbose=False, num_cpus=cores)

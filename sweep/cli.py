@@ -489,7 +489,7 @@ def resume(
 
 
 def _is_uri(where: str | Path) -> bool:
-    from sweep.mirror import is_uri
+    from sweep.run.mirror import is_uri
 
     return is_uri(str(where))
 
@@ -497,7 +497,7 @@ def _is_uri(where: str | Path) -> bool:
 def _pull_for_resume(uri: str, results: Path, storage: str | None) -> tuple[Path, str]:
     """Pull the study mirrored at ``uri`` into ``results/<study>``; the storage to resume with
     (``--storage``, else the URI's parent)."""
-    from sweep.mirror import MirrorError, pull, split_study_uri
+    from sweep.run.mirror import MirrorError, pull, split_study_uri
 
     try:
         parent, study = split_study_uri(uri)
@@ -535,9 +535,10 @@ def _run(
 ) -> None:
     from infovae_core.data import DataError
     from sweep.progress import LiveView
-    from sweep.runner import StorageError, StudyInterrupted, run_study
+    from sweep.run.ray_storage import StorageError
+    from sweep.run.runner import StudyInterrupted, run_study
     from sweep.store import StoreError
-    from sweep.trackers import TrackerError, parse_tracker
+    from sweep.run.trackers import TrackerError, parse_tracker
 
     try:
         trackers = [parse_tracker(value) for value in log_to or ()]
@@ -617,7 +618,7 @@ def _readable(where: str, *, artifacts: bool = False) -> Iterator[Path]:
     if not _is_uri(where):
         yield Path(where)
         return
-    from sweep.mirror import MirrorError, pulled
+    from sweep.run.mirror import MirrorError, pulled
 
     with contextlib.ExitStack() as stack:
         try:
@@ -731,7 +732,7 @@ def list_command(
     """List the studies under a results folder: trials by status, trials of the plan left,
     best value per arm."""
     if _is_uri(where):
-        from sweep.mirror import MirrorError, pulled_root
+        from sweep.run.mirror import MirrorError, pulled_root
 
         with contextlib.ExitStack() as stack:
             try:

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from sweep.tune.events import StudyEvents
+from sweep.run.events import StudyEvents
 
 
 def _duration(seconds: float) -> str:
@@ -21,7 +21,7 @@ def _duration(seconds: float) -> str:
 
 
 class LiveView:
-    """A listener for :class:`sweep.tune.events.StudyEvents`, drawn with ``rich.live.Live``."""
+    """A listener for :class:`sweep.run.events.StudyEvents`, drawn with ``rich.live.Live``."""
 
     def __init__(self, console: Console):
         self.console = console

@@ -327,7 +327,7 @@ def _importance_blocks(data: StudyData) -> list[Block]:
         import optuna
     except ImportError as exc:  # pragma: no cover - optuna is a dependency
         return [NoteBlock(f"Hyperparameter importance not available: {exc}")]
-    from sweep.storages import close_optuna_storage, open_optuna_storage
+    from sweep.optuna_storage import close_optuna_storage, open_optuna_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     notes: list[Block] = []

@@ -98,12 +98,12 @@ def _argv(command: str, root: Path, folder: Path) -> list[str]:
 @pytest.fixture
 def never_run(monkeypatch):
     """``resume`` must refuse before the runner (Ray) starts."""
-    import sweep.runner
+    import sweep.run.runner
 
     def run_study(*args, **kwargs):
         raise AssertionError("the runner was started on a damaged study")
 
-    monkeypatch.setattr(sweep.runner, "run_study", run_study)
+    monkeypatch.setattr(sweep.run.runner, "run_study", run_study)
 
 
 @pytest.mark.parametrize("damage", DAMAGES)

@@ -48,12 +48,12 @@ def stubbed(monkeypatch):
     """No study or training ever starts: the runner raises instead, and so does the trainer
     when it loads the data (after resolving the device and seeding torch)."""
     import infovae_core.trainer
-    import sweep.runner
+    import sweep.run.runner
 
     def reached(*args, **kwargs):
         raise ReachedTheRunner
 
-    monkeypatch.setattr(sweep.runner, "run_study", reached)
+    monkeypatch.setattr(sweep.run.runner, "run_study", reached)
     monkeypatch.setattr(infovae_core.trainer, "load_dataset", reached)
 
 

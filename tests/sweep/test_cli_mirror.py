@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sweep.cli import app
-from sweep.mirror import StudyMirror
 from sweep.report.synthetic import write_synthetic_study
+from sweep.run.mirror import StudyMirror
 from tests.sweep.studies import write_study
 
 runner = CliRunner()

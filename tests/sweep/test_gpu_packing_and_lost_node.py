@@ -20,9 +20,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.runner import run_study
+from sweep.run.events import StudyEvents
+from sweep.run.runner import run_study
 from sweep.spec import load_study
-from sweep.tune.events import StudyEvents
 from tests.sweep.studies import write_study
 
 pytestmark = pytest.mark.slow

@@ -11,13 +11,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = [
     "sweep.cli",
-    "sweep.runner",
-    "sweep.tune",
-    "sweep.tune.searcher",
-    "sweep.tune.callback",
-    "sweep.tune.scheduler",
-    "sweep.tune.environment",
-    "sweep.trackers",
+    "sweep.run.runner",
+    "sweep.run",
+    "sweep.run.searcher",
+    "sweep.run.store_callback",
+    "sweep.run.scheduler",
+    "sweep.run.ray_environment",
+    "sweep.run.trackers",
+    "sweep.run.optuna_record",
+    "sweep.run.mirror",
+    "sweep.run.trial",
+    "sweep.optuna_storage",
     "sweep.store",
     "sweep.integrity",
     "sweep.trainable",
@@ -47,7 +51,7 @@ def test_importing_sweep_sets_no_environment_variable() -> None:
 
 
 def test_the_tune_environment_is_set_for_a_run_and_restored_after() -> None:
-    from sweep.tune.environment import TUNE_ENVIRONMENT, tune_environment
+    from sweep.run.ray_environment import TUNE_ENVIRONMENT, tune_environment
 
     name = "TUNE_DISABLE_SIGINT_HANDLER"
     saved = os.environ.pop(name, None)

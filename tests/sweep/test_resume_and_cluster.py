@@ -12,7 +12,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.runner import run_study
+from sweep.run.runner import run_study
 from sweep.spec import load_study
 from sweep.store import ResultsStore
 from tests.sweep.studies import write_study
@@ -127,7 +127,7 @@ def test_study_on_two_node_cluster_places_trials_on_both_nodes(tmp_path, two_nod
 def test_multi_node_run_refuses_a_local_storage_path(tmp_path, two_node_cluster):
     import ray
 
-    from sweep.runner import StorageError
+    from sweep.run.ray_storage import StorageError
 
     study = write_study(tmp_path, "local", trials=1, seeds=0, epochs=1)
     ray.init(address=two_node_cluster.address, include_dashboard=False, log_to_driver=False)

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep import names
-from sweep.runner import run_study
+from sweep.run.runner import run_study
 from sweep.spec import load_study
 from sweep.trainable import CHECKPOINT_FILE
 from tests.sweep.studies import write_study

@@ -2,7 +2,7 @@
 
 As soon as an arm's search is over, :class:`ConfirmPlanner` ranks its recorded search trials
 (:func:`confirm_candidates`, :func:`sweep.analysis.ranking.rank_trials`) and lists the confirm
-trials still to run; the study's searcher (:mod:`sweep.tune.searcher`) suggests them in the same
+trials still to run; the study's searcher (:mod:`sweep.run.searcher`) suggests them in the same
 Tuner."""
 
 from __future__ import annotations

@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from sweep import names
 from sweep.cli import app
-from sweep.run.trial import TRIAL_KEY, TrialArtifacts, TrialContext, TrialMeta, TrialResult
-from sweep.trackers import (
+from sweep.run.trackers import (
     Tracker,
     TrackerError,
     check_trackers,
@@ -23,6 +22,7 @@ from sweep.trackers import (
     parse_tracker,
     tracker_params,
 )
+from sweep.run.trial import TRIAL_KEY, TrialArtifacts, TrialContext, TrialMeta, TrialResult
 from tests.sweep.studies import write_study
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ class _Trial:
 
 @pytest.mark.parametrize(("status", "failed"), [("completed", False), ("failed", True)])
 def test_the_logger_sees_settings_and_numbers_and_a_failed_trial_fails(status, failed) -> None:
-    from sweep.trackers import _tracker_callback_class
+    from sweep.run.trackers import _tracker_callback_class
 
     context = TrialContext("tiny", names.SEARCH, {"elbo": {}}, threads=1, data_key="{}")
     logger = _Recorder()
@@ -182,7 +182,7 @@ def test_the_logger_sees_settings_and_numbers_and_a_failed_trial_fails(status, f
 def test_each_phase_logger_sees_only_its_own_phase_trials_in_the_one_tuner() -> None:
     """Search and confirm trials share one Tuner; each phase's logger (tagged or grouped by
     its phase) is handed the trials of that phase only."""
-    from sweep.trackers import _tracker_callback_class
+    from sweep.run.trackers import _tracker_callback_class
 
     context = TrialContext("tiny", names.SEARCH, {"elbo": {}}, threads=1, data_key="{}")
     loggers = {phase: _Recorder() for phase in (names.SEARCH, names.CONFIRM)}

@@ -1,12 +1,12 @@
-"""Which search trials the confirm phase re-trains (sweep.tune.confirm.confirm_candidates)."""
+"""Which search trials the confirm phase re-trains (confirm_planner.confirm_candidates)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from sweep.run.confirm_planner import confirm_candidates
 from sweep.spec import load_study
 from sweep.store import ResultsStore
-from sweep.tune.confirm import confirm_candidates
 from tests.sweep.studies import write_study
 
 

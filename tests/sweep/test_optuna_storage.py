@@ -6,8 +6,7 @@ import optuna
 import pytest
 
 from sweep import names
-from sweep.run.trial import TrialResult
-from sweep.storages import (
+from sweep.optuna_storage import (
     JOURNAL,
     SQLITE,
     OptunaStorageError,
@@ -18,7 +17,8 @@ from sweep.storages import (
     read_record,
     write_record,
 )
-from sweep.tune.searcher import ArmSearch
+from sweep.run.searcher import ArmSearch
+from sweep.run.trial import TrialResult
 
 METRICS = ["metric.mmd", "metric.nll_iwae"]
 

@@ -8,8 +8,8 @@ Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it
 3. The dataset is loaded once on the driver and put in the object store once; reused trial
    actors fetch it once per worker process.
 4. For each arm, in file order, the search phase: ``trials_per_arm`` trials sampled by Optuna
-   (:mod:`sweep.tune.searcher`, Optuna's public ask/tell with the arm's seeded sampler and the
-   study's Optuna storage, :mod:`sweep.storages`: ``optuna.db`` by default, one Optuna study
+   (:mod:`sweep.run.searcher`, Optuna's public ask/tell with the arm's seeded sampler and the
+   study's Optuna storage, :mod:`sweep.optuna_storage`: ``optuna.db`` by default, one Optuna study
    per arm, named after it), at most ``max_concurrent`` at a time, ASHA early stopping when
    configured. A suggestion whose full TrialConfig (seed included) equals a completed search
    trial's is not trained: it is recorded as a copy (``copy_of``) and Optuna is told the
@@ -23,10 +23,10 @@ Flow of :func:`run_study` (the CLI's ``run`` and ``resume`` are thin calls of it
    it failed. Trials Optuna did not sample (arms without a search space, confirm trials) are
    added to ``optuna.db`` as finished trials, so that optuna-dashboard shows every trial.
 7. With ``trackers`` (``--log-to``), Ray Tune's MLflow, TensorBoard or W&B logger callbacks log
-   every trial too (:mod:`sweep.trackers`).
+   every trial too (:mod:`sweep.run.trackers`).
 
 With a storage URI the study folder is mirrored to ``<storage>/<study>/`` as trials are
-recorded (:mod:`sweep.mirror`); ``resume`` from that URI pulls it into a fresh folder first.
+recorded (:mod:`sweep.run.mirror`); ``resume`` from that URI pulls it into a fresh folder first.
 
 Resume: completed (and failed or stopped) trials are in the store and are never run
 again. An Optuna trial still marked RUNNING whose trial the store recorded (the driver died
@@ -38,69 +38,62 @@ trials interrupted with the driver: they are failed in Optuna with
 again; the sampler keeps every earlier trial as history. Each arm runs only the trials still
 missing from the plan.
 
-The pieces live in :mod:`sweep.tune` (searcher, confirm planner, scheduler, store callback,
-events, storage, resume); this module composes them.
+The pieces live beside this module in :mod:`sweep.run` (what to run, where it runs, what is
+recorded); this module composes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sweep import names
-from sweep.mirror import StudyMirror
-from sweep.run.trial import TrialContext
-from sweep.spec import StudySpec
-from sweep.storages import (
+from sweep.optuna_storage import (
+    OptunaStorageError,
     StorageRecord,
     open_optuna_storage,
+    optuna_choice,
+    read_record,
     write_record,
 )
+from sweep.run.confirm_planner import ConfirmPlanner
+from sweep.run.events import StudyEvents, count_recorded
+from sweep.run.mirror import MirrorError, StudyMirror, final_sync, mirror_listener, open_mirror
+from sweep.run.optuna_record import add_recorded_unsearched, confirm_recorder, recover_interrupted
+from sweep.run.ray_environment import quiet_loggers, start_ray, tune_environment
+from sweep.run.ray_storage import StorageError, check_storage, storage_path
+from sweep.run.resume import optuna_trials, recorded_by_arm
+from sweep.run.scheduler import per_arm_scheduler_class
+from sweep.run.searcher import ArmSearch, FixedArm, arms_searcher
+from sweep.run.store_callback import StoreCallback, duplicate_index
+from sweep.run.trackers import Tracker, check_trackers, tracker_callbacks
+from sweep.run.trial import TrialContext
+from sweep.spec import StudySpec
 from sweep.store import ResultsStore
-from sweep.trackers import Tracker, check_trackers, tracker_callbacks
 from sweep.trainable import run_trial
-from sweep.tune.callback import StoreCallback, duplicate_index
-from sweep.tune.confirm import ConfirmPlanner
-from sweep.tune.environment import quiet_loggers, start_ray, tune_environment
-from sweep.tune.events import StudyEvents, count_recorded
-from sweep.tune.resume import optuna_trials, recorded_by_arm
-from sweep.tune.scheduler import per_arm_scheduler_class
-from sweep.tune.searcher import (
-    ArmSearch,
-    FixedArm,
-    add_recorded_unsearched,
-    arms_searcher,
-    confirm_recorder,
-    recover_interrupted,
-)
-from sweep.tune.storage import (
-    StorageError,
-    check_storage,
-    final_sync,
-    mirror_listener,
-    open_mirror,
-    optuna_choice,
-    read_storage_record,
-)
 
-__all__ = [
-    "RunOutcome",
-    "StorageError",
-    "StudyInterrupted",
-    "check_storage",
-    "run_study",
-    "start_ray",
-]
+__all__ = ["RunOutcome", "StudyInterrupted", "run_study"]
 
 
 class StudyInterrupted(RuntimeError):
     """The driver was interrupted (Ctrl-C); what finished is recorded and the study resumes."""
+
+
+@contextlib.contextmanager
+def _storage_errors(prefix: str = "") -> Iterator[None]:
+    """A storage that cannot serve the run (its Optuna storage, its mirror) as one
+    :class:`StorageError`, which the CLI reports in a line."""
+    try:
+        yield
+    except (OptunaStorageError, MirrorError) as error:
+        raise StorageError(f"{prefix}{error}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,7 +165,7 @@ class _StudyRun:
 
     def callbacks(self, store_callback, context: TrialContext) -> list:
         """The store's callback, then one per ``--log-to`` tracker and phase
-        (:mod:`sweep.trackers`)."""
+        (:mod:`sweep.run.trackers`)."""
         phases = (names.SEARCH, names.CONFIRM) if self.spec.confirm_seeds else (names.SEARCH,)
         trackers = tracker_callbacks(self.trackers, context, self.store.folder, phases)
         return [store_callback, *trackers]
@@ -328,11 +321,12 @@ def run_study(
 
     ``storage`` overrides the study's ``storage`` (Ray Tune's storage path); the Parquet store
     and the report are written by the driver into ``folder`` either way, and with a storage
-    URI the folder is mirrored to ``<storage>/<study>/`` (:mod:`sweep.mirror`).
-    ``optuna_storage``: ``sqlite`` (default), ``journal`` or an RDB URL (:mod:`sweep.storages`).
+    URI the folder is mirrored to ``<storage>/<study>/`` (:mod:`sweep.run.mirror`).
+    ``optuna_storage``: ``sqlite`` (default), ``journal`` or an RDB URL
+    (:mod:`sweep.optuna_storage`).
     Both are recorded in the folder's ``storage.yaml``; ``resume`` reopens what it records
     (an explicit ``storage`` still overrides Ray Tune's storage path and the mirror).
-    ``trackers`` (from :func:`sweep.trackers.parse_tracker`) add MLflow, TensorBoard or W&B
+    ``trackers`` (from :func:`sweep.run.trackers.parse_tracker`) add MLflow, TensorBoard or W&B
     logging.
     With an ``address`` it must be shared storage unless ``single_node``
     (:func:`check_storage`).
@@ -340,14 +334,15 @@ def run_study(
     Raises :class:`StudyInterrupted` on Ctrl-C after recording what finished,
     :class:`StorageError` for a local storage path on a multi-node cluster, an Optuna storage
     that cannot be opened or a storage URI that cannot be used, and
-    :class:`~sweep.trackers.TrackerError` for a tracker that cannot log (all before any trial).
+    :class:`~sweep.run.trackers.TrackerError` for a tracker that cannot log (all before any trial).
     """
     import ray
 
     from infovae_core.data import load_dataset
 
     folder = Path(folder)
-    record = read_storage_record(folder) if resume else None
+    with _storage_errors():
+        record = read_record(folder) if resume else None
     storage = storage or (record.storage if record is not None else None) or spec.storage
     # Refused before anything is started or written.
     check_storage(storage, address=address, single_node=single_node)
@@ -355,11 +350,12 @@ def run_study(
     store = ResultsStore.open(folder) if resume else None
     concurrency = max_concurrent or spec.search.max_concurrent
     events = StudyEvents(spec=spec, listeners=list(listeners or []))
-    chosen_optuna = optuna_choice(folder, record, optuna_storage, resume)
-    mirror = open_mirror(folder, storage, spec.name, resume)
+    with _storage_errors():
+        chosen_optuna = optuna_choice(folder, record, optuna_storage, resume)
+    with _storage_errors(prefix="storage: "):
+        mirror = open_mirror(folder, storage, spec.name, resume)
     if mirror is not None:
         events.listeners.append(mirror_listener(mirror))
-    storage_path = storage or str((folder / names.RAY_DIR).resolve())
     started_ray = start_ray(address, verbose, num_cpus=num_cpus)
     quiet_loggers(verbose)
     try:
@@ -391,7 +387,7 @@ def run_study(
                 _StudyRun(
                     spec,
                     store,
-                    storage_path,
+                    storage_path(folder, storage),
                     data_refs,
                     data_key,
                     events,

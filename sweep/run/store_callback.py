@@ -19,6 +19,10 @@ import pyarrow.compute as pc
 from sweep import names
 from sweep.analysis.ranking import better
 from sweep.files import atomic_write, atomic_write_bytes, fsync_dir
+from sweep.run.events import ArmProgress, StudyEvents
+from sweep.run.searcher import (
+    DuplicateIndex,
+)
 from sweep.run.trial import (
     TrialArtifacts,
     TrialContext,
@@ -30,10 +34,6 @@ from sweep.run.trial import (
 )
 from sweep.spec import ObjectiveSpec
 from sweep.store import ResultsStore, json_columns
-from sweep.tune.events import ArmProgress, StudyEvents
-from sweep.tune.searcher import (
-    DuplicateIndex,
-)
 
 #: Longest recorded error text of a trial that Ray failed (its last characters are kept).
 ERROR_CHARS = 2000

@@ -9,17 +9,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.run.trial import TrialMeta, TrialResult, sampled_params
-from sweep.tune.searcher import (
+from sweep.run.optuna_record import (
     INTERRUPTED_ATTR,
-    ArmSearch,
-    DuplicateIndex,
-    FixedArm,
     add_recorded_unsearched,
-    arms_searcher,
     confirm_recorder,
     recover_interrupted,
 )
+from sweep.run.searcher import ArmSearch, DuplicateIndex, FixedArm, arms_searcher
+from sweep.run.trial import TrialMeta, TrialResult, sampled_params
 
 SPACE = {"model.decoder.width": optuna.distributions.CategoricalDistribution([8, 16])}
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep import mirror as mirror_module
 from sweep import names
 from sweep.files import TMP_PREFIX, TMP_SUFFIX
-from sweep.mirror import (
+from sweep.report.synthetic import write_synthetic_study
+from sweep.run import mirror as mirror_module
+from sweep.run.mirror import (
     NotAStudyMirrorError,
     StudyMirror,
     list_mirrored_studies,
@@ -19,7 +20,6 @@ from sweep.mirror import (
     pulled,
     split_study_uri,
 )
-from sweep.report.synthetic import write_synthetic_study
 from sweep.store import ResultsStore, json_columns
 
 

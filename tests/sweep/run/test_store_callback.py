@@ -6,10 +6,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from sweep import names
+from sweep.run.events import ArmProgress, StudyEvents
+from sweep.run.store_callback import StoreCallback
 from sweep.run.trial import TrialContext, TrialMeta, TrialResult, epoch_report
 from sweep.store import ResultsStore
-from sweep.tune.callback import StoreCallback
-from sweep.tune.events import ArmProgress, StudyEvents
 
 
 def _epoch(epoch: int, attempt: int) -> dict:

@@ -46,18 +46,24 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweep import names
 from sweep.files import TMP_PREFIX, TMP_SUFFIX, atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    from sweep.run.events import StudyEvents
 
 __all__ = [
     "MIRROR_SPACING",
     "MirrorError",
     "NotAStudyMirrorError",
     "StudyMirror",
+    "final_sync",
     "is_uri",
+    "mirror_listener",
     "mirror_uri",
+    "open_mirror",
     "pull",
     "pulled",
     "split_study_uri",
@@ -415,3 +421,62 @@ def pulled_root(uri: str) -> Iterator[Path]:
         for study in list_mirrored_studies(uri):
             pull(mirror_uri(uri, study), Path(scratch) / study, keep=trials_only, state=False)
         yield Path(scratch)
+
+
+# --------------------------------------------------------------------------------------------
+# A run's mirror
+
+
+def open_mirror(
+    folder: Path, storage: str | None, study: str, resume: bool
+) -> StudyMirror | None:
+    """A run's mirror of its study folder under a storage URI (None for a local storage path).
+
+    A new study is refused (:class:`MirrorError`) when the mirror already holds one of the same
+    name: resume that one from its URI, or choose another name or storage."""
+    if storage is None or "://" not in storage:
+        return None
+    uri = mirror_uri(storage, study)
+    try:
+        mirror = StudyMirror(folder, uri)
+        if mirror.is_same_folder():
+            return None
+        if not resume:
+            from pyarrow import fs
+
+            marker = mirror.fs.get_file_info(f"{mirror.root}/{names.STUDY_FILE}")
+            if marker.type == fs.FileType.File:
+                raise MirrorError(
+                    f"{uri} already holds a study named {study!r}. Continue it with "
+                    f"`infovae-sweep resume {uri}`, or give the study another name or "
+                    "another --storage"
+                )
+    except OSError as error:
+        raise MirrorError(str(error)) from None
+    return mirror
+
+
+def mirror_listener(mirror: StudyMirror) -> Callable[[StudyEvents], None]:
+    """Sync the mirror whenever a trial has been recorded (the listener runs on the driver's
+    Tune loop, as the recording does); a failed copy is logged and retried next time."""
+    seen: list[int] = [-1]
+
+    def on_change(events: StudyEvents) -> None:
+        recorded = sum(p.done + p.failed + p.stopped for p in events.arms.values())
+        if recorded == seen[0]:
+            return
+        seen[0] = recorded
+        try:
+            mirror.sync(force=recorded == 0)
+        except (OSError, ValueError) as error:  # pyarrow's errors; the study goes on
+            log.warning("mirror %s: copy failed: %s", mirror.uri, error)
+
+    return on_change
+
+
+def final_sync(mirror: StudyMirror) -> None:
+    """The last copy of a run; a failure is logged (the study folder itself is complete)."""
+    try:
+        mirror.sync(force=True)
+    except (OSError, ValueError) as error:
+        log.warning("mirror %s: copy failed: %s", mirror.uri, error)

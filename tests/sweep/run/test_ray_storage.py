@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.tune.storage import StorageError, check_storage
+from sweep.run.ray_storage import StorageError, check_storage
 
 
 def test_single_node_accepts_the_default_local_storage():

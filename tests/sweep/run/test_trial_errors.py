@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 
 from sweep import names
+from sweep.run.events import ArmProgress, StudyEvents
+from sweep.run.store_callback import ERROR_CHARS, StoreCallback, clip_error, ray_trial_error
 from sweep.run.trial import TrialContext, TrialMeta
 from sweep.store import ResultsStore
-from sweep.tune.callback import ERROR_CHARS, StoreCallback, clip_error, ray_trial_error
-from sweep.tune.events import ArmProgress, StudyEvents
 
 
 def test_clip_error_keeps_the_last_lines_within_the_limit():
@@ -47,7 +47,7 @@ def test_trial_whose_worker_died_is_recorded_with_rays_error_text(tmp_path):
     import ray
     from ray import tune
 
-    from sweep.tune.environment import tune_environment
+    from sweep.run.ray_environment import tune_environment
 
     store = ResultsStore.create(tmp_path / "errors", "name: errors\n")
     context = TrialContext(

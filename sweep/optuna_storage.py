@@ -1,7 +1,10 @@
-"""Where a study keeps its state besides the study folder: Ray Tune's storage and Optuna's.
+"""The study's Optuna storage, and ``storage.yaml``, which records it with Ray Tune's storage path.
 
-A study folder records both in ``storage.yaml`` (written once, when the study is created), so
-that ``resume`` reopens the same storages and the report reads the same Optuna storage::
+Not to be confused with the study folder itself (:mod:`sweep.store`, the Parquet results) nor
+Ray Tune's storage path (:mod:`sweep.run.ray_storage`, experiment files and checkpoints).
+A study folder records the two storages in ``storage.yaml`` (written once, when the study is
+created), so that ``resume`` reopens the same storages and the report reads the same Optuna
+storage::
 
     storage: s3://bucket/infovae-sweep   # Ray Tune's storage path; null: the study folder
     optuna_storage: sqlite               # sqlite | journal | an RDB URL
@@ -23,8 +26,8 @@ Each is readable by optuna-dashboard (``optuna-dashboard sqlite:///.../optuna.db
 ``optuna-dashboard .../optuna.journal``, ``optuna-dashboard postgresql://...``); the searcher
 sets each Optuna study's metric names to the study's objectives (``metric.*``).
 
-A study folder without ``storage.yaml`` (written before it existed) reads as
-``optuna_storage: sqlite`` and the study file's own ``storage``.
+A study folder without ``storage.yaml`` reads as ``optuna_storage: sqlite`` and the study
+file's own ``storage``, so that a folder copied without it still opens.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "check_optuna_storage",
     "close_optuna_storage",
     "open_optuna_storage",
+    "optuna_choice",
     "read_record",
     "write_record",
 ]
@@ -157,3 +161,49 @@ def close_optuna_storage(storage: Any) -> None:
     if isinstance(storage, optuna.storages.RDBStorage):
         storage.remove_session()
         storage.engine.dispose()
+
+
+def optuna_choice(
+    folder: Path, record: StorageRecord | None, optuna_storage: str | None, resume: bool
+) -> str:
+    """The Optuna storage of a run: the recorded one on resume (a different explicit choice
+    is refused), else ``optuna_storage``, checked (an RDB URL is opened once) before anything
+    is written. Raises :class:`OptunaStorageError`."""
+    if resume:
+        recorded = record.optuna_storage if record is not None else check_optuna_storage(None)
+        if optuna_storage is not None and check_optuna_storage(optuna_storage) != recorded:
+            raise OptunaStorageError(
+                f"--optuna-storage: the study in {folder} uses the Optuna storage "
+                f"{recorded!r} (its {names.STORAGE_FILE}); resume reopens it"
+            )
+        return recorded
+    choice = check_optuna_storage(optuna_storage)
+    if "://" in choice and _has_password(choice):
+        # The choice is written into storage.yaml, and so into the study's mirror and any
+        # copy of the folder: a secret must not travel with the results.
+        raise OptunaStorageError(
+            "--optuna-storage: the database URL holds a password, which would be written "
+            f"into {folder / names.STORAGE_FILE} (and its mirror). Leave it out of the URL and "
+            "give it through the database driver's own settings: PGPASSWORD or ~/.pgpass for "
+            "PostgreSQL, an option file (?read_default_file=~/.my.cnf) for MySQL"
+        )
+    if "://" in choice:
+        import optuna
+
+        try:
+            optuna.storages.RDBStorage(choice).engine.dispose()
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy and drivers raise many types
+            raise OptunaStorageError(
+                f"--optuna-storage: cannot open {choice}: {type(error).__name__}: {error}"
+            ) from None
+    return choice
+
+
+def _has_password(url: str) -> bool:
+    """Whether a database URL carries a password (``dialect://user:secret@host/db``)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # a malformed netloc (an unmatched "[", a bad port): SQLAlchemy decides
+        return False
