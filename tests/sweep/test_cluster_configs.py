@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -230,24 +231,39 @@ def test_onprem_nodes_get_the_token_of_the_machine_running_ray_up(tmp_path):
     assert _run(check, tmp_path).returncode == 0
 
 
-def _fake_ray(folder: Path) -> tuple[Path, Path]:
-    """A `ray` that records its arguments, and a `raylet` that only sleeps."""
-    folder.mkdir(parents=True, exist_ok=True)
-    calls = folder / "calls"
-    tool = folder / "ray"
-    tool.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
-    raylet = folder / "raylet"
-    shutil.copy(shutil.which("sleep"), raylet)
-    return calls, raylet
+@dataclass
+class WatchedNode:
+    """A fake worker node after the on-prem watcher command: a `ray` that records its
+    arguments in ``calls``, a `raylet` that only sleeps, and the watcher's process."""
+
+    stop_first: str  # the worker's first start command
+    env: dict[str, str]
+    calls: Path
+    raylet: subprocess.Popen
+    watcher: psutil.Process
+
+    def watcher_ended(self) -> bool:
+        return not self.watcher.is_running() or self.watcher.status() == psutil.STATUS_ZOMBIE
 
 
-def _onprem_watcher_commands(tmp_path: Path) -> tuple[str, str, dict[str, str], Path, Path]:
+@pytest.fixture
+def watched_node(tmp_path):
     stop_first, _, watch = _raw(ONPREM)["worker_start_ray_commands"]
-    calls, raylet = _fake_ray(tmp_path / "bin")
-    env = {"HOME": str(tmp_path), "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin",
-           "RAY_TMPDIR": str(tmp_path)}
-    return stop_first, watch, env, calls, raylet
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "calls"
+    (tools / "ray").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (tools / "ray").chmod(0o755)
+    shutil.copy(shutil.which("sleep"), tools / "raylet")
+    env = {"HOME": str(tmp_path), "PATH": f"{tools}:/usr/bin:/bin", "RAY_TMPDIR": str(tmp_path)}
+    raylet = subprocess.Popen([str(tools / "raylet"), "60"])
+    try:
+        assert _run_with(watch, env).returncode == 0
+        watcher = psutil.Process(int((tmp_path / "infovae-sweep-watcher.pid").read_text()))
+        yield WatchedNode(stop_first, env, calls, raylet, watcher)
+    finally:
+        raylet.kill()
+        raylet.wait()
 
 
 def _wait(condition, seconds: float) -> bool:
@@ -259,36 +275,23 @@ def _wait(condition, seconds: float) -> bool:
     return True
 
 
-def test_onprem_worker_stops_its_ray_once_its_raylet_has_ended(tmp_path):
+def test_onprem_worker_stops_its_ray_once_its_raylet_has_ended(watched_node):
     # `ray down` stops the head only: each worker's watcher runs `ray stop` for it.
-    _, watch, env, calls, raylet = _onprem_watcher_commands(tmp_path)
-    node = subprocess.Popen([str(raylet), "60"])
-    try:
-        assert _run_with(watch, env).returncode == 0
-        watcher = psutil.Process(int((tmp_path / "infovae-sweep-watcher.pid").read_text()))
-        time.sleep(1)
-        assert not calls.exists(), "stopped while the raylet runs"
-        node.kill()
-        node.wait()
-        assert _wait(lambda: calls.exists() and calls.read_text() == "stop\n", 15)
-        assert _wait(lambda: not watcher.is_running() or watcher.status() == "zombie", 5)
-    finally:
-        node.kill()
+    time.sleep(1)
+    assert not watched_node.calls.exists(), "stopped while the raylet runs"
+    watched_node.raylet.kill()
+    watched_node.raylet.wait()
+    assert _wait(lambda: watched_node.calls.exists(), 15), "no `ray stop` after the raylet ended"
+    assert watched_node.calls.read_text() == "stop\n"
+    assert _wait(watched_node.watcher_ended, 5)
 
 
-def test_onprem_worker_start_ends_the_previous_watcher_before_ray_stop(tmp_path):
+def test_onprem_worker_start_ends_the_previous_watcher_before_ray_stop(watched_node, tmp_path):
     # Else the old watcher, seeing its raylet stopped, would stop the node being started.
-    stop_first, watch, env, calls, raylet = _onprem_watcher_commands(tmp_path)
-    node = subprocess.Popen([str(raylet), "60"])
-    try:
-        assert _run_with(watch, env).returncode == 0
-        watcher = psutil.Process(int((tmp_path / "infovae-sweep-watcher.pid").read_text()))
-        assert _run_with(stop_first, env).returncode == 0
-        assert _wait(lambda: not watcher.is_running() or watcher.status() == "zombie", 5)
-        assert calls.read_text() == "stop\n"  # the start command's own, not the watcher's
-        assert not (tmp_path / "infovae-sweep-watcher.pid").exists()
-    finally:
-        node.kill()
+    assert _run_with(watched_node.stop_first, watched_node.env).returncode == 0
+    assert _wait(watched_node.watcher_ended, 5)
+    assert watched_node.calls.read_text() == "stop\n"  # the start command's, not the watcher's
+    assert not (tmp_path / "infovae-sweep-watcher.pid").exists()
 
 
 def _run_with(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
