@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 from sweep.report import build_report  # noqa: E402
-from sweep.report.synthetic import write_synthetic_study  # noqa: E402
+from tests.sweep.synthetic_study import write_synthetic_study  # noqa: E402
 
 TARGET_SECONDS = 10.0
 TARGET_MB = 15.0

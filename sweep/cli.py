@@ -537,8 +537,8 @@ def _run(
     from sweep.progress import LiveView
     from sweep.run.ray_storage import StorageError
     from sweep.run.runner import StudyInterrupted, run_study
-    from sweep.store import StoreError
     from sweep.run.trackers import TrackerError, parse_tracker
+    from sweep.store import StoreError
 
     try:
         trackers = [parse_tracker(value) for value in log_to or ()]
@@ -890,7 +890,7 @@ def compare_command(
     """Set two studies' confirm-phase metrics side by side (arms matched by name): mean and
     95% CI per arm and study, B - A with its CI and tests, unconverged runs marked, and the
     study settings that differ. Prints a text summary and writes one HTML page."""
-    from sweep.files import atomic_write_text
+    from sweep.atomic_files import atomic_write_text
     from sweep.report.compare import compare_studies, default_out, format_text
     from sweep.report.data import NotAStudyFolderError
     from sweep.report.html import render_comparison
@@ -950,7 +950,7 @@ def summary_command(
     except KeyError as error:
         _fail(f"--by: {error.args[0]}")
     if csv is not None:
-        from sweep.files import atomic_write_text
+        from sweep.atomic_files import atomic_write_text
 
         atomic_write_text(csv, table.to_csv(index=False))
     shown = [m for m in metrics if m in table.columns]

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sweep.files import atomic_write_text
+from sweep.atomic_files import atomic_write_text
 from sweep.leaderboard import leaderboards
 from sweep.report.aggregate import SIGNIFICANCE_LEVEL, Verdict, format_number
 from sweep.report.analysis import ArmConvergence, ConvergenceReport, analyse, runs_text

@@ -11,7 +11,7 @@ part files under ``.parts/`` (readable Parquet, the fixed columns, no trial reco
 header, for ``ls`` over many studies.
 
 A file that a live driver is replacing is never seen half-written (every store write is atomic,
-:mod:`sweep.files`); an ``optuna.db`` with a hot journal beside it (a writer killed mid
+:mod:`sweep.atomic_files`); an ``optuna.db`` with a hot journal beside it (a writer killed mid
 transaction) is judged by its header only: SQLite rolls the journal back on the next write.
 """
 

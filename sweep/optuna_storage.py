@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from sweep import names
-from sweep.files import atomic_write_text
+from sweep.atomic_files import atomic_write_text
 
 __all__ = [
     "JOURNAL",

@@ -21,8 +21,8 @@ import pandas as pd
 
 from infovae_core.config import TRAIN_SPLIT_SIZES
 from sweep import names
+from sweep.atomic_files import atomic_write_text
 from sweep.convergence import describe_rule, trial_convergence
-from sweep.files import atomic_write_text
 from sweep.names import REPORT_FILE
 from sweep.plan import trials_left
 from sweep.report import figures

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from sweep.files import TMP_PREFIX, fsync_dir
+from sweep.atomic_files import TMP_PREFIX, fsync_dir
 from sweep.report.content import ReportContent, section_figures
 
 if TYPE_CHECKING:

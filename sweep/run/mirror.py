@@ -27,7 +27,7 @@ What a sync copies, and in which order:
 
 No file in the mirror is ever half-written: on a file system with renames (local, NFS,
 HDFS) a file is written to a temp name (``.tmp-<name>.<random>.partial``, as
-:mod:`sweep.files` names them) and moved over the target; on an object store (S3, GCS) an
+:mod:`sweep.atomic_files` names them) and moved over the target; on an object store (S3, GCS) an
 upload becomes visible only when it completes. SQLite files are copied through SQLite's backup
 API (a consistent snapshot); the driver writes its Optuna storage on the thread that syncs,
 so the other files do not change during a sync.
@@ -49,7 +49,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from sweep import names
-from sweep.files import TMP_PREFIX, TMP_SUFFIX, atomic_write, atomic_write_text
+from sweep.atomic_files import TMP_PREFIX, TMP_SUFFIX, atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     from sweep.run.events import StudyEvents

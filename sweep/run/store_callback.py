@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from sweep import names
 from sweep.analysis.ranking import better
-from sweep.files import atomic_write, atomic_write_bytes, fsync_dir
+from sweep.atomic_files import atomic_write, atomic_write_bytes, fsync_dir
 from sweep.run.events import ArmProgress, StudyEvents
 from sweep.run.searcher import (
     DuplicateIndex,

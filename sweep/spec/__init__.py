@@ -106,8 +106,8 @@ Numbers like ``1e-3`` are read as floats (plain PyYAML would read a string); oth
 is read with ``yaml.SafeLoader`` (no tags that build objects). Duplicate keys are refused.
 
 The package, in the order a file flows through it: :mod:`sweep.spec.yaml` reads the text and
-the line of every key, :mod:`sweep.spec.schema` validates it into a :class:`StudySpec` (with
-:mod:`sweep.spec.checks` for the settings against TrialConfig), and :mod:`sweep.spec.errors`
+the line of every key, :mod:`sweep.spec.study_spec` validates it into a :class:`StudySpec` (with
+:mod:`sweep.spec.checks` for the settings against TrialConfig), and :mod:`sweep.spec.spec_errors`
 turns what is wrong into ``file:line: path: message``. What a spec will run is
 :mod:`sweep.plan`; its functions are re-exported here for existing imports.
 """
@@ -116,8 +116,8 @@ from __future__ import annotations
 
 from sweep.plan import ArmPlan, StudyPlan, format_plan, plan_study
 from sweep.spec.checks import ARM_DATA_KEYS
-from sweep.spec.errors import StudyIssue, StudySpecError
-from sweep.spec.schema import (
+from sweep.spec.spec_errors import StudyIssue, StudySpecError
+from sweep.spec.study_spec import (
     EPOCH_TERMS,
     EVAL_METRICS,
     ArmSpec,

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 
 from infovae_core.config import TrialConfig
 from sweep.space import grid_size
-from sweep.spec.errors import unwrap_annotation
+from sweep.spec.spec_errors import unwrap_annotation
 
 if TYPE_CHECKING:
     from sweep.space import Distribution
-    from sweep.spec.schema import ArmSpec, StudySpec
+    from sweep.spec.study_spec import ArmSpec, StudySpec
 
 __all__ = ["ARM_DATA_KEYS", "flatten_settings", "study_issues"]
 

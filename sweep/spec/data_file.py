@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sweep.spec.schema import StudySpec
+    from sweep.spec.study_spec import StudySpec
 
 __all__ = ["data_file_issues"]
 

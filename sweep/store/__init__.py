@@ -6,17 +6,17 @@ Layout of ``results/<study>/`` (docs/results.md)::
     trials.parquet    one row per trial
     epochs.parquet    one row per (trial, epoch)
     .lock             single-writer guard (``fcntl.flock``), see :meth:`ResultsStore.lock`
-    .parts/           trials recorded since the last compaction (see :mod:`sweep.store.files`)
+    .parts/           trials recorded since the last compaction (:mod:`sweep.store.parquet_files`)
 
 The package, in the order a recorded trial moves through it:
 
-* :mod:`sweep.store.schema`: rows -> Arrow (the columns, their types, how the schema grows);
-* :mod:`sweep.store.files`: the Parquet files (part files, reading, compaction's writes,
+* :mod:`sweep.store.arrow_schema`: rows -> Arrow (the columns, their types, how the schema grows);
+* :mod:`sweep.store.parquet_files`: the Parquet files (part files, reading, compaction's writes,
   and why a crash at any step loses no row);
 * :mod:`sweep.store.lock`: the one-driver-per-study lock;
 * :mod:`sweep.store.folder`: :class:`ResultsStore` (create, open, record, compact, read) and
   the listing of study folders;
-* :mod:`sweep.store.errors`: the errors all of them raise.
+* :mod:`sweep.store.store_errors`: the errors all of them raise.
 
 The names below are the public API; import them from ``sweep.store``.
 """
@@ -32,7 +32,9 @@ from sweep.names import (
     STUDY_FILE,
     TRIALS_FILE,
 )
-from sweep.store.errors import (
+from sweep.store.arrow_schema import EPOCH_SCHEMA, TRIAL_SCHEMA, json_columns
+from sweep.store.folder import ResultsStore, StudySummary, is_study_folder, list_studies
+from sweep.store.store_errors import (
     NotAStudyFolderError,
     RowError,
     SchemaConflictError,
@@ -41,8 +43,6 @@ from sweep.store.errors import (
     StudyExistsError,
     StudyLockedError,
 )
-from sweep.store.folder import ResultsStore, StudySummary, is_study_folder, list_studies
-from sweep.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA, json_columns
 
 __all__ = [
     "EPOCH_SCHEMA",

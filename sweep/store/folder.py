@@ -19,14 +19,19 @@ import pyarrow.compute as pc
 import yaml
 
 from sweep import names
-from sweep.files import TMP_PREFIX, atomic_write_text
-from sweep.store.errors import (
-    NotAStudyFolderError,
-    RowError,
-    StoreCorruptError,
-    StudyExistsError,
+from sweep.atomic_files import TMP_PREFIX, atomic_write_text
+from sweep.store.arrow_schema import (
+    EPOCH_SCHEMA,
+    TRIAL_SCHEMA,
+    columns_of,
+    concat,
+    epoch_table,
+    schema_of,
+    trial_table,
+    union_columns,
 )
-from sweep.store.files import (
+from sweep.store.lock import study_lock
+from sweep.store.parquet_files import (
     Parts,
     Snapshot,
     append_part,
@@ -37,16 +42,11 @@ from sweep.store.files import (
     write_main_files,
     write_table,
 )
-from sweep.store.lock import study_lock
-from sweep.store.schema import (
-    EPOCH_SCHEMA,
-    TRIAL_SCHEMA,
-    columns_of,
-    concat,
-    epoch_table,
-    schema_of,
-    trial_table,
-    union_columns,
+from sweep.store.store_errors import (
+    NotAStudyFolderError,
+    RowError,
+    StoreCorruptError,
+    StudyExistsError,
 )
 
 __all__ = [

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from sweep import names
-from sweep.store.errors import StudyLockedError
+from sweep.store.store_errors import StudyLockedError
 
 __all__ = ["study_lock"]
 

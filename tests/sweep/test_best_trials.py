@@ -16,9 +16,9 @@ from sweep.ranking import rank_trials
 from sweep.report.aggregate import best_trial
 from sweep.report.build import build_content
 from sweep.report.data import load_study_data
-from sweep.report.synthetic import SyntheticArm, synthetic_spec
 from sweep.spec import StudySpec
 from sweep.store import ResultsStore
+from tests.sweep.synthetic_study import SyntheticArm, synthetic_spec
 
 T0 = dt.datetime(2025, 1, 2, tzinfo=dt.timezone.utc)
 

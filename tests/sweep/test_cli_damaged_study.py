@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from sweep import names
 from sweep.cli import app
 from sweep.integrity import damaged_files
-from sweep.report.synthetic import write_synthetic_study
 from sweep.store import ResultsStore
+from tests.sweep.synthetic_study import write_synthetic_study
 
 runner = CliRunner()
 
@@ -183,7 +183,7 @@ def test_ls_reads_parts_beside_a_main_file_written_by_pandas(template, tmp_path)
 def test_run_again_after_a_kill_while_creating_the_study_folder(tmp_path):
     """A driver killed while writing study.yaml leaves only its temp file: the folder was
     refused as "not empty" and the study could not be run again."""
-    from sweep.files import TMP_PREFIX, TMP_SUFFIX
+    from sweep.atomic_files import TMP_PREFIX, TMP_SUFFIX
 
     folder = tmp_path / "fresh"
     folder.mkdir()

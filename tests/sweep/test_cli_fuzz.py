@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from sweep.cli import app
-from sweep.report.synthetic import write_synthetic_study
 from tests.sweep.studies import write_study
+from tests.sweep.synthetic_study import write_synthetic_study
 
 runner = CliRunner()
 

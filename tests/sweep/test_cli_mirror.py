@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from sweep.cli import app
-from sweep.report.synthetic import write_synthetic_study
 from sweep.run.mirror import StudyMirror
 from tests.sweep.studies import write_study
+from tests.sweep.synthetic_study import write_synthetic_study
 
 runner = CliRunner()
 

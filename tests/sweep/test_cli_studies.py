@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from sweep.cli import app
-from sweep.report.synthetic import write_synthetic_study
+from tests.sweep.synthetic_study import write_synthetic_study
 
 runner = CliRunner()
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
@@ -120,7 +120,7 @@ def test_show_judges_the_convergence_of_every_arm(tmp_path):
     from dataclasses import replace
 
     from sweep.leaderboard import leaderboards
-    from sweep.report.synthetic import default_arms
+    from tests.sweep.synthetic_study import default_arms
 
     arms = default_arms()
     arms["infovae"] = replace(arms["infovae"], still_rising=True)

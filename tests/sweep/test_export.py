@@ -17,7 +17,7 @@ from sweep.export import FORMATS, VERDICT_COLUMNS, latex_escape
 from sweep.leaderboard import leaderboards
 from sweep.report.build import build_content
 from sweep.report.data import load_study_data
-from sweep.report.synthetic import ELBO_MEANS, INFO_MEANS, SyntheticArm, write_synthetic_study
+from tests.sweep.synthetic_study import ELBO_MEANS, INFO_MEANS, SyntheticArm, write_synthetic_study
 
 runner = CliRunner()
 
@@ -184,7 +184,7 @@ def _rising_infovae(folder: Path) -> Path:
     """The default synthetic study but InfoVAE's curves still improve 7 % per epoch at the end."""
     from dataclasses import replace
 
-    from sweep.report.synthetic import default_arms
+    from tests.sweep.synthetic_study import default_arms
 
     arms = default_arms()
     arms["infovae"] = replace(arms["infovae"], still_rising=True)

@@ -124,8 +124,9 @@ def test_a_reader_gets_none_when_the_storage_file_is_missing(tmp_path):
 
 def test_report_reads_importances_from_a_journal_storage(tmp_path):
     from sweep.analysis.study import analyse_study
+
     from sweep.report.build import _importance_blocks
-    from sweep.report.synthetic import write_synthetic_study
+    from tests.sweep.synthetic_study import write_synthetic_study
 
     folder = write_synthetic_study(tmp_path / "syn", n_search=6, n_seeds=1, optuna_db=True)
     write_record(folder, StorageRecord(storage=None, optuna_storage=JOURNAL))

@@ -7,7 +7,7 @@ import pandas as pd
 
 from sweep import names
 from sweep.plan import trials_left
-from sweep.report.synthetic import default_arms, synthetic_spec
+from tests.sweep.synthetic_study import default_arms, synthetic_spec
 
 # Two arms (elbo, infovae), 4 search trials each, confirm top_k 1 with 3 seeds:
 # a fresh study plans 2 x (4 + 1 x 3) = 14 trials.
@@ -62,8 +62,8 @@ def test_failed_search_trials_count_as_recorded_and_leave_nothing_to_confirm() -
 
 
 def test_a_finished_synthetic_study_has_nothing_left(tmp_path) -> None:
-    from sweep.report.synthetic import write_synthetic_study
     from sweep.store import ResultsStore
+    from tests.sweep.synthetic_study import write_synthetic_study
 
     folder = write_synthetic_study(tmp_path / "s", n_search=3, n_seeds=2, n_epochs=2,
                                    artifacts=False)

@@ -270,6 +270,6 @@ def test_distribution_describe_is_compact() -> None:
 
 
 def test_cmaes_without_its_package_is_refused_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sweep.spec.schema.cmaes_available", lambda: False)
+    monkeypatch.setattr("sweep.spec.study_spec.cmaes_available", lambda: False)
     with pytest.raises(pydantic.ValidationError, match="pip install cmaes"):
         search_spec("cmaes")

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sweep.cli import app
-from sweep.report.synthetic import write_synthetic_study
 from sweep.summary import configuration_summary, default_grouping, t_interval
+from tests.sweep.synthetic_study import write_synthetic_study
 
 
 def test_t_interval_matches_the_hand_computed_student_interval() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sweep.report import build_report
-from sweep.report.synthetic import write_synthetic_study
+from tests.sweep.synthetic_study import write_synthetic_study
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from sweep.report import NotAStudyFolderError, build_report
-from sweep.report.synthetic import write_synthetic_study
+from tests.sweep.synthetic_study import write_synthetic_study
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -113,7 +113,7 @@ def test_missing_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_empty_study_gets_a_report(tmp_path: Path) -> None:
-    from sweep.report.synthetic import default_arms, synthetic_spec
+    from tests.sweep.synthetic_study import default_arms, synthetic_spec
 
     spec = synthetic_spec(default_arms(), n_search=2, n_seeds=2, failed_per_arm=0, name="empty")
     (tmp_path / "study.yaml").write_text(spec.to_yaml())
@@ -148,7 +148,7 @@ def test_broken_yaml_and_damaged_parquet_become_warnings(tmp_path: Path) -> None
 
 
 def test_one_arm_study_gets_a_report(tmp_path: Path) -> None:
-    from sweep.report.synthetic import INFO_MEANS, SyntheticArm
+    from tests.sweep.synthetic_study import INFO_MEANS, SyntheticArm
 
     folder = _small(
         tmp_path / "s", arms={"infovae": SyntheticArm(lambda_=10.0, search_lambda=True,
@@ -274,7 +274,7 @@ def _rising_infovae(folder: Path, **kwargs: object) -> Path:
     """The default synthetic study but InfoVAE's curves still improve 7 % per epoch at the end."""
     from dataclasses import replace
 
-    from sweep.report.synthetic import default_arms
+    from tests.sweep.synthetic_study import default_arms
 
     arms = default_arms()
     arms["infovae"] = replace(arms["infovae"], still_rising=True)

@@ -21,7 +21,7 @@ from sweep.report.analysis import analyse
 from sweep.report.compare import compare_studies, format_text
 from sweep.report.data import load_study_data
 from sweep.report.html import render_comparison
-from sweep.report.synthetic import ELBO_MEANS, INFO_MEANS, SyntheticArm, write_synthetic_study
+from tests.sweep.synthetic_study import ELBO_MEANS, INFO_MEANS, SyntheticArm, write_synthetic_study
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[3]

@@ -18,7 +18,7 @@ from sweep.names import FIGURES_DIR, REPORT_FILE
 from sweep.report import build_content, build_report, load_study_data
 from sweep.report.content import FigureBlock, ReportContent, section_figures, slug
 from sweep.report.static import FiguresUnavailableError, figure_files, require_kaleido
-from sweep.report.synthetic import write_synthetic_study
+from tests.sweep.synthetic_study import write_synthetic_study
 
 runner = CliRunner()
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import optuna
 
 from sweep import names
-from sweep.report.synthetic import default_arms, synthetic_spec, write_synthetic_study
 from sweep.spec import load_study
 from sweep.store import ResultsStore, json_columns
+from tests.sweep.synthetic_study import default_arms, synthetic_spec, write_synthetic_study
 
 
 def test_the_synthetic_study_file_is_accepted_by_load_study(tmp_path: Path) -> None:

@@ -9,8 +9,7 @@ import optuna
 import pytest
 
 from sweep import names
-from sweep.files import TMP_PREFIX, TMP_SUFFIX
-from sweep.report.synthetic import write_synthetic_study
+from sweep.atomic_files import TMP_PREFIX, TMP_SUFFIX
 from sweep.run import mirror as mirror_module
 from sweep.run.mirror import (
     NotAStudyMirrorError,
@@ -21,6 +20,7 @@ from sweep.run.mirror import (
     split_study_uri,
 )
 from sweep.store import ResultsStore, json_columns
+from tests.sweep.synthetic_study import write_synthetic_study
 
 
 def _record_extra_trial(folder: Path) -> ResultsStore:

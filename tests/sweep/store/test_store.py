@@ -30,8 +30,8 @@ from sweep.store import (
     json_columns,
     list_studies,
 )
-from sweep.store import files as store_files
-from sweep.store import schema as store_schema
+from sweep.store import arrow_schema as store_schema
+from sweep.store import parquet_files as store_files
 
 STUDY_YAML = "name: demo\narms:\n  elbo: {}\n  mmd: {}\n"
 T0 = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep.store import PARTS_DIR, ResultsStore, list_studies
-from sweep.store import files as store_files
-from sweep.store import schema as store_schema
+from sweep.store import arrow_schema as store_schema
+from sweep.store import parquet_files as store_files
 from tests.sweep.store.test_store import STUDY_YAML, epoch_rows, trial_row
 
 IDS = ["t1", "t2", "t3", "t4"]

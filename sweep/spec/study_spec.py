@@ -29,7 +29,7 @@ from sweep.space import (
     to_optuna_distributions,
 )
 from sweep.spec.checks import flatten_settings, study_issues
-from sweep.spec.errors import StudyIssue, StudySpecError, ValidatorIssues, spec_error
+from sweep.spec.spec_errors import StudyIssue, StudySpecError, ValidatorIssues, spec_error
 from sweep.spec.yaml import TOO_DEEP, parse_yaml
 
 __all__ = [

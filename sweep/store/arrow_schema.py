@@ -46,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 
 from sweep import names
-from sweep.store.errors import RowError, SchemaConflictError
+from sweep.store.store_errors import RowError, SchemaConflictError
 
 __all__ = [
     "EPOCH_SCHEMA",

@@ -14,7 +14,7 @@ number folded into it; readers through :class:`ResultsStore` read the main files
 above that number, so they always see every recorded row exactly once. Direct readers of the
 Parquet files (pandas, pyarrow, DuckDB, Polars) see the rows up to the last compaction.
 
-Every write is atomic (:func:`sweep.files.atomic_write`: temp file, fsync, rename, folder
+Every write is atomic (:func:`sweep.atomic_files.atomic_write`: temp file, fsync, rename, folder
 fsync). Why no row is lost or written twice whatever dies when:
 
 * killed before the trial part's rename: the record did not happen (the runner trains that
@@ -42,9 +42,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sweep import names
-from sweep.files import atomic_write, fsync_dir, remove_temp_files
-from sweep.store.errors import StoreCorruptError, StoreError
-from sweep.store.schema import (
+from sweep.atomic_files import atomic_write, fsync_dir, remove_temp_files
+from sweep.store.arrow_schema import (
     EPOCH_SCHEMA,
     TRIAL_REQUIRED,
     TRIAL_SCHEMA,
@@ -54,6 +53,7 @@ from sweep.store.schema import (
     schema_of,
     union_columns,
 )
+from sweep.store.store_errors import StoreCorruptError, StoreError
 
 __all__ = [
     "Parts",
@@ -77,7 +77,8 @@ _THROUGH_KEY = b"infovae.parts_through"
 
 
 def write_table(path: Path, table: pa.Table, *, sync_dir: bool = True) -> None:
-    """Write ``table`` to ``path`` as Parquet, atomically (:func:`sweep.files.atomic_write`)."""
+    """Write ``table`` to ``path`` as Parquet, atomically
+    (:func:`sweep.atomic_files.atomic_write`)."""
     # Dictionary-encode only the string columns: on float columns (losses, metrics) dictionary
     # encoding rarely pays and made rewriting a 100k-row epochs file about 3x slower.
     strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
