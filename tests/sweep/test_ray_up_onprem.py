@@ -221,6 +221,10 @@ def _forget_ssh_connections(name: str) -> None:
     user_hash = hashlib.sha256(getuser().encode()).hexdigest()[:HASH_MAX_LENGTH]
     cluster_hash = hashlib.sha256(name.encode()).hexdigest()[:HASH_MAX_LENGTH]
     shutil.rmtree(f"/tmp/ray_ssh_{user_hash}/{cluster_hash}", ignore_errors=True)
+    try:
+        os.rmdir(f"/tmp/ray_ssh_{user_hash}")  # only when no other cluster's sockets are there
+    except OSError:
+        pass
 
 
 @pytest.fixture
