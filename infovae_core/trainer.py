@@ -271,6 +271,182 @@ def _mean_terms(model: VAE, divergence, images: Tensor, config: TrialConfig) -> 
     return dict(zip(TERM_NAMES, values, strict=True))
 
 
+@dataclass
+class _Training:
+    """What every epoch of one run uses: the model (and the module that trains it, compiled or
+    not), the divergence estimator, the optimiser and the two random streams."""
+
+    config: TrialConfig
+    device: torch.device
+    model: VAE
+    train_model: nn.Module
+    divergence: Any
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    eval_generator: torch.Generator
+    #: Binarisation still to apply to each batch (``none`` once a static one is done).
+    mode: str
+    use_amp: bool
+
+    @property
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"generator": self.generator, "eval_generator": self.eval_generator}
+
+    @property
+    def weighted(self) -> bool:
+        """Whether D is trained through: with a zero weight (ELBO, beta-VAE) it is only
+        measured on the validation split."""
+        return self.config.objective.divergence_weight > 0
+
+
+def _load_splits(
+    config: TrialConfig, data: DatasetSplits | None, device: torch.device
+) -> tuple[DatasetSplits, str]:
+    """The splits on ``device`` and the binarisation left to do per batch."""
+    splits = (data if data is not None else load_dataset(config.data)).to(device)
+    mode = config.data.binarize
+    if mode == "static":
+        splits = static_binarize(splits, config.data.seed)
+        mode = "none"  # already binary: nothing more to sample
+    return splits, mode
+
+
+def _build(
+    config: TrialConfig,
+    splits: DatasetSplits,
+    mode: str,
+    device: torch.device,
+    generator: torch.Generator,
+) -> tuple[_Training, list[str]]:
+    """The model, divergence and optimiser of a run (drawing their initial parameters from
+    torch's global RNG, in this order), and notes on the settings that do not apply."""
+    model = build_model(config.model, splits.image_shape).to(device)
+    notes: list[str] = []
+    train_model: nn.Module = model
+    if config.train.compile and device.type == "cuda":
+        train_model = torch.compile(model)
+    for key, wanted in (("train.amp", config.train.amp), ("train.compile", config.train.compile)):
+        if wanted and device.type != "cuda":
+            notes.append(f"{key} ignored on {device.type}: it applies to CUDA devices only")
+    divergence = build_divergence(config.objective, config.model.latent_dim, device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    eval_generator = torch.Generator(device=device).manual_seed(config.eval.seed)
+    run = _Training(
+        config=config,
+        device=device,
+        model=model,
+        train_model=train_model,
+        divergence=divergence,
+        optimizer=optimizer,
+        generator=generator,
+        eval_generator=eval_generator,
+        mode=mode,
+        use_amp=config.train.amp and device.type == "cuda",
+    )
+    return run, notes
+
+
+def _resume(run: _Training, state: TrainState) -> tuple[list[EpochRecord], int, float]:
+    """Load ``state`` into the run: its history, the first epoch to train, the seconds spent."""
+    run.model.load_state_dict(state.model)
+    run.optimizer.load_state_dict(state.optimizer)
+    _load_divergence_state(run.divergence, state.divergence)
+    _set_rng_state(state.rng, run.device, run.generators)
+    return list(state.history), state.epoch + 1, state.train_seconds
+
+
+def _train_epoch(run: _Training, images: Tensor, epoch: int) -> dict[str, float]:
+    """One pass over the training images in a random order; the mean terms per image."""
+    config, device, optimizer = run.config, run.device, run.optimizer
+    n_train = images.shape[0]
+    batch_size = min(config.train.batch_size, n_train)
+    steps_per_epoch = config.batches_per_epoch(n_train)
+    total_steps = config.planned_epochs(n_train) * steps_per_epoch
+    scheduled = config.train.lr_schedule != "constant"
+    not_trained = torch.zeros((), device=device)
+    run.model.train()
+    epoch_images = binarize(images, run.generator) if run.mode == "dynamic" else images
+    order = torch.randperm(n_train, generator=run.generator, device=device)
+    sums = torch.zeros(len(TERM_NAMES), device=device)
+    seen = 0
+    for batch_number, start in enumerate(range(0, n_train, batch_size)):
+        index = order[start : start + batch_size]
+        if index.shape[0] < 2:  # a batch-level divergence needs at least two codes
+            continue
+        if scheduled:
+            step = (epoch - 1) * steps_per_epoch + batch_number
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config.train, step, total_steps)
+        x = epoch_images[index]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.use_amp):
+            output = run.train_model(x)
+            # With a zero weight (ELBO, beta-VAE) D is not part of training at all: it is
+            # measured on the validation split only (train.divergence is left out).
+            estimate = run.divergence(output.z) if run.weighted else not_trained
+            terms = infovae_loss(output, estimate, config.objective)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        optimizer.step()
+        if run.weighted:
+            run.divergence.update(output.z.detach())
+        sums += terms.stacked() * x.shape[0]
+        seen += x.shape[0]
+    train_terms = dict(zip(TERM_NAMES, (sums / max(seen, 1)).tolist(), strict=True))
+    if not run.weighted:
+        del train_terms["divergence"]
+    if not all(np.isfinite(list(train_terms.values()))):
+        raise NonFiniteLossError(epoch, train_terms)
+    return train_terms
+
+
+def _validate(run: _Training, images: Tensor, epoch: int) -> dict[str, float]:
+    """The mean terms on the validation images."""
+    run.model.eval()
+    # Validation draws its noise from a forked global RNG: how often and on how many images
+    # we validate must not change the training trajectory (the same seed trains the same
+    # model whatever train.val_points is).
+    device = run.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        val_terms = _mean_terms(run.model, run.divergence, images, run.config)
+    if not all(np.isfinite(list(val_terms.values()))):
+        raise NonFiniteLossError(epoch, {f"val.{k}": v for k, v in val_terms.items()})
+    return val_terms
+
+
+def _train_state(
+    run: _Training, epoch: int, history: list[EpochRecord], train_seconds: float
+) -> TrainState:
+    return TrainState(
+        epoch=epoch,
+        model=_snapshot(run.model.state_dict()),
+        optimizer=_snapshot(run.optimizer.state_dict()),
+        divergence=_snapshot(_divergence_state(run.divergence)),
+        rng=_rng_state(run.device, run.generators),
+        history=tuple(history),
+        train_seconds=train_seconds,
+    )
+
+
+def _evaluate_run(
+    run: _Training, splits: DatasetSplits
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The test metrics (:func:`~infovae_core.evaluation.evaluate`), 64 samples and 64 test
+    images beside their reconstructions."""
+    run.model.eval()
+    test_split = _prepare(splits.test, run.mode, run.eval_generator)
+    probe_split = _prepare(splits.train, run.mode, run.eval_generator)
+    evaluation = evaluate(run.model, probe_split, test_split, run.config.eval, run.device)
+    n_images = 64
+    samples = run.model.sample(n_images, generator=run.eval_generator)
+    originals = test_split.images[: min(n_images, len(test_split.images))]
+    reconstructions = torch.stack([originals, run.model.reconstruct(originals)])
+    return (
+        evaluation,
+        samples.float().cpu().numpy(),
+        reconstructions.float().cpu().numpy(),
+    )
+
+
 def fit(
     config: TrialConfig,
     data: DatasetSplits | None = None,
@@ -305,95 +481,23 @@ def fit(
     device = resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
     generator = torch.Generator(device=device).manual_seed(config.train.seed)
-    splits = (data if data is not None else load_dataset(config.data)).to(device)
-    mode = config.data.binarize
-    if mode == "static":
-        splits = static_binarize(splits, config.data.seed)
-        mode = "none"  # already binary: nothing more to sample
-
-    model = build_model(config.model, splits.image_shape).to(device)
-    notes: list[str] = []
-    use_amp = config.train.amp and device.type == "cuda"
-    train_model: nn.Module = model
-    if config.train.compile and device.type == "cuda":
-        train_model = torch.compile(model)
-    for key, wanted in (("train.amp", config.train.amp), ("train.compile", config.train.compile)):
-        if wanted and device.type != "cuda":
-            notes.append(f"{key} ignored on {device.type}: it applies to CUDA devices only")
-    divergence = build_divergence(config.objective, config.model.latent_dim, device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    eval_generator = torch.Generator(device=device).manual_seed(config.eval.seed)
-    val_split = _prepare(splits.val, mode, eval_generator)
-    val_images = val_split.images
+    splits, mode = _load_splits(config, data, device)
+    run, notes = _build(config, splits, mode, device, generator)
+    val_images = _prepare(splits.val, mode, run.eval_generator).images
     if config.train.val_points is not None:
         val_images = val_images[: config.train.val_points]
 
-    train_images = splits.train.images
-    n_train = train_images.shape[0]
-    batch_size = min(config.train.batch_size, n_train)
-    epochs = config.planned_epochs(n_train)
-    steps_per_epoch = config.batches_per_epoch(n_train)
-    total_steps = epochs * steps_per_epoch
-    scheduled = config.train.lr_schedule != "constant"
     history: list[EpochRecord] = []
-    generators = {"generator": generator, "eval_generator": eval_generator}
     first_epoch, earlier_seconds = 1, 0.0
     if resume_from is not None:
-        model.load_state_dict(resume_from.model)
-        optimizer.load_state_dict(resume_from.optimizer)
-        _load_divergence_state(divergence, resume_from.divergence)
-        _set_rng_state(resume_from.rng, device, generators)
-        history = list(resume_from.history)
-        first_epoch = resume_from.epoch + 1
-        earlier_seconds = resume_from.train_seconds
+        history, first_epoch, earlier_seconds = _resume(run, resume_from)
     every = config.train.checkpoint_every
-    # With a zero divergence weight (ELBO, beta-VAE) D is only logged, never trained through.
-    weighted = config.objective.divergence_weight > 0
-    not_trained = torch.zeros((), device=device)
     started = time.perf_counter()
     last_checkpoint = started  # train.checkpoint_min_seconds counts from here
-    for epoch in range(first_epoch, epochs + 1):
+    for epoch in range(first_epoch, config.planned_epochs(splits.train.images.shape[0]) + 1):
         epoch_start = time.perf_counter()
-        model.train()
-        epoch_images = binarize(train_images, generator) if mode == "dynamic" else train_images
-        order = torch.randperm(n_train, generator=generator, device=device)
-        sums = torch.zeros(len(TERM_NAMES), device=device)
-        seen = 0
-        for batch_number, start in enumerate(range(0, n_train, batch_size)):
-            index = order[start : start + batch_size]
-            if index.shape[0] < 2:  # a batch-level divergence needs at least two codes
-                continue
-            if scheduled:
-                step = (epoch - 1) * steps_per_epoch + batch_number
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config.train, step, total_steps)
-            x = epoch_images[index]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                output = train_model(x)
-                # With a zero weight (ELBO, beta-VAE) D is not part of training at all: it is
-                # measured on the validation split only (train.divergence is left out).
-                estimate = divergence(output.z) if weighted else not_trained
-                terms = infovae_loss(output, estimate, config.objective)
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            optimizer.step()
-            if weighted:
-                divergence.update(output.z.detach())
-            sums += terms.stacked() * x.shape[0]
-            seen += x.shape[0]
-        train_terms = dict(zip(TERM_NAMES, (sums / max(seen, 1)).tolist(), strict=True))
-        if not weighted:
-            del train_terms["divergence"]
-        if not all(np.isfinite(list(train_terms.values()))):
-            raise NonFiniteLossError(epoch, train_terms)
-        model.eval()
-        # Validation draws its noise from a forked global RNG: how often and on how many images
-        # we validate must not change the training trajectory (the same seed trains the same
-        # model whatever train.val_points is).
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            val_terms = _mean_terms(model, divergence, val_images, config)
-        if not all(np.isfinite(list(val_terms.values()))):
-            raise NonFiniteLossError(epoch, {f"val.{k}": v for k, v in val_terms.items()})
+        train_terms = _train_epoch(run, splits.train.images, epoch)
+        val_terms = _validate(run, val_images, epoch)
         record = EpochRecord(epoch, train_terms, val_terms, time.perf_counter() - epoch_start)
         history.append(record)
         since_checkpoint = time.perf_counter() - last_checkpoint
@@ -404,30 +508,14 @@ def fit(
             and since_checkpoint >= config.train.checkpoint_min_seconds
         ):
             last_checkpoint = time.perf_counter()
-            checkpoint(
-                TrainState(
-                    epoch=epoch,
-                    model=_snapshot(model.state_dict()),
-                    optimizer=_snapshot(optimizer.state_dict()),
-                    divergence=_snapshot(_divergence_state(divergence)),
-                    rng=_rng_state(device, generators),
-                    history=tuple(history),
-                    train_seconds=earlier_seconds + time.perf_counter() - started,
-                )
-            )
+            seconds = earlier_seconds + time.perf_counter() - started
+            checkpoint(_train_state(run, epoch, history, seconds))
         if callback is not None:
             callback(record)
     train_seconds = earlier_seconds + time.perf_counter() - started
 
     eval_start = time.perf_counter()
-    model.eval()
-    test_split = _prepare(splits.test, mode, eval_generator)
-    probe_split = _prepare(splits.train, mode, eval_generator)
-    evaluation = evaluate(model, probe_split, test_split, config.eval, device)
-    n_images = 64
-    samples = model.sample(n_images, generator=eval_generator)
-    originals = test_split.images[: min(n_images, len(test_split.images))]
-    reconstructions = torch.stack([originals, model.reconstruct(originals)])
+    evaluation, samples, reconstructions = _evaluate_run(run, splits)
     eval_seconds = time.perf_counter() - eval_start
 
     return FitResult(
@@ -437,8 +525,8 @@ def fit(
         eval_seconds=eval_seconds,
         device=str(device),
         latents=evaluation.latents,
-        samples=samples.float().cpu().numpy(),
-        reconstructions=reconstructions.float().cpu().numpy(),
-        model=model,
+        samples=samples,
+        reconstructions=reconstructions,
+        model=run.model,
         notes=tuple(notes),
     )
