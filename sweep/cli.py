@@ -184,52 +184,69 @@ def train(
     ] = False,
 ) -> None:
     """Train one configuration and print every evaluation metric (docs/metrics.md)."""
-    from infovae_core.config import ConfigError, TrialConfig
-    from infovae_core.datafiles import ArrayFileError, DataError
-
     preset_alpha, preset_lambda = PRESETS[objective.value]
-    scale_values = _parse_scales(scales)
+    settings = {
+        "data.dataset": dataset.value,
+        "data.data_dir": str(data_dir) if data_dir is not None else None,
+        "data.path": str(data_path) if data_path is not None else None,
+        "data.binarize": binarize.value,
+        "data.download": download,
+        "data.train_size": train_size,
+        "model.latent_dim": latent_dim,
+        "model.encoder": {"kind": encoder.value, "width": width, "depth": depth},
+        "model.decoder": {
+            "kind": decoder.value,
+            "width": width,
+            "depth": depth,
+            "likelihood": likelihood.value,
+        },
+        "objective.alpha": preset_alpha if alpha is None else alpha,
+        "objective.lambda": preset_lambda if lambda_ is None else lambda_,
+        "objective.divergence": divergence.value,
+        "objective.kernel": kernel.value,
+        "objective.scales": _parse_scales(scales),
+        "train": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "device": device,
+            "amp": amp,
+            "compile": compile_model,
+        },
+        "eval.iwae_samples": iwae_samples,
+    }
+    config = _trial_config(settings)
+    result = _train_or_fail(config, quiet=as_json)
+    for note in result.notes:
+        console.print(f"note: {note}", style="yellow", highlight=False)
+    if as_json:
+        _print_fit_json(config, result)
+    else:
+        subset = "" if train_size is None else f", {train_size} training images"
+        _print_fit_table(f"{dataset.value}: {objective.value}", subset, config, result)
+
+
+def _trial_config(settings: dict[str, Any]):
+    """The TrialConfig of ``train``'s options; exit 2 with the setting that is wrong."""
+    from infovae_core.config import ConfigError, TrialConfig
+
     try:
-        config = TrialConfig.from_dict(
-            {
-                "data.dataset": dataset.value,
-                "data.data_dir": str(data_dir) if data_dir is not None else None,
-                "data.path": str(data_path) if data_path is not None else None,
-                "data.binarize": binarize.value,
-                "data.download": download,
-                "data.train_size": train_size,
-                "model.latent_dim": latent_dim,
-                "model.encoder": {"kind": encoder.value, "width": width, "depth": depth},
-                "model.decoder": {
-                    "kind": decoder.value,
-                    "width": width,
-                    "depth": depth,
-                    "likelihood": likelihood.value,
-                },
-                "objective.alpha": preset_alpha if alpha is None else alpha,
-                "objective.lambda": preset_lambda if lambda_ is None else lambda_,
-                "objective.divergence": divergence.value,
-                "objective.kernel": kernel.value,
-                "objective.scales": scale_values,
-                "train": {
-                    "epochs": epochs,
-                    "batch_size": batch_size,
-                    "lr": lr,
-                    "seed": seed,
-                    "device": device,
-                    "amp": amp,
-                    "compile": compile_model,
-                },
-                "eval.iwae_samples": iwae_samples,
-            }
-        )
+        return TrialConfig.from_dict(settings)
     except (ConfigError, ValueError) as error:
         _fail(str(error))
 
+
+def _train_or_fail(config, quiet: bool):
+    """:func:`~infovae_core.trainer.fit` with a progress bar (none when ``quiet``); exit 2 for
+    bad input (an unreadable array file, a setting the data cannot serve), 1 for data that
+    cannot be fetched or a loss that diverged."""
+    from infovae_core.config import ConfigError
+    from infovae_core.datafiles import ArrayFileError, DataError
     from infovae_core.trainer import NonFiniteLossError, fit
 
     try:
-        result = _fit_with_progress(fit, config, quiet=as_json)
+        return _fit_with_progress(fit, config, quiet=quiet)
     except ArrayFileError as error:  # the user's file is bad input, like a bad option
         _fail(str(error))
     except DataError as error:
@@ -239,27 +256,30 @@ def train(
     except NonFiniteLossError as error:
         _fail(str(error), code=1)
 
-    metrics = {f"metric.{name}": value for name, value in result.metrics.items()}
-    for note in result.notes:
-        console.print(f"note: {note}", style="yellow", highlight=False)
-    if as_json:
-        payload = {
-            "config": config.to_flat_dict(),
-            "metrics": metrics,
-            "train_seconds": result.train_seconds,
-            "eval_seconds": result.eval_seconds,
-            "device": result.device,
-        }
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-        return
-    subset = "" if train_size is None else f", {train_size} training images"
+
+def _fit_metrics(result) -> dict[str, float]:
+    return {f"metric.{name}": value for name, value in result.metrics.items()}
+
+
+def _print_fit_json(config, result) -> None:
+    payload = {
+        "config": config.to_flat_dict(),
+        "metrics": _fit_metrics(result),
+        "train_seconds": result.train_seconds,
+        "eval_seconds": result.eval_seconds,
+        "device": result.device,
+    }
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def _print_fit_table(title: str, subset: str, config, result) -> None:
     table = Table(
-        title=f"{dataset.value}: {objective.value} (alpha={config.objective.alpha:g}, "
+        title=f"{title} (alpha={config.objective.alpha:g}, "
         f"lambda={config.objective.lambda_:g}{subset})"
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name, value in metrics.items():
+    for name, value in _fit_metrics(result).items():
         table.add_row(name, f"{value:.4f}")
     stdout.print(table)
     stdout.print(

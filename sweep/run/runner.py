@@ -171,33 +171,18 @@ class _StudyRun:
         return [store_callback, *trackers]
 
 
-def _run_trials(run: _StudyRun) -> None:
-    """Every trial still missing from the study's plan, search and confirm, in one Tuner:
-    one Tune start, one set of warm trial actors (``reuse_actors``) for the whole study.
-    Each arm's confirm trials are planned the moment its search is over
-    (:class:`ConfirmPlanner`), while other arms may still be searching."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    spec, store, events = run.spec, run.store, run.events
-    storage_path, data_refs, data_key = run.storage_path, run.data_refs, run.data_key
-    max_concurrent, verbose = run.max_concurrent, run.verbose
-
-    storage = open_optuna_storage(store.folder)  # as the folder's storage.yaml names it
-    recorded_phases = recorded_by_arm(store)
-    recorded = recorded_phases[names.SEARCH]
-    every_epoch = spec.search.early_stopping is not None or bool(run.trackers)
-    context = _context(spec, names.SEARCH, data_key, every_epoch)
-    duplicates = duplicate_index(store, events, spec.confirm_rank, context)
+def _arm_searches(
+    spec: StudySpec, storage: Any, recorded: dict[str, dict[str, dict[str, Any]]]
+) -> tuple[dict[str, ArmSearch | FixedArm], dict[str, int]]:
+    """Each arm's search of the trials it still lacks, and how many those are (arms with none
+    left are absent). Optuna first learns what a killed driver recorded but did not tell it."""
     searchers: dict[str, ArmSearch | FixedArm] = {}
     budgets: dict[str, int] = {}
+    metrics, directions = spec.search.metrics, spec.search.directions
     for arm in spec.arm_names:
-        # Optuna learns what a killed driver recorded but did not tell it.
-        recover_interrupted(storage, arm, recorded.get(arm, {}), spec.search.metrics)
+        recover_interrupted(storage, arm, recorded.get(arm, {}), metrics)
         if not spec.arms[arm].search and arm in recorded:
-            add_recorded_unsearched(
-                storage, arm, recorded[arm], spec.search.metrics, spec.search.directions
-            )
+            add_recorded_unsearched(storage, arm, recorded[arm], metrics, directions)
         remaining = spec.trials_for(arm) - len(recorded.get(arm, ()))
         if remaining <= 0:
             continue
@@ -208,8 +193,8 @@ def _run_trials(run: _StudyRun) -> None:
                 _SeedPolicy(spec, arm),
                 recorded.get(arm, {}),
                 storage=storage,
-                metrics=spec.search.metrics,
-                directions=spec.search.directions,
+                metrics=metrics,
+                directions=directions,
             )
             continue
         searchers[arm] = ArmSearch(
@@ -217,56 +202,89 @@ def _run_trials(run: _StudyRun) -> None:
             storage=storage,
             sampler=spec.sampler(arm, restart=optuna_trials(storage, arm)),
             space=spec.optuna_space(arm),
-            metrics=spec.search.metrics,
-            directions=spec.search.directions,
+            metrics=metrics,
+            directions=directions,
             seed_for=_SeedPolicy(spec, arm),
         )
-    planner = ConfirmPlanner(spec, store) if spec.confirm_seeds else None
-    confirm_arms = list(spec.arm_names) if planner is not None else []
-    # Optuna records the confirm trials too (optuna-dashboard then shows every trial).
-    recorder = (
-        [confirm_recorder(storage, spec.search.metrics, spec.search.directions)]
-        if planner is not None
-        else []
+    return searchers, budgets
+
+
+def _confirm_phase(
+    spec: StudySpec,
+    store: ResultsStore,
+    storage: Any,
+    recorded: dict[str, dict[str, dict[str, Any]]],
+) -> tuple[ConfirmPlanner | None, list]:
+    """The confirm planner (None without confirm seeds) and the callback that records confirm
+    trials in Optuna, so that optuna-dashboard shows every trial; the confirm trials a killed
+    driver recorded but did not add to Optuna are added first (``recorded``: by arm)."""
+    if not spec.confirm_seeds:
+        return None, []
+    planner = ConfirmPlanner(spec, store)
+    recorder = confirm_recorder(storage, spec.search.metrics, spec.search.directions)
+    for arm, rows in recorded.items():
+        recorder.add_recorded(planner.planned(arm), rows)
+    return planner, [recorder]
+
+
+def _early_stopping(spec: StudySpec, arms: Sequence[str]):
+    """ASHA per arm (:mod:`sweep.run.scheduler`) when the study asks for early stopping."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    early = spec.search.early_stopping
+    if early is None:
+        return None
+    epochs = {arm: spec.arm_config(arm).planned_epochs() for arm in arms}
+    return per_arm_scheduler_class()(
+        {
+            arm: ASHAScheduler(
+                metric=early.metric,
+                mode=early.resolved_mode,
+                time_attr="training_iteration",
+                max_t=epochs[arm],
+                grace_period=early.grace_period,
+                reduction_factor=early.reduction_factor,
+            )
+            for arm in arms
+        },
+        epochs,
     )
-    if planner is not None:  # confirm trials a killed driver recorded but did not add
-        for arm, rows in recorded_phases[names.CONFIRM].items():
-            recorder[0].add_recorded(planner.planned(arm), rows)
+
+
+def _run_trials(run: _StudyRun) -> None:
+    """Every trial still missing from the study's plan, search and confirm, in one Tuner:
+    one Tune start, one set of warm trial actors (``reuse_actors``) for the whole study.
+    Each arm's confirm trials are planned the moment its search is over
+    (:class:`ConfirmPlanner`), while other arms may still be searching."""
+    from ray import tune
+
+    spec, store, events = run.spec, run.store, run.events
+    storage = open_optuna_storage(store.folder)  # as the folder's storage.yaml names it
+    recorded = recorded_by_arm(store)
+    every_epoch = spec.search.early_stopping is not None or bool(run.trackers)
+    context = _context(spec, names.SEARCH, run.data_key, every_epoch)
+    duplicates = duplicate_index(store, events, spec.confirm_rank, context)
+    searchers, budgets = _arm_searches(spec, storage, recorded[names.SEARCH])
+    planner, recorder = _confirm_phase(spec, store, storage, recorded[names.CONFIRM])
+    confirm_arms = list(spec.arm_names) if planner is not None else []
     if not budgets and not any(planner(arm) for arm in confirm_arms if planner is not None):
         return
-    scheduler = None
-    early = spec.search.early_stopping
-    if early is not None:
-        scheduler = per_arm_scheduler_class()(
-            {
-                arm: ASHAScheduler(
-                    metric=early.metric,
-                    mode=early.resolved_mode,
-                    time_attr="training_iteration",
-                    max_t=spec.arm_config(arm).planned_epochs(),
-                    grace_period=early.grace_period,
-                    reduction_factor=early.reduction_factor,
-                )
-                for arm in budgets
-            },
-            {arm: spec.arm_config(arm).planned_epochs() for arm in budgets},
-        )
     rank = spec.confirm_rank
     callback = StoreCallback(store, context, events, rank.metric, rank.direction, duplicates)
     tuner = tune.Tuner(
-        _trainable(spec, context, data_refs),
+        _trainable(spec, context, run.data_refs),
         tune_config=tune.TuneConfig(
             search_alg=arms_searcher(searchers, budgets, duplicates, planner, confirm_arms),
-            scheduler=scheduler,
+            scheduler=_early_stopping(spec, list(budgets)),
             num_samples=-1,  # the searcher says when the study is done (confirm counts vary)
-            max_concurrent_trials=max_concurrent,
+            max_concurrent_trials=run.max_concurrent,
             reuse_actors=True,
         ),
         run_config=_run_config(
-            storage_path,
+            run.storage_path,
             f"study-{_stamp()}",
             [*run.callbacks(callback, context), *recorder],
-            verbose,
+            run.verbose,
         ),
     )
     tuner.fit()
@@ -299,6 +317,59 @@ class RunOutcome:
     #: The study folder's mirror under the storage URI (None without one); the CLI syncs it
     #: again after writing the report.
     mirror: StudyMirror | None = None
+
+
+def _ray_storage(
+    spec: StudySpec,
+    folder: Path,
+    storage: str | None,
+    resume: bool,
+    address: str | None,
+    single_node: bool,
+) -> tuple[StorageRecord | None, str | None]:
+    """The folder's ``storage.yaml`` (resume only) and Ray Tune's storage of this run: the
+    explicit one, else the recorded one, else the study's; a path the cluster's nodes cannot
+    reach is refused before anything starts."""
+    with _storage_errors():
+        record = read_record(folder) if resume else None
+    storage = storage or (record.storage if record is not None else None) or spec.storage
+    check_storage(storage, address=address, single_node=single_node)
+    return record, storage
+
+
+def _optuna_storage_and_mirror(
+    spec: StudySpec,
+    folder: Path,
+    record: StorageRecord | None,
+    storage: str | None,
+    optuna_storage: str | None,
+    resume: bool,
+) -> tuple[str, StudyMirror | None]:
+    """The run's Optuna storage choice and its mirror (None without a storage URI), both
+    checked before anything is written."""
+    with _storage_errors():
+        chosen = optuna_choice(folder, record, optuna_storage, resume)
+    with _storage_errors(prefix="storage: "):
+        mirror = open_mirror(folder, storage, spec.name, resume)
+    return chosen, mirror
+
+
+def _whole_splits(spec: StudySpec) -> tuple[Any, str]:
+    """The study's whole splits, loaded once, and the key under which trials cache them: each
+    trial cuts its own ``data.train_size`` from them (arms may fix or search it), so every
+    size shares this one copy in the object store."""
+    from infovae_core.data import load_dataset
+
+    data_config = dataclasses.replace(spec.arm_config(spec.arm_names[0]).data, train_size=None)
+    data_key = json.dumps(
+        {
+            "dataset": data_config.dataset,
+            names.SEED: data_config.seed,
+            "data_dir": data_config.data_dir,
+        },
+        sort_keys=True,
+    )
+    return load_dataset(data_config), data_key
 
 
 @tune_environment()  # Tune's variables for this run only, restored after it
@@ -338,22 +409,14 @@ def run_study(
     """
     import ray
 
-    from infovae_core.data import load_dataset
-
     folder = Path(folder)
-    with _storage_errors():
-        record = read_record(folder) if resume else None
-    storage = storage or (record.storage if record is not None else None) or spec.storage
-    # Refused before anything is started or written.
-    check_storage(storage, address=address, single_node=single_node)
+    record, storage = _ray_storage(spec, folder, storage, resume, address, single_node)
     check_trackers(trackers, spec.name)
     store = ResultsStore.open(folder) if resume else None
-    concurrency = max_concurrent or spec.search.max_concurrent
     events = StudyEvents(spec=spec, listeners=list(listeners or []))
-    with _storage_errors():
-        chosen_optuna = optuna_choice(folder, record, optuna_storage, resume)
-    with _storage_errors(prefix="storage: "):
-        mirror = open_mirror(folder, storage, spec.name, resume)
+    chosen_optuna, mirror = _optuna_storage_and_mirror(
+        spec, folder, record, storage, optuna_storage, resume
+    )
     if mirror is not None:
         events.listeners.append(mirror_listener(mirror))
     started_ray = start_ray(address, verbose, num_cpus=num_cpus)
@@ -362,40 +425,27 @@ def run_study(
         # Everything that can refuse the run does so before the study folder is written.
         alive = len([n for n in ray.nodes() if n.get("Alive")])
         check_storage(storage, alive, address=address, single_node=single_node)
-        # The whole splits, once: each trial cuts its own data.train_size from them (arms may
-        # fix or search it), so every size shares this one copy in the object store.
-        data_config = dataclasses.replace(spec.arm_config(spec.arm_names[0]).data, train_size=None)
-        splits = load_dataset(data_config)
+        splits, data_key = _whole_splits(spec)
         if store is None:
             store = ResultsStore.create(folder, spec.to_yaml())
         if record is None or record.storage != storage:
             write_record(folder, StorageRecord(storage=storage, optuna_storage=chosen_optuna))
         with store.lock():
             count_recorded(spec, store, events)
-            data_key = json.dumps(
-                {
-                    "dataset": data_config.dataset,
-                    names.SEED: data_config.seed,
-                    "data_dir": data_config.data_dir,
-                },
-                sort_keys=True,
+            run = _StudyRun(
+                spec,
+                store,
+                storage_path(folder, storage),
+                {"splits": ray.put(splits)},
+                data_key,
+                events,
+                max_concurrent or spec.search.max_concurrent,
+                verbose,
+                tuple(trackers),
             )
-            data_refs = {"splits": ray.put(splits)}
             events.phase = names.SEARCH
             events.changed()
-            _run_trials(
-                _StudyRun(
-                    spec,
-                    store,
-                    storage_path(folder, storage),
-                    data_refs,
-                    data_key,
-                    events,
-                    concurrency,
-                    verbose,
-                    tuple(trackers),
-                )
-            )
+            _run_trials(run)
             store.reload()
             counts = store.trials()["status"].value_counts().to_dict() if len(store) else {}
         if mirror is not None:  # after the lock's release folded the part files in

@@ -220,111 +220,113 @@ class DuplicateIndex:
 ConfirmPlanner = Callable[[str], Sequence[TrialMeta]]
 
 
+class _ArmsSearcherMixin:
+    """Every trial of the study in one Tuner, search and confirm alike.
+
+    Search: each suggestion comes from the arm with the most search trials still to run
+    (file order breaks ties), so arms interleave and share the machine's conditions;
+    results go back to the arm's own search. A suggestion that repeats a completed
+    configuration is recorded as a copy (see :class:`DuplicateIndex`), told to Optuna
+    with the original's result, and replaced by the next suggestion.
+
+    Confirm: as soon as an arm has no search trial left to suggest or running, its
+    confirm trials are planned (``confirm``, which ranks the arm's recorded search
+    trials) and suggested before any further search trial; they carry ``phase:
+    confirm`` in their bookkeeping. While an arm in ``confirm_arms`` still has search
+    trials running and nothing else can be suggested, the searcher waits (``None``);
+    it is finished when every search and confirm trial has been suggested.
+
+    Tune calls :meth:`on_trial_complete` before its callbacks record the trial, and
+    :meth:`suggest` only on a later step, so the planner sees every search trial of the
+    arm in the store."""
+
+    def __init__(
+        self,
+        searchers: Mapping[str, ArmSearch | FixedArm],
+        budgets: Mapping[str, int],
+        duplicates: DuplicateIndex | None,
+        confirm: ConfirmPlanner | None = None,
+        confirm_arms: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        self._searchers = dict(searchers)
+        self._budgets = dict(budgets)
+        self._duplicates = duplicates
+        self._confirm = confirm
+        self._confirm_waiting = list(confirm_arms) if confirm is not None else []
+        self._confirm_queue: list[dict[str, Any]] = []
+        self._arm_of: dict[str, str] = {}  # Tune trial id -> arm, search trials running
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The Tuner pickles its search algorithm into tuner.pkl for Tuner.restore, which
+        # the runner never uses (resume reads optuna.db and the store); the live Optuna
+        # studies, the store behind the duplicate index and the planner are not state to
+        # pickle.
+        state = self.__dict__.copy()
+        state["_searchers"], state["_duplicates"], state["_confirm"] = {}, None, None
+        return state
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def _plan_confirms(self) -> None:
+        """Queue the confirm trials of every arm whose search is over."""
+        running = set(self._arm_of.values())
+        for arm in list(self._confirm_waiting):
+            if self._budgets.get(arm, 0) > 0 or arm in running:
+                continue
+            self._confirm_waiting.remove(arm)
+            assert self._confirm is not None
+            for meta in self._confirm(arm):
+                confirm = dataclasses.replace(meta, phase=names.CONFIRM)
+                self._confirm_queue.append(confirm.to_config())
+
+    def suggest(self, trial_id: str):
+        while True:
+            self._plan_confirms()
+            if self._confirm_queue:
+                return self._confirm_queue.pop(0)
+            open_arms = [arm for arm, left in self._budgets.items() if left > 0]
+            if not open_arms:
+                # Searches still running: their arms' confirm trials come later.
+                return None if self._confirm_waiting else self.FINISHED
+            arm = max(open_arms, key=lambda a: self._budgets[a])
+            search = self._searchers[arm]
+            config = search.suggest(trial_id)
+            self._budgets[arm] -= 1
+            original = (
+                self._duplicates.original_of(config) if self._duplicates is not None else None
+            )
+            if original is None:
+                self._arm_of[trial_id] = arm
+                return config
+            search.mark_copy(trial_id, original)
+            search.on_trial_complete(trial_id, self._duplicates.copy(config, original))
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        return None
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        arm = self._arm_of.pop(trial_id, None)
+        if arm is not None:
+            outcome = TrialResult.from_report(result)
+            self._searchers[arm].on_trial_complete(trial_id, result=outcome, error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        # The search's state lives in optuna.db; resume reads it from there, so nothing is
+        # pickled into the study folder (and nothing has to be unpickled from it).
+        return None
+
+    def restore(self, checkpoint_path: str) -> None:
+        raise NotImplementedError("resume reads the search history from optuna.db")
+
+
 @functools.cache
 def _arms_searcher_class() -> type:
+    # Subclass Tune's Searcher on first use so importing this module does not import Ray.
     from ray.tune.search import Searcher
 
-    class ArmsSearcher(Searcher):
-        """Every trial of the study in one Tuner, search and confirm alike.
-
-        Search: each suggestion comes from the arm with the most search trials still to run
-        (file order breaks ties), so arms interleave and share the machine's conditions;
-        results go back to the arm's own search. A suggestion that repeats a completed
-        configuration is recorded as a copy (see :class:`DuplicateIndex`), told to Optuna
-        with the original's result, and replaced by the next suggestion.
-
-        Confirm: as soon as an arm has no search trial left to suggest or running, its
-        confirm trials are planned (``confirm``, which ranks the arm's recorded search
-        trials) and suggested before any further search trial; they carry ``phase:
-        confirm`` in their bookkeeping. While an arm in ``confirm_arms`` still has search
-        trials running and nothing else can be suggested, the searcher waits (``None``);
-        it is finished when every search and confirm trial has been suggested.
-
-        Tune calls :meth:`on_trial_complete` before its callbacks record the trial, and
-        :meth:`suggest` only on a later step, so the planner sees every search trial of the
-        arm in the store."""
-
-        def __init__(
-            self,
-            searchers: Mapping[str, ArmSearch | FixedArm],
-            budgets: Mapping[str, int],
-            duplicates: DuplicateIndex | None,
-            confirm: ConfirmPlanner | None = None,
-            confirm_arms: Sequence[str] = (),
-        ) -> None:
-            super().__init__()
-            self._searchers = dict(searchers)
-            self._budgets = dict(budgets)
-            self._duplicates = duplicates
-            self._confirm = confirm
-            self._confirm_waiting = list(confirm_arms) if confirm is not None else []
-            self._confirm_queue: list[dict[str, Any]] = []
-            self._arm_of: dict[str, str] = {}  # Tune trial id -> arm, search trials running
-
-        def __getstate__(self) -> dict[str, Any]:
-            # The Tuner pickles its search algorithm into tuner.pkl for Tuner.restore, which
-            # the runner never uses (resume reads optuna.db and the store); the live Optuna
-            # studies, the store behind the duplicate index and the planner are not state to
-            # pickle.
-            state = self.__dict__.copy()
-            state["_searchers"], state["_duplicates"], state["_confirm"] = {}, None, None
-            return state
-
-        def set_search_properties(self, metric, mode, config, **spec) -> bool:
-            return True
-
-        def _plan_confirms(self) -> None:
-            """Queue the confirm trials of every arm whose search is over."""
-            running = set(self._arm_of.values())
-            for arm in list(self._confirm_waiting):
-                if self._budgets.get(arm, 0) > 0 or arm in running:
-                    continue
-                self._confirm_waiting.remove(arm)
-                assert self._confirm is not None
-                for meta in self._confirm(arm):
-                    confirm = dataclasses.replace(meta, phase=names.CONFIRM)
-                    self._confirm_queue.append(confirm.to_config())
-
-        def suggest(self, trial_id: str):
-            while True:
-                self._plan_confirms()
-                if self._confirm_queue:
-                    return self._confirm_queue.pop(0)
-                open_arms = [arm for arm, left in self._budgets.items() if left > 0]
-                if not open_arms:
-                    # Searches still running: their arms' confirm trials come later.
-                    return None if self._confirm_waiting else Searcher.FINISHED
-                arm = max(open_arms, key=lambda a: self._budgets[a])
-                search = self._searchers[arm]
-                config = search.suggest(trial_id)
-                self._budgets[arm] -= 1
-                original = (
-                    self._duplicates.original_of(config) if self._duplicates is not None else None
-                )
-                if original is None:
-                    self._arm_of[trial_id] = arm
-                    return config
-                search.mark_copy(trial_id, original)
-                search.on_trial_complete(trial_id, self._duplicates.copy(config, original))
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            return None
-
-        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-            arm = self._arm_of.pop(trial_id, None)
-            if arm is not None:
-                outcome = TrialResult.from_report(result)
-                self._searchers[arm].on_trial_complete(trial_id, result=outcome, error=error)
-
-        def save(self, checkpoint_path: str) -> None:
-            # The search's state lives in optuna.db; resume reads it from there, so nothing is
-            # pickled into the study folder (and nothing has to be unpickled from it).
-            return None
-
-        def restore(self, checkpoint_path: str) -> None:
-            raise NotImplementedError("resume reads the search history from optuna.db")
-
-    return ArmsSearcher
+    return type("ArmsSearcher", (_ArmsSearcherMixin, Searcher), {})
 
 
 def arms_searcher(
