@@ -344,6 +344,19 @@ def _refuse_damaged(folder: Path) -> None:
         raise typer.Exit(USAGE_ERROR)
 
 
+def _analyse(folder: Path):
+    """The study in ``folder`` read once and ready to render
+    (:class:`~sweep.analysis.study.StudyAnalysis`); exits 2 naming the folder or file when it
+    is not a study folder or holds a damaged file."""
+    from sweep.analysis.study import analyse_study
+    from sweep.store import StoreError
+
+    try:
+        return analyse_study(folder, check_damage=True)
+    except StoreError as error:
+        _fail(str(error))
+
+
 def _load_spec(path: Path):
     from sweep.spec import StudySpecError, load_study
 
@@ -678,16 +691,13 @@ def report(
 ) -> None:
     """Write the study's self-contained HTML report (partial while the study runs)."""
     from sweep.names import FIGURES_DIR, REPORT_FILE
-    from sweep.report import build_content, load_study_data
-    from sweep.report.build import write_report
+    from sweep.report.sections import build_content, write_report
     from sweep.report.static import FiguresUnavailableError, require_kaleido, write_figures
-    from sweep.store import LOCK_FILE, STUDY_FILE, is_study_folder
+    from sweep.store import is_study_running
 
     out = out or _default_out(where, "-report.html")
     with _readable(where, artifacts=True) as folder:
-        if not is_study_folder(folder):
-            _fail(f"{folder}: not a study folder (no {STUDY_FILE})")
-        _refuse_damaged(folder)
+        analysis = _analyse(folder)
         if figures is not None:
             try:
                 require_kaleido()  # before anything is written
@@ -695,9 +705,9 @@ def report(
                 _fail(str(error))
         # A mirror is read through a temporary copy: its figures go to ./<study>-figures/.
         figures_dir = _default_out(where, "-figures") or folder / FIGURES_DIR
-        running = _is_running(folder / LOCK_FILE)
+        running = is_study_running(folder)
         try:
-            content = build_content(load_study_data(folder), partial=running)
+            content = build_content(analysis, partial=running)
             written = []
             if figures is not None:
                 written = write_figures(content, figures_dir, figures.value)
@@ -722,21 +732,6 @@ def report(
         import webbrowser
 
         webbrowser.open(path.resolve().as_uri())
-
-
-def _is_running(lock_path: Path) -> bool:
-    """True when a driver holds the study's lock (a running study)."""
-    import fcntl
-
-    if not lock_path.exists():
-        return False
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    return False
 
 
 @app.command("ls")
@@ -769,11 +764,13 @@ def list_command(
 
 
 def _list_studies(results: Path, title: str) -> None:
+    from sweep.analysis.leaderboard import best_of
+    from sweep.analysis.study import analyse_study
     from sweep.integrity import damaged_files
-    from sweep.leaderboard import best_of, leaderboards
     from sweep.names import STATUSES
     from sweep.spec import StudySpecError
     from sweep.store import list_studies
+    from sweep.tables import studies_table
 
     studies = list_studies(results)
     if not studies:
@@ -781,34 +778,32 @@ def _list_studies(results: Path, title: str) -> None:
         return
     damaged: list[str] = []
     refused: list[str] = []
-    table = Table(title=f"studies under {title}")
-    # "left": trials of the study's plan not recorded yet (a study stopped early, or one still
-    # running: its live driver or, under a storage URI, a cluster that mirrors it).
-    for column in ("study", "trials", *STATUSES, "left", "best per arm"):
-        table.add_column(column)
+    rows = []
     for summary in studies:
         damage = damaged_files(summary.path, thorough=False)
         if summary.error and not damage:
             damage = [summary.error]
         if damage:
-            table.add_row(summary.name, "?", "", "", "", "", "[red]damaged (see below)[/]")
+            rows.append((summary.name, "?", "", "", "", "", "[red]damaged (see below)[/]"))
             damaged += damage
             continue
         try:
-            boards = leaderboards(summary.path, top=1)
+            boards = analyse_study(summary.path, strict=True).leaderboards(top=1)
         except StudySpecError as error:  # a study file the loader refuses: no ranking to show
             refusal = "[red]study.yaml refused (see below)[/]"
-            table.add_row(summary.name, "?", "", "", "", "", refusal)
+            rows.append((summary.name, "?", "", "", "", "", refusal))
             refused.append(str(error))
             continue
-        table.add_row(
-            summary.name,
-            str(summary.n_trials),
-            *[str(summary.by_status.get(status, 0)) for status in STATUSES],
-            str(sum(board.trials_left for board in boards)),
-            "; ".join(best_of(boards)) or "-",
+        rows.append(
+            (
+                summary.name,
+                str(summary.n_trials),
+                *[str(summary.by_status.get(status, 0)) for status in STATUSES],
+                str(sum(board.trials_left for board in boards)),
+                "; ".join(best_of(boards)) or "-",
+            )
         )
-    stdout.print(table)
+    stdout.print(studies_table(title, rows))
     for problem in damaged:
         console.print(f"[bold red]damaged:[/] {escape(problem)}", highlight=False)
     for problem in refused:
@@ -829,25 +824,19 @@ def show(
 
 
 def _show(folder: Path, top: int) -> None:
-    from sweep.leaderboard import convergence_rule, leaderboards
     from sweep.spec import StudySpecError
-    from sweep.store import StoreError
+    from sweep.tables import leaderboard_table
 
-    _refuse_damaged(folder)
+    analysis = _analyse(folder)
     try:
-        boards = leaderboards(folder, top=top)
-    except (StoreError, StudySpecError) as error:
+        boards = analysis.leaderboards(top=top)
+    except StudySpecError as error:
         _fail(str(error))
     for board in boards:
-        table = Table(title=board.title)
-        for column in board.columns:
-            table.add_column(column)
-        for row in board.rows:
-            table.add_row(*row)
-        stdout.print(table)
+        stdout.print(leaderboard_table(board))
         if board.convergence:
             stdout.print(board.convergence, highlight=False)
-    stdout.print(convergence_rule(folder), highlight=False)
+    stdout.print(analysis.convergence.rule, highlight=False)
     left = sum(board.trials_left for board in boards)
     if left:  # a study stopped early, or still running (here or on the cluster it mirrors)
         stdout.print(f"unfinished: {left} trial(s) of the study's plan not recorded yet")
@@ -880,18 +869,18 @@ def export_command(
     top: Annotated[int, typer.Option(min=1, help="Trials per arm in the leaderboards.")] = 10,
 ) -> None:
     """Export the verdict, the claims and the per-arm leaderboards for a paper or notebook."""
-    from sweep.export import export_study
-    from sweep.report.data import NotAStudyFolderError
+    from sweep.export import EXPORT_DIR, collect_tables, write_export
     from sweep.spec import StudySpecError
-    from sweep.store import StoreError
 
     out = out or _default_out(where, "-export")
     with _readable(where) as folder:
-        _refuse_damaged(folder)
+        analysis = _analyse(folder)
         try:
-            paths = export_study(folder, fmt.value, out=out, top=top)
-        except (NotAStudyFolderError, StoreError, StudySpecError) as error:
+            tables = collect_tables(analysis, top=top)
+        except StudySpecError as error:
             _fail(str(error))
+        try:
+            paths = write_export(tables, fmt.value, out or folder / EXPORT_DIR)
         except OSError as error:
             _fail(f"export not written: {error}", code=1)
     for path in paths:
@@ -910,11 +899,11 @@ def compare_command(
     """Set two studies' confirm-phase metrics side by side (arms matched by name): mean and
     95% CI per arm and study, B - A with its CI and tests, unconverged runs marked, and the
     study settings that differ. Prints a text summary and writes one HTML page."""
+    from sweep.analysis.comparison import compare_studies, default_out
     from sweep.atomic_files import atomic_write_text
-    from sweep.report.compare import compare_studies, default_out, format_text
-    from sweep.report.data import NotAStudyFolderError
     from sweep.report.html import render_comparison
-    from sweep.store import StoreError
+    from sweep.store import NotAStudyFolderError, StoreError
+    from sweep.tables import comparison_text
 
     try:
         comparison = compare_studies(study_a, study_b)
@@ -927,7 +916,7 @@ def compare_command(
         atomic_write_text(path, page)
     except OSError as error:
         _fail(f"comparison not written: {error}", code=1)
-    sys.stdout.write(format_text(comparison))
+    sys.stdout.write(comparison_text(comparison))
     stdout.print(f"compare: {path}", highlight=False, soft_wrap=True, markup=False)
 
 
@@ -951,38 +940,22 @@ def summary_command(
     csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Per arm and setting: mean and 95% t interval of each metric over the seeds."""
-    from sweep.names import ARM, PARAM, PHASES, strip
-    from sweep.report.data import NotAStudyFolderError, load_study_data
-    from sweep.store import StoreError
-    from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
+    from sweep.analysis.grid import DEFAULT_METRICS
+    from sweep.names import PHASES
+    from sweep.tables import grid_summary_table
 
     with _readable(where) as folder:
-        _refuse_damaged(folder)
-        try:
-            data = load_study_data(folder)
-        except (NotAStudyFolderError, StoreError) as error:
-            _fail(str(error))
+        analysis = _analyse(folder)
     metrics = tuple(metric) if metric else DEFAULT_METRICS
     try:
-        table = configuration_summary(
-            data.trials, by=by, metrics=metrics, phases=tuple(phase or PHASES)
-        )
+        table = analysis.grid_summary(by=by, metrics=metrics, phases=tuple(phase or PHASES))
     except KeyError as error:
         _fail(f"--by: {error.args[0]}")
     if csv is not None:
         from sweep.atomic_files import atomic_write_text
 
         atomic_write_text(csv, table.to_csv(index=False))
-    shown = [m for m in metrics if m in table.columns]
-    keys = [c for c in table.columns if c.startswith(PARAM)]
-    view = Table(title=f"{data.name}: mean [95% t interval] over completed trials")
-    for column in [ARM, *[strip(k, PARAM) for k in keys], "n", *shown]:
-        view.add_column(column)
-    for _, row in table.iterrows():
-        cells = [str(row[ARM]), *[str(row[k]) for k in keys], str(row["n"])]
-        cells += [format_cell(row[m], row[f"{m}.low"], row[f"{m}.high"]) for m in shown]
-        view.add_row(*cells)
-    stdout.print(view)
+    stdout.print(grid_summary_table(analysis.data.name, table, metrics))
 
 
 def main() -> None:  # pragma: no cover - console entry point

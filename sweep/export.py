@@ -1,8 +1,8 @@
 """Export a study's verdict, claims and leaderboards as CSV, Markdown, LaTeX or JSON.
 
-The numbers are those of the HTML report (:func:`sweep.report.analysis.analyse`) and of
-``infovae-sweep show`` (:func:`sweep.leaderboard.leaderboards`): :func:`collect_tables` computes
-them once as plain tables, and one renderer per format writes them.
+The numbers are those of the HTML report and of ``infovae-sweep show``: :func:`collect_tables`
+takes them from the study's :class:`~sweep.analysis.study.StudyAnalysis` as plain tables, and
+one renderer per format writes them.
 
 - ``csv``: one file per table: ``verdict.csv``, ``claims.csv``, ``convergence.csv``,
   ``leaderboard-<arm>.csv``; raw numbers (full precision, empty cell for a missing value).
@@ -22,10 +22,11 @@ percentile-bootstrap CI, and, for arms other than the reference, the difference 
 Hedges' g; then the metric's best arm and whether it beats every other arm at p < 0.05, and
 how many of the arm's confirm runs did not converge or have an unknown convergence.
 
-Convergence (:mod:`sweep.convergence`, the study's ``convergence:`` rule) as in the report: the
-``convergence`` table counts converged / not converged / unknown trials per arm and phase with
-the median relative change (a fraction), each leaderboard has a ``converged`` column, and when a
-confirm run the verdict compares did not converge the verdict's and the claims' titles say
+Convergence (:mod:`sweep.analysis.convergence`, the study's ``convergence:`` rule) as in the
+report: the ``convergence`` table counts converged / not converged / unknown trials per arm and
+phase with the median relative change (a fraction), each leaderboard has a ``converged``
+column, and when a confirm run the verdict compares did not converge the verdict's and the
+claims' titles say
 "drawn from unconverged runs" (in every format; JSON also has ``verdict_unconverged: true``).
 Files are written atomically (temporary file, then rename) after every table is computed.
 """
@@ -35,25 +36,35 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sweep.analysis.claims import Claim
+from sweep.analysis.formatting import (
+    Cell,
+    format_interval,
+    format_p,
+    format_value,
+    goal_rule,
+    plain_value,
+)
+from sweep.analysis.stats import SIGNIFICANCE_LEVEL
+from sweep.analysis.study import (
+    ArmConvergence,
+    ConvergenceReport,
+    StudyAnalysis,
+    analyse_study,
+    runs_text,
+)
+from sweep.analysis.verdict import Verdict
 from sweep.atomic_files import atomic_write_text
-from sweep.leaderboard import leaderboards
-from sweep.report.aggregate import SIGNIFICANCE_LEVEL, Verdict, format_number
-from sweep.report.analysis import ArmConvergence, ConvergenceReport, analyse, runs_text
-from sweep.report.claims import Claim
-from sweep.report.data import load_study_data
 
 ExportFormat = Literal["csv", "markdown", "latex", "json"]
 FORMATS: tuple[str, ...] = ("csv", "markdown", "latex", "json")
 EXPORT_DIR = "export"
-
-Cell = str | int | float | bool | None
 
 VERDICT_COLUMNS: tuple[str, ...] = (
     "metric",
@@ -115,14 +126,6 @@ class StudyTables:
     verdict_unconverged: bool = False
 
 
-def _number(x: float | int | None) -> float | None:
-    """A finite float, or None (NaN and infinities have no place in CSV/JSON cells)."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def _unconverged_title(title: str, unconverged: Sequence[ArmConvergence]) -> str:
     if not unconverged:
         return title
@@ -145,9 +148,9 @@ def verdict_table(verdict: Verdict | None, convergence: ConvergenceReport | None
                 row.metric.goal,
                 summary.arm,
                 ci.n,
-                _number(ci.estimate),
-                _number(ci.low),
-                _number(ci.high),
+                plain_value(ci.estimate),
+                plain_value(ci.low),
+                plain_value(ci.high),
             ]
             comp = comparisons.get(summary.arm)
             if comp is None:
@@ -155,15 +158,15 @@ def verdict_table(verdict: Verdict | None, convergence: ConvergenceReport | None
             else:
                 cells += [
                     comp.reference,
-                    _number(comp.difference.estimate),
-                    _number(comp.difference.low),
-                    _number(comp.difference.high),
-                    _number(comp.test.welch_t),
-                    _number(comp.test.welch_df),
-                    _number(comp.test.welch_p),
-                    _number(comp.test.mannwhitney_u),
-                    _number(comp.test.mannwhitney_p),
-                    _number(comp.test.hedges_g),
+                    plain_value(comp.difference.estimate),
+                    plain_value(comp.difference.low),
+                    plain_value(comp.difference.high),
+                    plain_value(comp.test.welch_t),
+                    plain_value(comp.test.welch_df),
+                    plain_value(comp.test.welch_p),
+                    plain_value(comp.test.mannwhitney_u),
+                    plain_value(comp.test.mannwhitney_p),
+                    plain_value(comp.test.hedges_g),
                 ]
             cells += [row.winner, row.winner_significant if row.winner is not None else None]
             judged = runs.get(summary.arm)
@@ -192,7 +195,7 @@ def convergence_table(convergence: ConvergenceReport) -> Table:
             int(r.converged),
             int(r.not_converged),
             int(r.unknown),
-            _number(r.median_relative_change),
+            plain_value(r.median_relative_change),
         )
         for r in convergence.summary.itertuples(index=False)
     )
@@ -205,30 +208,26 @@ def _safe_name(arm: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", arm) or "arm"
 
 
-def collect_tables(folder: Path, top: int = 10) -> StudyTables:
-    """Compute the verdict, claims and per-arm leaderboards (``top`` trials) of a study folder.
-
-    Raises :class:`sweep.report.data.NotAStudyFolderError` for a folder without ``study.yaml``
-    and :class:`sweep.store.StoreError` when its results cannot be read.
-    """
-    data = load_study_data(Path(folder))
-    analysis = analyse(data)
+def collect_tables(analysis: StudyAnalysis, top: int = 10) -> StudyTables:
+    """The verdict, claims, convergence and per-arm leaderboards (``top`` trials) of a study,
+    as plain tables. Raises the loader's :class:`~sweep.spec.StudySpecError` when it refused
+    the study file (the leaderboards need the study's objectives)."""
     tables = [
         verdict_table(analysis.verdict, analysis.convergence),
         claims_table(analysis.claims, analysis.unconverged),
         convergence_table(analysis.convergence),
     ]
-    for board in leaderboards(Path(folder), top=top):
+    for board in analysis.leaderboards(top):
         tables.append(
             Table(
                 f"leaderboard-{_safe_name(board.arm)}",
                 board.title,
                 board.columns,
-                tuple(tuple(_cell(v) for v in row) for row in board.values),
+                tuple(tuple(plain_value(v) for v in row) for row in board.values),
             )
         )
     return StudyTables(
-        data.name,
+        analysis.data.name,
         analysis.verdict_note,
         analysis.reference,
         tuple(tables),
@@ -237,37 +236,22 @@ def collect_tables(folder: Path, top: int = 10) -> StudyTables:
     )
 
 
-def _cell(value: object) -> Cell:
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return _number(value)
-    return str(value)
-
-
 # --------------------------------------------------------------------------- renderings
 
 
+_ARM_COLUMNS = ("reference", "infovae_arm", "elbo_arm")
+
+
 def _display(value: Cell, column: str) -> str:
-    """A cell for people (Markdown, LaTeX): 4 significant digits, p-values below 1e-6 as such."""
-    if value is None:
-        return "n/a" if column not in ("reference", "infovae_arm", "elbo_arm") else ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if column.endswith("_p") and value < 1e-6:
-            return "< 1e-6"
-        return format_number(value)
-    return value
+    """A cell for people (Markdown, LaTeX): p-values by :func:`format_p`, other numbers by
+    :func:`format_number`; a missing arm is an empty cell, any other missing value n/a."""
+    if column.endswith("_p") and isinstance(value, float):
+        return format_p(value)
+    return format_value(value, missing="" if column in _ARM_COLUMNS else "n/a")
 
 
-def _interval(estimate: Cell, low: Cell, high: Cell, column: str = "") -> str:
-    text = _display(estimate, column)
-    if low is None and high is None:
-        return text
-    return f"{text} [{_display(low, column)}, {_display(high, column)}]"
+def _interval(estimate: Cell, low: Cell, high: Cell) -> str:
+    return format_interval(estimate, low, high)  # type: ignore[arg-type]
 
 
 def display_verdict(table: Table) -> Table:
@@ -278,9 +262,7 @@ def display_verdict(table: Table) -> Table:
     rows = []
     for r in table.rows:
         goal = r[col["goal"]]
-        rule = {"min": "lower is better", "max": "higher is better"}.get(
-            str(goal), "nearer 0 is better; differences and tests on |x|"
-        )
+        rule = goal_rule(str(goal))
         reference = r[col["reference"]]
         winner = r[col["winner"]]
         best = "none (not measured or tied)" if winner is None else str(winner)
@@ -456,22 +438,29 @@ def render(tables: StudyTables, fmt: ExportFormat) -> dict[str, str]:
     return renderers[fmt]()
 
 
-def export_study(
-    folder: Path, fmt: ExportFormat = "csv", out: Path | None = None, top: int = 10
-) -> list[Path]:
-    """Write the study's tables in format ``fmt`` into ``out`` (default ``folder/export``).
+def write_export(tables: StudyTables, fmt: ExportFormat, target: Path) -> list[Path]:
+    """Write ``tables`` in format ``fmt`` into the folder ``target``.
 
-    Everything is computed and rendered before the first file is written; each file is
-    written atomically. Returns the written paths.
+    Everything is rendered before the first file is written; each file is written atomically.
+    Returns the written paths.
     """
-    files = render(collect_tables(folder, top=top), fmt)
-    target = Path(out) if out is not None else Path(folder) / EXPORT_DIR
+    files = render(tables, fmt)
+    target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in files.items():
         atomic_write_text(target / name, text)
         written.append(target / name)
     return written
+
+
+def export_study(
+    folder: Path, fmt: ExportFormat = "csv", out: Path | None = None, top: int = 10
+) -> list[Path]:
+    """Read and analyse the study in ``folder`` once and write its tables in format ``fmt``
+    into ``out`` (default ``folder/export``). Returns the written paths."""
+    tables = collect_tables(analyse_study(folder), top=top)
+    return write_export(tables, fmt, Path(out) if out is not None else Path(folder) / EXPORT_DIR)
 
 
 __all__ = [
@@ -491,4 +480,5 @@ __all__ = [
     "to_latex",
     "to_markdown",
     "verdict_table",
+    "write_export",
 ]

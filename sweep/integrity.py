@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -107,12 +108,17 @@ def _study_problem(path: Path) -> str | None:
     return None
 
 
-def damaged_files(folder: Path | str, *, thorough: bool = True) -> list[str]:
+def damaged_files(
+    folder: Path | str,
+    *,
+    thorough: bool = True,
+    open_store: Callable[[Path], ResultsStore] = ResultsStore.open,
+) -> list[str]:
     """``"<path>: <what is wrong>"`` for every damaged file of a study folder (empty: sound).
 
-    Reads only. ``thorough`` also reads the Parquet files whole (through
-    :class:`~sweep.store.ResultsStore`) and runs SQLite's ``quick_check``; otherwise only the
-    Parquet footers and the SQLite header are read.
+    Reads only. ``thorough`` also reads the Parquet files whole (through ``open_store``, which
+    a reader that goes on to use the store passes so that the files are read once) and runs
+    SQLite's ``quick_check``; otherwise only the Parquet footers and the SQLite header are read.
     """
     folder = Path(folder)
     problems: list[str] = []
@@ -128,7 +134,7 @@ def damaged_files(folder: Path | str, *, thorough: bool = True) -> list[str]:
     trials_recorded = True
     if not problems and thorough and study.is_file():
         try:  # every page readable, the fixed columns, no trial twice (main files and parts)
-            trials_recorded = len(ResultsStore.open(folder)) > 0
+            trials_recorded = len(open_store(folder)) > 0
         except StoreCorruptError as exc:
             problems.append(str(exc))
         except StoreError:

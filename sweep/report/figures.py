@@ -20,8 +20,9 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from sweep import names
-from sweep.report.aggregate import capacity_label, capacity_levels, pareto_mask
-from sweep.report.data import Objective, hashable_param
+from sweep.analysis.descriptive import capacity_label, capacity_levels, median_by
+from sweep.analysis.load import hashable_param
+from sweep.analysis.ranking import Objective, pareto_optimal
 
 LAMBDA_COLUMN = names.param("objective.lambda")
 KERNEL_COLUMN = names.param("objective.kernel")
@@ -82,6 +83,38 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+def _points(x: object, y: object, name: str, marker: dict[str, object], **style: object):
+    """A scatter trace of points (no lines)."""
+    return go.Scatter(x=x, y=y, mode="markers", name=name, marker=marker, **style)
+
+
+def _panels(
+    titles: Sequence[object], vertical_spacing: float | None = 0.14, **layout: object
+) -> tuple[go.Figure, int, int]:
+    """A figure of one panel per title on :func:`_grid`'s rows and columns; ``rows`` and
+    ``cols`` come back for placing traces. ``vertical_spacing`` None: half a figure's height
+    shared out between the rows."""
+    rows, cols = _grid(len(titles))
+    spacing = 0.5 / rows if vertical_spacing is None else vertical_spacing
+    fig = subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[plot_text(title) for title in titles],
+        vertical_spacing=spacing,
+        **layout,
+    )
+    return fig, rows, cols
+
+
+def _arm_parts(frame: pd.DataFrame, arms: Sequence[str]):
+    """``(arm, its rows of frame, its colour)`` for each arm with rows, in ``arms``' order."""
+    colors = arm_colors(arms)
+    for arm in arms:
+        part = frame[frame[names.ARM] == arm]
+        if not part.empty:
+            yield arm, part, colors[arm]
+
+
 def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
     cols = max(1, min(n, max_cols))
     return math.ceil(n / cols), cols
@@ -103,15 +136,7 @@ def metric_vs_lambda(
     varying = [a for a in arms if frame.loc[frame[names.ARM] == a, LAMBDA_COLUMN].nunique() > 1]
     fixed = [a for a in arms if a not in varying and (frame[names.ARM] == a).any()]
     panels = varying or list(arms)
-    rows, cols = _grid(len(panels))
-    fig = subplots(
-        rows=rows,
-        cols=cols,
-        subplot_titles=[plot_text(a) for a in panels],
-        shared_yaxes=True,
-        horizontal_spacing=0.06,
-        vertical_spacing=0.14,
-    )
+    fig, rows, cols = _panels(panels, shared_yaxes=True, horizontal_spacing=0.06)
     scatter = frame[frame[names.ARM].isin(panels)]
     by_kernel = _varies(scatter, KERNEL_COLUMN)
     by_alpha = not by_kernel and _varies(scatter, ALPHA_COLUMN)
@@ -121,6 +146,7 @@ def metric_vs_lambda(
         alpha = scatter[ALPHA_COLUMN].astype(float)
         cmin, cmax = float(alpha.min()), float(alpha.max())
     colors = arm_colors(arms)
+    fixed_medians = median_by(frame[frame[names.ARM].isin(fixed)], column, [names.ARM])
     shown: set[str] = set()
     for i, arm in enumerate(panels):
         r, c = i // cols + 1, i % cols + 1
@@ -131,14 +157,13 @@ def metric_vs_lambda(
                 if sub.empty:
                     continue
                 fig.add_trace(
-                    go.Scatter(
-                        x=sub[LAMBDA_COLUMN],
-                        y=sub[column],
-                        mode="markers",
-                        name=f"kernel {plot_text(kernel)}",
+                    _points(
+                        sub[LAMBDA_COLUMN],
+                        sub[column],
+                        f"kernel {plot_text(kernel)}",
+                        {"color": kernel_color[kernel], "size": 6, "opacity": 0.7},
                         legendgroup=kernel,
                         showlegend=kernel not in shown,
-                        marker={"color": kernel_color[kernel], "size": 6, "opacity": 0.7},
                     ),
                     row=r,
                     col=c,
@@ -158,20 +183,15 @@ def metric_vs_lambda(
                     "showscale": i == 0,
                 }
             fig.add_trace(
-                go.Scatter(
-                    x=part[LAMBDA_COLUMN],
-                    y=part[column],
-                    mode="markers",
-                    name=plot_text(arm),
-                    showlegend=False,
-                    marker=marker,
+                _points(
+                    part[LAMBDA_COLUMN], part[column], plot_text(arm), marker, showlegend=False
                 ),
                 row=r,
                 col=c,
             )
         if varying:
             for other in fixed:
-                median = float(frame.loc[frame[names.ARM] == other, column].median())
+                median = float(fixed_medians[other])
                 lam = float(frame.loc[frame[names.ARM] == other, LAMBDA_COLUMN].iloc[0])
                 fig.add_hline(
                     y=median,
@@ -201,18 +221,14 @@ def metric_vs_capacity(
     frame = frame.assign(level=capacity_levels(frame))
     levels = sorted(frame["level"].unique())
     labels = [capacity_label(level) for level in levels]
-    colors = arm_colors(arms)
     fig = new_figure()
-    for arm in arms:
-        part = frame[frame[names.ARM] == arm]
-        if part.empty:
-            continue
+    for arm, part, color in _arm_parts(frame, arms):
         fig.add_trace(
             go.Box(
                 x=[capacity_label(level) for level in part["level"]],
                 y=part[column],
                 name=plot_text(arm),
-                marker_color=colors[arm],
+                marker_color=color,
                 boxpoints=False,
             )
         )
@@ -241,24 +257,15 @@ def metric_vs_train_size(
     size = names.param("data.train_size")
     frame = trials[np.isfinite(trials[column].to_numpy(dtype=np.float64))]
     frame = frame[np.isfinite(frame[size].to_numpy(dtype=np.float64))]
-    colors = arm_colors(arms)
     fig = new_figure()
-    for arm in arms:
-        part = frame[frame[names.ARM] == arm]
-        if part.empty:
-            continue
+    for arm, part, color in _arm_parts(frame, arms):
+        marker = {"color": color, "size": 6, "opacity": 0.5}
         fig.add_trace(
-            go.Scatter(
-                x=part[size],
-                y=part[column],
-                mode="markers",
-                name=plot_text(arm),
-                legendgroup=arm,
-                showlegend=False,
-                marker={"color": colors[arm], "size": 6, "opacity": 0.5},
+            _points(
+                part[size], part[column], plot_text(arm), marker, legendgroup=arm, showlegend=False
             )
         )
-        medians = part.groupby(size)[column].median().sort_index()
+        medians = median_by(part, column, [size])
         fig.add_trace(
             go.Scatter(
                 x=medians.index.to_numpy(dtype=np.float64),
@@ -266,7 +273,7 @@ def metric_vs_train_size(
                 mode="lines+markers",
                 name=f"{plot_text(arm)} (median)",
                 legendgroup=arm,
-                line={"color": colors[arm]},
+                line={"color": color},
             )
         )
     fig.update_layout(
@@ -337,19 +344,15 @@ def _categorical_dimension(values: pd.Series, label: str) -> dict[str, object]:
 def importance_figure(importances: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
     """Horizontal bars of hyperparameter importance per arm. Input columns: ``arm, param,
     importance`` (importances of one arm sum to 1)."""
-    colors = arm_colors(arms)
     fig = new_figure()
-    for arm in arms:
-        part = importances[importances[names.ARM] == arm]
-        if part.empty:
-            continue
+    for arm, part, color in _arm_parts(importances, arms):
         fig.add_trace(
             go.Bar(
                 x=part["importance"],
                 y=[plot_text(p) for p in part["param"]],
                 orientation="h",
                 name=plot_text(arm),
-                marker_color=colors[arm],
+                marker_color=color,
             )
         )
     n_params = max(1, importances["param"].nunique())
@@ -377,15 +380,15 @@ def pareto_figure(
         part, values = part[keep], values[keep]
         if part.empty:
             continue
-        mask = pareto_mask(values, [ox.direction, oy.direction])
+        mask = pareto_optimal(values, [ox.direction, oy.direction])
+        marker = {"color": _rgba(colors[arm], 0.35), "size": 5}
         fig.add_trace(
-            go.Scatter(
-                x=values[~mask, 0],
-                y=values[~mask, 1],
-                mode="markers",
-                name=plot_text(arm),
+            _points(
+                values[~mask, 0],
+                values[~mask, 1],
+                plot_text(arm),
+                marker,
                 legendgroup=plot_text(arm),
-                marker={"color": _rgba(colors[arm], 0.35), "size": 5},
             )
         )
         front = values[mask]
@@ -412,16 +415,10 @@ def pareto_figure(
 
 def learning_curves_figure(bands: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
     """Learning curves: one panel per loss term, per arm the median over runs as a line and
-    the quantile band as a shaded area. Input: :func:`aggregate.learning_curve_bands`."""
+    the quantile band as a shaded area. Input:
+    :func:`sweep.analysis.descriptive.learning_curve_bands`."""
     terms = list(dict.fromkeys(bands["term"]))
-    rows, cols = _grid(len(terms))
-    fig = subplots(
-        rows=rows,
-        cols=cols,
-        subplot_titles=[plot_text(t) for t in terms],
-        horizontal_spacing=0.07,
-        vertical_spacing=0.14,
-    )
+    fig, rows, cols = _panels(terms, horizontal_spacing=0.07)
     colors = arm_colors(arms)
     traces: list[go.Scatter] = []
     where_rows: list[int] = []
@@ -474,20 +471,14 @@ def learning_curves_figure(bands: pd.DataFrame, arms: Sequence[str]) -> go.Figur
 
 def latent_scatter(points: pd.DataFrame, arm: str) -> go.Figure:
     """z ~ q(z|x) against prior draws in the latents' first two principal axes.
-    Input: :func:`aggregate.latent_projection` (columns ``x, y, source``)."""
+    Input: :func:`sweep.analysis.descriptive.latent_projection` (columns ``x, y, source``)."""
     fig = new_figure()
     styles = {"prior": ("#9e9e9e", 0.35), "q(z|x)": ("#1f77b4", 0.6)}
     for source in ("prior", "q(z|x)"):
         part = points[points["source"] == source]
         color, alpha = styles[source]
         fig.add_trace(
-            go.Scatter(
-                x=part["x"],
-                y=part["y"],
-                mode="markers",
-                name=source,
-                marker={"size": 4, "color": _rgba(color, alpha)},
-            )
+            _points(part["x"], part["y"], source, {"size": 4, "color": _rgba(color, alpha)})
         )
     fig.update_layout(
         height=380,
@@ -501,19 +492,15 @@ def latent_scatter(points: pd.DataFrame, arm: str) -> go.Figure:
 def spectrum_figure(spectra: pd.DataFrame, arms: Sequence[str]) -> go.Figure:
     """Eigenvalues of the latent covariance, largest first, per arm (log y), against the
     prior's all-ones spectrum. Input columns: ``arm, index, eigenvalue``."""
-    colors = arm_colors(arms)
     fig = new_figure()
-    for arm in arms:
-        part = spectra[spectra[names.ARM] == arm]
-        if part.empty:
-            continue
+    for arm, part, color in _arm_parts(spectra, arms):
         fig.add_trace(
             go.Scatter(
                 x=part["index"],
                 y=part["eigenvalue"].clip(lower=1e-8),
                 mode="lines+markers",
                 name=plot_text(arm),
-                line={"color": colors[arm]},
+                line={"color": color},
             )
         )
     if not spectra.empty:
@@ -534,14 +521,7 @@ def compare_figure(
     in each study. Input columns: ``metric, arm, study, mean, low, high`` (``studies`` in
     legend order, ``arms`` in axis order)."""
     metrics = list(dict.fromkeys(intervals["metric"])) or ["(no measured metric)"]
-    rows, cols = _grid(len(metrics))
-    fig = subplots(
-        rows=rows,
-        cols=cols,
-        subplot_titles=[plot_text(m) for m in metrics],
-        horizontal_spacing=0.08,
-        vertical_spacing=0.5 / rows,
-    )
+    fig, rows, cols = _panels(metrics, horizontal_spacing=0.08, vertical_spacing=None)
     order = [plot_text(a) for a in arms]
     ranges: dict[int, list[float]] = {}
     for s, study in enumerate(studies):

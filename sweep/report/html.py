@@ -17,19 +17,25 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.offline
 
-from sweep.report.aggregate import Interval, MetricVerdict, Verdict, format_number
-from sweep.report.analysis import ArmConvergence, ConvergenceReport
-from sweep.report.claims import Claim
-from sweep.report.compare import (
+from sweep.analysis.claims import Claim
+from sweep.analysis.comparison import (
     MetricComparison,
     StudyComparison,
     StudySide,
-    goal_text,
+    interval_frame,
 )
-from sweep.report.compare import (
-    compare_figure as comparison_figure,
+from sweep.analysis.formatting import (
+    format_interval,
+    format_number,
+    format_p,
+    format_value,
+    goal_rule,
 )
-from sweep.report.content import (
+from sweep.analysis.stats import Interval
+from sweep.analysis.study import ConvergenceReport, runs_text
+from sweep.analysis.verdict import MetricVerdict, Verdict
+from sweep.report import figures
+from sweep.report.blocks import (
     Block,
     FigureBlock,
     Header,
@@ -74,8 +80,11 @@ th { background: var(--bg); font-weight: 600; }
 #verdict-table td:first-child { min-width: 9em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .scroll { overflow-x: auto; }
-.verdict-grid { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 24px; }
-@media (max-width: 1100px) { .verdict-grid { grid-template-columns: 1fr; } }
+/* The verdict table has a column pair per compared arm: it gets the page's whole width, and the
+   claims follow it, so no column of the table ever sits under the claims. */
+.verdict-grid { display: grid; grid-template-columns: minmax(0, 1fr); gap: 8px; }
+#claims .claim-list { display: grid; gap: 0 16px;
+                      grid-template-columns: repeat(auto-fill, minmax(min(100%, 520px), 1fr)); }
 span.ci { color: var(--muted); font-size: 12px; }
 ul.versions { list-style: none; padding: 0; margin: 4px 0; display: flex; flex-wrap: wrap;
               gap: 4px 16px; font-size: 13px; }
@@ -104,23 +113,22 @@ def esc(value: object) -> str:
 
 
 def fmt_p(p: float) -> str:
-    if math.isnan(p):
-        return "n/a"
-    return "&lt; 1e-6" if p < 1e-6 else esc(f"{p:.3g}")
+    """A p-value (:func:`~sweep.analysis.formatting.format_p`) as HTML."""
+    return esc(format_p(p))
 
 
 def fmt_interval(interval: Interval, *, with_n: bool = True) -> str:
-    """``mean [low, high] (n = k)`` as HTML; "n/a" when nothing was measured."""
-    if interval.n == 0 or math.isnan(interval.estimate):
+    """``mean [low, high] (n = k)`` as HTML, the interval on a line of its own; "n/a" when
+    nothing was measured."""
+    if interval.n == 0:
         return "n/a"
-    n = f" (n = {interval.n})" if with_n else ""
-    if math.isnan(interval.low):
-        return f"{format_number(interval.estimate)}{n}"
-    return (
-        f"{format_number(interval.estimate)}<br>"
-        f'<span class="ci">[{format_number(interval.low)}, '
-        f"{format_number(interval.high)}]</span>{n}"
+    text = format_interval(
+        interval.estimate,
+        interval.low,
+        interval.high,
+        template='{estimate}<br><span class="ci">[{low}, {high}]</span>',
     )
+    return text if text == "n/a" or not with_n else f"{text} (n = {interval.n})"
 
 
 def format_duration(seconds: float) -> str:
@@ -262,16 +270,7 @@ def _frame_table(frame: pd.DataFrame) -> str:
 
 
 def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else format_number(value)
-    try:
-        if pd.isna(value):
-            return ""
-    except (TypeError, ValueError):
-        pass
-    return str(value)
+    return format_value(value, missing="")
 
 
 def _render_header(header: Header) -> str:
@@ -352,12 +351,8 @@ def _verdict_table(verdict: Verdict) -> str:
 
 
 def _verdict_row(row: MetricVerdict) -> list[str]:
-    label = esc(row.metric.label)
-    if row.metric.goal == "zero":
-        label += '<br><span class="muted small">nearer 0 is better; Δ and tests on |x|</span>'
-    else:
-        better = "lower" if row.metric.goal == "min" else "higher"
-        label += f'<br><span class="muted small">{better} is better</span>'
+    rule = esc(goal_rule(row.metric.goal, "Δ"))
+    label = f'{esc(row.metric.label)}<br><span class="muted small">{rule}</span>'
     cells = [label] + [fmt_interval(s.interval, with_n=False) for s in row.summaries]
     for comp in row.comparisons:
         cells += [
@@ -392,11 +387,6 @@ def _render_claim(claim: Claim) -> str:
     )
 
 
-def _runs_text(arms: Sequence[ArmConvergence], count: str) -> str:
-    """``arm: k of n`` per arm, ``count`` naming the attribute counted."""
-    return "; ".join(f"{a.arm}: {getattr(a, count)} of {a.runs}" for a in arms)
-
-
 def _render_convergence(convergence: ConvergenceReport) -> str:
     out = ['<div id="convergence">', "<h3>Convergence of the runs</h3>"]
     out.append(f'<p class="muted small">{esc(convergence.rule)}</p>')
@@ -428,14 +418,14 @@ def _render_verdict(
         out.append(
             '<div class="banner unconverged" id="unconverged-banner">Verdict drawn from '
             "unconverged runs: confirm runs not converged by the rule below ("
-            + esc(_runs_text(unconverged, "not_converged"))
+            + esc(runs_text(unconverged, "not_converged"))
             + "). Train longer before reading these differences as final.</div>"
         )
     out += ['<div class="verdict-grid">', "<div>"]
     out.append("<h3>Confirm-phase metrics per arm</h3>")
     out.append(f'<p class="muted small">{esc(note)}</p>')
     if verdict is not None:
-        out.append(_verdict_table(verdict))
+        out.append(f'<div class="scroll">{_verdict_table(verdict)}</div>')
         out.append(
             '<p class="muted small">Mean over seeds with a 95% percentile-bootstrap '
             "interval; differences are bootstrapped per arm; Welch's t-test and the "
@@ -445,7 +435,7 @@ def _render_verdict(
         if unknown:
             out.append(
                 '<p class="note">Convergence unknown (too few epochs or no curve) for '
-                f"confirm runs of {esc(_runs_text(unknown, 'unknown'))}.</p>"
+                f"confirm runs of {esc(runs_text(unknown, 'unknown'))}.</p>"
             )
     if convergence is not None:
         out.append(_render_convergence(convergence))
@@ -455,11 +445,13 @@ def _render_verdict(
         out.append(
             '<p class="unconverged" id="claims-unconverged">These claims are drawn from '
             "unconverged runs ("
-            + esc(_runs_text(unconverged, "not_converged"))
+            + esc(runs_text(unconverged, "not_converged"))
             + " confirm runs not converged): they may change with longer training.</p>"
         )
     if claims:
+        out.append('<div class="claim-list">')
         out.extend(_render_claim(c) for c in claims)
+        out.append("</div>")
     else:
         out.append('<p class="note">No claims could be set up.</p>')
     out.append("</div></div></section>")
@@ -635,7 +627,11 @@ def render_comparison(comparison: StudyComparison) -> str:
         "bootstrap interval, Welch's t-test and Mann-Whitney U (two-sided); on |x| for "
         "metrics whose goal is 0.</p>"
     )
-    frame_figure = comparison_figure(comparison)
+    frame_figure = figures.compare_figure(
+        interval_frame(comparison),
+        [f"{s.label}: {s.name}" for s in (comparison.a, comparison.b)],
+        comparison.arms,
+    )
     out.append(
         '<figure class="plot">'
         + figure_div(frame_figure, "plot-1", "compare-confirm-metrics")
@@ -692,7 +688,7 @@ def _comparison_table(comparison: StudyComparison, item: MetricComparison) -> st
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
         f"<h3>{esc(item.metric.label)} "
-        f'<span class="muted small">({esc(goal_text(item.metric))})</span></h3>'
+        f'<span class="muted small">({esc(goal_rule(item.metric.goal, "B - A"))})</span></h3>'
         '<div class="scroll"><table class="compare" data-metric="'
         f'{esc(item.metric.column)}"><thead><tr>'
         + "".join(f"<th>{esc(h)}</th>" for h in head)

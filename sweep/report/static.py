@@ -1,7 +1,7 @@
 """The report's figures as static files (SVG, PDF or PNG) for papers: ``report --figures FMT``.
 
 The figures are the very ``go.Figure`` objects of the HTML report (the
-:class:`~sweep.report.content.FigureBlock` s of a :class:`~sweep.report.content.ReportContent`),
+:class:`~sweep.report.blocks.FigureBlock` s of a :class:`~sweep.report.blocks.ReportContent`),
 rendered by Plotly's ``write_images`` through Kaleido 1.x, which drives a Chrome or Chromium
 (found on ``PATH``, at the usual install paths such as ``/usr/bin/chromium``, through
 ``BROWSER_PATH``, or the copy ``kaleido_get_chrome`` downloads). Kaleido is an optional extra:
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from sweep.atomic_files import TMP_PREFIX, fsync_dir
-from sweep.report.content import ReportContent, section_figures
+from sweep.report.blocks import ReportContent, section_figures
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

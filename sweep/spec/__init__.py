@@ -58,7 +58,7 @@ The format (every key is checked; unknown keys are refused)::
     resources: {cpu: 1, gpu: 0}  # per trial; fractions allowed, gpu > 1 must be whole
     storage: null                # Ray Tune storage (bucket URI or shared mount) for clusters
     convergence:                 # optional: how the report and `show` judge each trial's
-      metric: val.elbo           # curve (sweep.convergence); val.<term> or train.<term>
+      metric: val.elbo           # curve (sweep.analysis.convergence); val.<term> or train.<term>
       tolerance: 0.005           # converged when the relative change of the metric's mean over
                                  # the last tenth of the epochs is <= this (> 0)
 
@@ -109,12 +109,11 @@ The package, in the order a file flows through it: :mod:`sweep.spec.yaml` reads 
 the line of every key, :mod:`sweep.spec.study_spec` validates it into a :class:`StudySpec` (with
 :mod:`sweep.spec.checks` for the settings against TrialConfig), and :mod:`sweep.spec.spec_errors`
 turns what is wrong into ``file:line: path: message``. What a spec will run is
-:mod:`sweep.plan`; its functions are re-exported here for existing imports.
+:mod:`sweep.plan`.
 """
 
 from __future__ import annotations
 
-from sweep.plan import ArmPlan, StudyPlan, format_plan, plan_study
 from sweep.spec.checks import ARM_DATA_KEYS
 from sweep.spec.spec_errors import StudyIssue, StudySpecError
 from sweep.spec.study_spec import (
@@ -136,7 +135,6 @@ __all__ = [
     "ARM_DATA_KEYS",
     "EPOCH_TERMS",
     "EVAL_METRICS",
-    "ArmPlan",
     "ArmSpec",
     "ConfirmSpec",
     "ConvergenceSpec",
@@ -146,10 +144,7 @@ __all__ = [
     "ResourcesSpec",
     "SearchSpec",
     "StudyIssue",
-    "StudyPlan",
     "StudySpec",
     "StudySpecError",
-    "format_plan",
     "load_study",
-    "plan_study",
 ]

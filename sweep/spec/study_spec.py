@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infovae_core.config import Binarization, DatasetName, TrialConfig
-from sweep.convergence import DEFAULT_CONVERGENCE_METRIC, DEFAULT_CONVERGENCE_TOLERANCE
+from sweep.analysis.convergence import DEFAULT_CONVERGENCE_METRIC, DEFAULT_CONVERGENCE_TOLERANCE
 from sweep.names import METRIC, METRIC_NAMES, PROBE_ACC, TRAIN, VAL
 from sweep.space import (
     Distribution,
@@ -190,8 +190,8 @@ class EarlyStoppingSpec(_Frozen):
 
 class ConvergenceSpec(_Frozen):
     """How each trial's convergence is judged from its per-epoch curve
-    (:func:`sweep.convergence.judge_curve`): the curve of ``metric`` and the ``tolerance`` on
-    its relative change over the last tenth of training."""
+    (:func:`sweep.analysis.convergence.judge_curve`): the curve of ``metric`` and the
+    ``tolerance`` on its relative change over the last tenth of training."""
 
     metric: str = DEFAULT_CONVERGENCE_METRIC
     tolerance: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] = (

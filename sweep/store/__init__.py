@@ -33,8 +33,16 @@ from sweep.names import (
     TRIALS_FILE,
 )
 from sweep.store.arrow_schema import EPOCH_SCHEMA, TRIAL_SCHEMA, json_columns
-from sweep.store.folder import ResultsStore, StudySummary, is_study_folder, list_studies
+from sweep.store.folder import (
+    ResultsStore,
+    StudySummary,
+    is_study_folder,
+    list_studies,
+    require_study_folder,
+)
+from sweep.store.lock import is_study_running
 from sweep.store.store_errors import (
+    DamagedStudyError,
     NotAStudyFolderError,
     RowError,
     SchemaConflictError,
@@ -45,6 +53,7 @@ from sweep.store.store_errors import (
 )
 
 __all__ = [
+    "DamagedStudyError",
     "EPOCH_SCHEMA",
     "EPOCHS_FILE",
     "LOCK_FILE",
@@ -64,6 +73,8 @@ __all__ = [
     "StudyLockedError",
     "StudySummary",
     "is_study_folder",
+    "is_study_running",
     "json_columns",
     "list_studies",
+    "require_study_folder",
 ]

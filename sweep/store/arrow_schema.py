@@ -101,8 +101,8 @@ TRIAL_REQUIRED = (
     names.STATUS,
 )
 _TRIAL_PREFIXES = (names.PARAM, names.METRIC)
-#: Optional columns whose absence (a row without it, a file written before the column existed)
-#: means 0 rather than unknown.
+#: Optional columns whose absence (a row without it, a file that lacks the column) means 0
+#: rather than unknown.
 ZERO_WHEN_MISSING = (names.RESUMED_FROM_EPOCH,)
 
 #: Fixed columns of ``epochs.parquet``, in file order. ``study``, ``arm`` and ``trial_id`` are

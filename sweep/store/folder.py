@@ -78,6 +78,20 @@ def is_study_folder(path: Path | str) -> bool:
     return path.is_dir() and (path / names.STUDY_FILE).is_file()
 
 
+def require_study_folder(path: Path | str) -> Path:
+    """``path`` as a :class:`~pathlib.Path`; raises :class:`NotAStudyFolderError` naming it
+    when it is not a directory holding a ``study.yaml``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise NotAStudyFolderError(f"{path}: no such study folder (not a folder)")
+    if not (path / names.STUDY_FILE).is_file():
+        raise NotAStudyFolderError(
+            f"{path}: not a study folder (no {names.STUDY_FILE} in it); "
+            "pass the folder that `infovae-sweep run` wrote, e.g. results/<study>"
+        )
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # The store
 
@@ -185,13 +199,7 @@ class ResultsStore:
         Parquet file cannot be read or lacks the fixed columns. Opening writes nothing, so a
         reader may open a study while its driver runs.
         """
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise NotAStudyFolderError(f"{folder}: no such study folder")
-        if not (folder / names.STUDY_FILE).is_file():
-            raise NotAStudyFolderError(
-                f"{folder}: not a study folder (no {names.STUDY_FILE} in it)"
-            )
+        folder = require_study_folder(folder)
         return cls(folder, read_snapshot(folder))
 
     def reload(self) -> None:
@@ -265,8 +273,9 @@ class ResultsStore:
             self._trial_chunks.append(new_trial)
             self._trial_columns = trial_columns
             if trial_id in self._epoch_ids:
-                # Orphan epoch rows of this trial in an epochs.parquet written by an earlier
-                # version of the store: the new record replaces them.
+                # Epoch rows of this trial in the main epochs file with no trial row (written
+                # there without the trial ever being recorded): the new record replaces them,
+                # so that each epoch is stored once.
                 self._epoch_chunks = [self._drop_epochs_of(trial_id)]
             if new_epochs.num_rows:
                 self._epoch_chunks.append(new_epochs)

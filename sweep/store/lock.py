@@ -18,7 +18,29 @@ from typing import IO
 from sweep import names
 from sweep.store.store_errors import StudyLockedError
 
-__all__ = ["study_lock"]
+__all__ = ["is_study_running", "study_lock"]
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    """Take the lock on ``handle`` without waiting; False when another holder has it."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def is_study_running(folder: Path) -> bool:
+    """True when a driver holds the lock of the study in ``folder`` (it is running). Probes
+    with the same lock a driver takes, released at once; writes nothing."""
+    path = Path(folder) / names.LOCK_FILE
+    if not path.exists():
+        return False
+    with open(path) as handle:
+        if not _try_lock(handle):
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False
 
 
 @contextlib.contextmanager
@@ -32,18 +54,18 @@ def study_lock(folder: Path) -> Iterator[IO[str]]:
     path = folder / names.LOCK_FILE
     handle = open(path, "a+")  # held open for the lock's lifetime
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        acquired = _try_lock(handle)
+    except BaseException:
+        handle.close()
+        raise
+    if not acquired:
         handle.seek(0)
         holder = handle.read().strip() or "unknown process"
         handle.close()
         raise StudyLockedError(
             f"{folder}: study is in use by another driver ({holder}); "
             f"wait for it to finish or stop it (lock file {path})"
-        ) from None
-    except BaseException:
-        handle.close()
-        raise
+        )
     try:
         handle.seek(0)
         handle.truncate()

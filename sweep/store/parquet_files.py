@@ -79,8 +79,9 @@ _THROUGH_KEY = b"infovae.parts_through"
 def write_table(path: Path, table: pa.Table, *, sync_dir: bool = True) -> None:
     """Write ``table`` to ``path`` as Parquet, atomically
     (:func:`sweep.atomic_files.atomic_write`)."""
-    # Dictionary-encode only the string columns: on float columns (losses, metrics) dictionary
-    # encoding rarely pays and made rewriting a 100k-row epochs file about 3x slower.
+    # Dictionary-encode only the string columns: float columns (losses, metrics) rarely repeat
+    # a value, so a dictionary there costs time on every rewrite of the epochs file and saves
+    # no space.
     strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
     atomic_write(
         path,

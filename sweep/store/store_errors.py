@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "DamagedStudyError",
     "NotAStudyFolderError",
     "RowError",
     "SchemaConflictError",
@@ -31,6 +32,10 @@ class StudyLockedError(StoreError):
 
 class StoreCorruptError(StoreError):
     """A store file cannot be read or does not have the store's schema; names the file."""
+
+
+class DamagedStudyError(StoreCorruptError):
+    """A study folder holds damaged files; the message names each one and what is wrong."""
 
 
 class RowError(StoreError, ValueError):

@@ -34,7 +34,7 @@ class SyntheticArm:
     ``means``/``sds`` give the normal distribution of each ``metric.<name>`` in the confirm
     phase (search trials add extra spread). ``latent_scale`` scales the stored latents' axes.
     ``still_rising``: the per-epoch curves still improve linearly at the last epoch (7 % per
-    epoch over 8 epochs: not converged by :mod:`sweep.convergence`'s rule); otherwise they
+    epoch over 8 epochs: not converged by :mod:`sweep.analysis.convergence`'s rule); otherwise they
     decay exponentially with a time constant of a tenth of the epochs (at least 0.8) and are
     flat, to well within 0.5 %, by the end.
     """

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from sweep.analysis.study import analyse_study
 from sweep.cli import app
 from tests.sweep.synthetic_study import write_synthetic_study
 
@@ -119,13 +120,13 @@ def test_validate_and_run_refuse_a_file_with_a_nul_byte(tmp_path):
 def test_show_judges_the_convergence_of_every_arm(tmp_path):
     from dataclasses import replace
 
-    from sweep.leaderboard import leaderboards
     from tests.sweep.synthetic_study import default_arms
 
     arms = default_arms()
     arms["infovae"] = replace(arms["infovae"], still_rising=True)
     folder = write_synthetic_study(tmp_path / "synthetic", arms=arms, n_search=3, n_seeds=2)
-    boards = {board.title.split(":")[0]: board for board in leaderboards(folder, top=10)}
+    leaderboards = analyse_study(folder).leaderboards(top=10)
+    boards = {board.title.split(":")[0]: board for board in leaderboards}
     assert boards["elbo"].convergence.startswith(
         "convergence: search 3 converged, 0 not, 0 unknown"
     )

@@ -12,11 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from sweep import cli
+from sweep.analysis.study import analyse_study
 from sweep.cli import app
 from sweep.export import FORMATS, VERDICT_COLUMNS, latex_escape
-from sweep.leaderboard import leaderboards
-from sweep.report.build import build_content
-from sweep.report.data import load_study_data
+from sweep.report.sections import build_content
 from tests.sweep.synthetic_study import ELBO_MEANS, INFO_MEANS, SyntheticArm, write_synthetic_study
 
 runner = CliRunner()
@@ -50,7 +49,7 @@ def test_csv_has_one_file_per_table_holding_the_reports_numbers(study, tmp_path)
     ]
     verdict = pd.read_csv(tmp_path / "verdict.csv")
     assert tuple(verdict.columns) == VERDICT_COLUMNS
-    report = build_content(load_study_data(study))  # what the HTML report shows
+    report = build_content(analyse_study(study))  # what the HTML report shows
     assert report.verdict is not None
     assert len(verdict) == len(report.verdict.rows) * 2
     for row in report.verdict.rows:
@@ -75,7 +74,7 @@ def test_csv_has_one_file_per_table_holding_the_reports_numbers(study, tmp_path)
     assert list(claims["status"]) == [c.status for c in report.claims]
     assert "holds" in set(claims["status"])
     board = pd.read_csv(tmp_path / "leaderboard-info_mmd.csv")
-    (expected,) = [b for b in leaderboards(study, top=10) if b.arm == "info_mmd"]
+    (expected,) = [b for b in analyse_study(study).leaderboards(top=10) if b.arm == "info_mmd"]
     assert list(board.columns) == list(expected.columns)
     assert list(board["trial"]) == [row[0] for row in expected.values]
     assert list(board["converged"]) == [row[-1] for row in expected.values]

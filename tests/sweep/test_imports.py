@@ -25,9 +25,9 @@ MODULES = [
     "sweep.store",
     "sweep.integrity",
     "sweep.trainable",
-    "sweep.ranking",
+    "sweep.analysis.ranking",
     "sweep.names",
-    "sweep.leaderboard",
+    "sweep.analysis.leaderboard",
     "sweep.report",
 ]
 

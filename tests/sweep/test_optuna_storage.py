@@ -124,8 +124,7 @@ def test_a_reader_gets_none_when_the_storage_file_is_missing(tmp_path):
 
 def test_report_reads_importances_from_a_journal_storage(tmp_path):
     from sweep.analysis.study import analyse_study
-
-    from sweep.report.build import _importance_blocks
+    from sweep.report.sections import _importance_blocks
     from tests.sweep.synthetic_study import write_synthetic_study
 
     folder = write_synthetic_study(tmp_path / "syn", n_search=6, n_seeds=1, optuna_db=True)

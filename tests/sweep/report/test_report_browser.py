@@ -121,6 +121,38 @@ def test_screenshot_of_the_whole_report_is_kept(driver: object, report: Path) ->
     assert shot.stat().st_size > 10_000
 
 
+_VERDICT_GEOMETRY = """
+const table = document.getElementById('verdict-table');
+const last = table.querySelector('thead th:last-child');
+const box = table.parentElement;
+const claims = document.getElementById('claims');
+const r = last.getBoundingClientRect(), b = box.getBoundingClientRect();
+return {last: last.textContent, right: r.right, boxRight: b.right,
+        scrolls: box.scrollWidth > box.clientWidth,
+        viewport: document.documentElement.clientWidth,
+        tableBottom: table.getBoundingClientRect().bottom,
+        claimsTop: claims.getBoundingClientRect().top};
+"""
+
+
+@pytest.mark.parametrize("width", [1024, 1400, 1920])
+def test_no_verdict_column_is_hidden_under_the_claims(
+    driver: object, report: Path, width: int
+) -> None:
+    driver.set_window_size(width, 1000)  # type: ignore[attr-defined]
+    try:
+        _load(driver, report)
+        found = driver.execute_script(_VERDICT_GEOMETRY)  # type: ignore[attr-defined]
+    finally:
+        driver.set_window_size(1400, 1000)  # type: ignore[attr-defined]
+    assert found["last"] == "better arm"
+    assert found["claimsTop"] >= found["tableBottom"]  # the claims follow the table
+    if width >= 1400:  # common desktop widths: the whole table is in view
+        assert found["right"] <= min(found["viewport"], found["boxRight"] + 1)
+    else:  # narrower: the table scrolls inside its own box, never under another element
+        assert found["right"] <= found["boxRight"] + 1 or found["scrolls"]
+
+
 def test_empty_study_report_loads_without_errors(driver: object, tmp_path: Path) -> None:
     (tmp_path / "study.yaml").write_text("name: empty\n")
     page = build_report(tmp_path)

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sweep.report import NotAStudyFolderError, build_report
+from sweep.report import build_report
+from sweep.store import NotAStudyFolderError
 from tests.sweep.synthetic_study import write_synthetic_study
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -108,7 +109,7 @@ def test_folder_without_study_yaml_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_folder_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(NotAStudyFolderError, match="not a folder"):
+    with pytest.raises(NotAStudyFolderError, match="no such study folder"):
         build_report(tmp_path / "absent")
 
 
@@ -373,7 +374,7 @@ def _grid_data(folder: Path):
     sizes, every search run of one arm sharing its decoder width (seeds are the replicates)."""
     import dataclasses
 
-    from sweep.report.data import load_study_data
+    from sweep.analysis.load import load_study_data
 
     data = load_study_data(_small(folder, n_search=6, n_epochs=5))
     trials = data.trials.copy()
@@ -388,11 +389,12 @@ def _grid_data(folder: Path):
 
 
 def test_grid_study_report_has_a_settings_table_with_the_mean_over_seeds(tmp_path: Path) -> None:
-    from sweep.report.build import build_content
-    from sweep.report.content import TableBlock
+    from sweep.analysis.study import StudyAnalysis
+    from sweep.report.blocks import TableBlock
+    from sweep.report.sections import build_content
 
     data = _grid_data(tmp_path / "grid")
-    content = build_content(data)
+    content = build_content(StudyAnalysis(data))
     section = next(s for s in content.sections if s.anchor == "settings")
     table = next(b for b in section.blocks if isinstance(b, TableBlock)).frame
     arm = str(data.trials["arm"].iloc[0])
@@ -408,8 +410,8 @@ def test_grid_study_report_has_a_settings_table_with_the_mean_over_seeds(tmp_pat
 
 
 def test_search_without_replicated_settings_gets_no_settings_table(tmp_path: Path) -> None:
-    from sweep.report.build import build_content
-    from sweep.report.data import load_study_data
+    from sweep.analysis.study import analyse_study
+    from sweep.report.sections import build_content
 
-    content = build_content(load_study_data(_small(tmp_path / "tpe")))
+    content = build_content(analyse_study(_small(tmp_path / "tpe")))
     assert "settings" not in {s.anchor for s in content.sections}

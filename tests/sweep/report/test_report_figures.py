@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from sweep.analysis.study import analyse_study
 from sweep.cli import app
 from sweep.names import FIGURES_DIR, REPORT_FILE
-from sweep.report import build_content, build_report, load_study_data
-from sweep.report.content import FigureBlock, ReportContent, section_figures, slug
+from sweep.report import build_content, build_report
+from sweep.report.blocks import FigureBlock, ReportContent, section_figures, slug
 from sweep.report.static import FiguresUnavailableError, figure_files, require_kaleido
 from tests.sweep.synthetic_study import write_synthetic_study
 
@@ -36,7 +37,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def content(study: Path) -> ReportContent:
-    return build_content(load_study_data(study))
+    return build_content(analyse_study(study))
 
 
 def _kaleido_or_skip() -> None:

@@ -1,12 +1,13 @@
 """Two studies side by side (``infovae-sweep compare A B``): the confirm-phase metrics of the
-arms they share, one HTML page and a text summary.
+arms they share, for one HTML page (:func:`sweep.report.html.render_comparison`) and a text
+summary (:func:`sweep.tables.comparison_text`).
 
-Each study is read (:func:`read_study`: the spec as the report reads it, the trials through the
-store) and analysed as its own report does it (:func:`~sweep.report.analysis.analyse`): per
+Each study is read once and analysed as its own report does it
+(:func:`~sweep.analysis.study.analyse_study`; a damaged results file is an error): per
 arm, the completed confirm runs of its best confirmed configuration, the mean with the same 95%
 percentile-bootstrap interval as the report's verdict, and convergence by the study's own rule.
 Arms are matched by name; for each shared arm, study B is compared with study A by
-:func:`sweep.report.aggregate.compare` (the verdict's difference CI, Welch and Mann-Whitney
+:func:`sweep.analysis.verdict.compare` (the verdict's difference CI, Welch and Mann-Whitney
 tests, on |x| for metrics whose goal is 0). Differences between the two study files (dataset,
 budget, settings) are listed, since they are what the comparison measures.
 """
@@ -24,20 +25,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
-from sweep.report import figures
-from sweep.report.aggregate import (
-    Interval,
-    MetricSpec,
-    PairComparison,
-    bootstrap_mean_ci,
-    compare,
-    format_number,
-    verdict_metrics,
-)
-from sweep.report.analysis import ArmConvergence, StudyAnalysis, analyse
-from sweep.report.data import StudyData, flatten_mapping, load_study_data
+from sweep.analysis.load import StudyData, flatten_mapping
+from sweep.analysis.stats import Interval, bootstrap_mean_ci
+from sweep.analysis.study import ArmConvergence, StudyAnalysis, analyse_study
+from sweep.analysis.verdict import MetricSpec, PairComparison, compare, verdict_metrics
 
 #: Parts of the study file compared (name, description, storage and resources do not change
 #: the numbers).
@@ -50,8 +42,11 @@ class StudySide:
     """One of the two studies: ``label`` is "A" or "B"."""
 
     label: str
-    data: StudyData
     analysis: StudyAnalysis
+
+    @property
+    def data(self) -> StudyData:
+        return self.analysis.data
 
     @property
     def name(self) -> str:
@@ -138,11 +133,12 @@ class StudyComparison:
 def compare_studies(folder_a: Path, folder_b: Path) -> StudyComparison:
     """Read, analyse and set side by side two study folders.
 
-    Raises :class:`~sweep.report.data.NotAStudyFolderError` naming a folder without
+    Raises :class:`~sweep.analysis.load.NotAStudyFolderError` naming a folder without
     ``study.yaml`` and :class:`~sweep.store.StoreError` naming a damaged results file.
     """
-    data_a, data_b = read_study(Path(folder_a)), read_study(Path(folder_b))
-    a, b = StudySide("A", data_a, analyse(data_a)), StudySide("B", data_b, analyse(data_b))
+    a = StudySide("A", analyse_study(folder_a, strict=True))
+    b = StudySide("B", analyse_study(folder_b, strict=True))
+    data_a, data_b = a.data, b.data
     shared = tuple(arm for arm in a.arms if arm in b.arms)
     only_a = tuple(arm for arm in a.arms if arm not in b.arms)
     only_b = tuple(arm for arm in b.arms if arm not in a.arms)
@@ -170,14 +166,6 @@ def compare_studies(folder_a: Path, folder_b: Path) -> StudyComparison:
 
 
 # --------------------------------------------------------------------------- study files
-
-
-def read_study(folder: Path) -> StudyData:
-    """The study as its report reads it (:func:`load_study_data`: the spec through
-    :func:`sweep.spec.load_study`, the trials and epochs through
-    :class:`~sweep.store.ResultsStore`), except that a damaged results file is an error naming
-    it rather than a warning."""
-    return load_study_data(folder, strict=True)
 
 
 def _flat(spec: Mapping[str, Any], shared_arms: tuple[str, ...]) -> dict[str, Any]:
@@ -230,108 +218,6 @@ def setting_differences(
     return found, note
 
 
-# --------------------------------------------------------------------------- text
-
-
-def interval_text(interval: Interval | None, label: str = "") -> str:
-    """``mean [low, high] (n)``; ``-`` for nothing measured, ``(not in <label>)`` for an arm
-    the study does not have."""
-    if interval is None:
-        return f"(not in {label})"
-    if interval.n == 0 or math.isnan(interval.estimate):
-        return "-"
-    if math.isnan(interval.low):
-        return f"{format_number(interval.estimate)} (n={interval.n})"
-    return (
-        f"{format_number(interval.estimate)} [{format_number(interval.low)}, "
-        f"{format_number(interval.high)}] (n={interval.n})"
-    )
-
-
-def p_text(p: float) -> str:
-    if math.isnan(p):
-        return "n/a"
-    return "< 1e-6" if p < 1e-6 else f"{p:.3g}"
-
-
-def goal_text(metric: MetricSpec) -> str:
-    if metric.goal == "zero":
-        return "nearer 0 is better; B - A and tests on |x|"
-    return "lower is better" if metric.goal == "min" else "higher is better"
-
-
-def _marks(comparison: StudyComparison, arm: str) -> str:
-    marks = [s.label for s in (comparison.a, comparison.b) if s.unconverged(arm) is not None]
-    return f" (not converged in {' and '.join(marks)})" if marks else ""
-
-
-def format_text(comparison: StudyComparison) -> str:
-    """The comparison as plain text (the CLI prints it)."""
-    a, b = comparison.a, comparison.b
-    lines = [
-        f"A: {a.name} ({a.data.study_dir}), dataset {a.data.dataset}",
-        f"B: {b.name} ({b.data.study_dir}), dataset {b.data.dataset}",
-    ]
-    if comparison.differences:
-        lines.append("The study files differ in:")
-        lines += [f"  {d.key}: {d.a} (A) vs {d.b} (B)" for d in comparison.differences]
-    else:
-        lines.append("The study files agree on data, defaults, search, confirm and convergence.")
-    lines.append(comparison.settings_note)
-    lines.append(f"Arms in both: {', '.join(comparison.shared) or 'none'}")
-    if comparison.only_a:
-        lines.append(f"Only in A: {', '.join(comparison.only_a)}")
-    if comparison.only_b:
-        lines.append(f"Only in B: {', '.join(comparison.only_b)}")
-    for side in (a, b):
-        if side.analysis.verdict is None:
-            lines.append(f"{side.label} has no completed confirm runs: its metrics are '-'.")
-    for side, runs in comparison.unconverged:
-        lines.append(
-            f"Not converged: {side.label} {runs.arm}, {runs.not_converged} of {runs.runs} "
-            "confirm runs; train longer before reading its differences as final."
-        )
-    lines.append(
-        "Confirm phase: mean [95% bootstrap CI] (n seeds); B - A with its 95% CI and Welch's p."
-    )
-    header = ("arm", "A", "B", "B - A", "p")
-    for item in comparison.metrics:
-        if not any(_measured(row) for row in item.rows):
-            continue
-        lines.append("")
-        lines.append(f"{item.metric.label} ({goal_text(item.metric)})")
-        table = [header]
-        for row in item.rows:
-            diff = row.b_vs_a
-            table.append(
-                (
-                    row.arm + _marks(comparison, row.arm),
-                    interval_text(row.a, a.label),
-                    interval_text(row.b, b.label),
-                    _diff_text(diff) if diff else "",
-                    p_text(diff.test.welch_p) if diff else "",
-                )
-            )
-        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-        for r in table:
-            cells = (c.ljust(w) for c, w in zip(r, widths, strict=True))
-            lines.append(("  " + "  ".join(cells)).rstrip())
-    return "\n".join(lines) + "\n"
-
-
-def _measured(row: ArmRow) -> bool:
-    return any(i is not None and i.n > 0 for i in (row.a, row.b))
-
-
-def _diff_text(diff: PairComparison) -> str:
-    d = diff.difference
-    if d.n == 0 or math.isnan(d.estimate):
-        return "-"
-    if math.isnan(d.low):
-        return format_number(d.estimate)
-    return f"{format_number(d.estimate)} [{format_number(d.low)}, {format_number(d.high)}]"
-
-
 # --------------------------------------------------------------------------- figure data
 
 
@@ -362,12 +248,3 @@ def default_out(comparison: StudyComparison) -> Path:
     """``<A folder>/compare-<B name>.html`` (B's name reduced to safe characters)."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", comparison.b.name).strip(".-") or "study"
     return comparison.a.data.study_dir / f"compare-{name}.html"
-
-
-def compare_figure(comparison: StudyComparison) -> go.Figure:
-    """The metrics of both studies per arm with their CIs (a Plotly figure)."""
-    return figures.compare_figure(
-        interval_frame(comparison),
-        [f"{s.label}: {s.name}" for s in (comparison.a, comparison.b)],
-        comparison.arms,
-    )

@@ -1,6 +1,6 @@
 """The report's content as plain typed data, between the computations and the HTML writer.
 
-:mod:`sweep.report.build` fills a :class:`ReportContent`; :mod:`sweep.report.html` turns it into
+:mod:`sweep.report.sections` fills a :class:`ReportContent`; :mod:`sweep.report.html` turns it into
 one HTML page. Text fields hold raw (unescaped) strings: escaping is the writer's job, done once.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 import plotly.graph_objects as go
 
-from sweep.report.aggregate import Verdict
-from sweep.report.analysis import ConvergenceReport
-from sweep.report.claims import ArmClassification, Claim
+from sweep.analysis.claims import ArmClassification, Claim
+from sweep.analysis.study import ConvergenceReport
+from sweep.analysis.verdict import Verdict
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The one ranking of "best trials" (sweep.ranking)."""
+"""The one ranking of "best trials" (sweep.analysis.ranking)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweep.ranking import better, pareto_fronts, rank_trials
+from sweep.analysis.ranking import better, pareto_fronts, rank_trials
 
 
 def _trials(rows: list[tuple]) -> pd.DataFrame:

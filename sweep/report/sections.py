@@ -14,31 +14,29 @@ import platform
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from infovae_core.config import TRAIN_SPLIT_SIZES
 from sweep import names
-from sweep.atomic_files import atomic_write_text
-from sweep.convergence import describe_rule, trial_convergence
-from sweep.names import REPORT_FILE
-from sweep.plan import trials_left
-from sweep.report import figures
-from sweep.report.aggregate import (
-    best_trial,
+from sweep.analysis.claims import ArmClassification
+from sweep.analysis.descriptive import (
     capacity_levels,
     compute_seconds,
-    config_signature_columns,
-    covariance_spectrum,
-    latent_projection,
     learning_curve_bands,
     status_counts,
 )
-from sweep.report.analysis import analyse
-from sweep.report.claims import ArmClassification
-from sweep.report.content import (
+from sweep.analysis.formatting import format_mean_interval
+from sweep.analysis.grid import DEFAULT_METRICS
+from sweep.analysis.importance import FANOVA_DEPTH, FANOVA_TREES, MAX_IMPORTANCE_TRIALS
+from sweep.analysis.load import StudyData, hashable_param
+from sweep.analysis.study import StudyAnalysis, analyse_study
+from sweep.analysis.verdict import config_signature_columns
+from sweep.atomic_files import atomic_write_text
+from sweep.names import REPORT_FILE
+from sweep.report import figures
+from sweep.report.blocks import (
     Block,
     FigureBlock,
     Header,
@@ -48,29 +46,11 @@ from sweep.report.content import (
     Section,
     TableBlock,
 )
-from sweep.report.data import (
-    NotAStudyFolderError,
-    StudyData,
-    hashable_param,
-    load_study_data,
-)
 from sweep.report.html import render_report
 from sweep.spec import EPOCH_TERMS
-from sweep.summary import DEFAULT_METRICS, configuration_summary, format_cell
 
 log = logging.getLogger(__name__)
 
-#: Latent points drawn per arm (a random subset when the artifact holds more).
-MAX_LATENT_POINTS = 1000
-#: Largest PNG embedded; bigger files are skipped with a note (keeps the page small).
-MAX_PNG_BYTES = 2_000_000
-#: fANOVA settings: fewer, shallower trees than Optuna's default keep thousands of trials fast.
-FANOVA_TREES = 16
-FANOVA_DEPTH = 8
-#: fANOVA's cost grows faster than linearly with trials; past this many completed trials per
-#: arm a seeded random subset is used (importances of 500 trials are already stable).
-MAX_IMPORTANCE_TRIALS = 500
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _LIBRARIES = (
     "torch",
     "numpy",
@@ -85,22 +65,23 @@ _LIBRARIES = (
 _HEADLINE_METRICS = ("mmd", "mutual_info", "nll_iwae")
 _TERM_ORDER = {term: i for i, term in enumerate(EPOCH_TERMS)}
 
-__all__ = ["NotAStudyFolderError", "build_report", "build_content", "write_report"]
+__all__ = ["build_content", "build_report", "write_report"]
 
 
 def build_report(study_dir: Path, out: Path | None = None, partial: bool = False) -> Path:
-    """Write the study's HTML report and return its path.
+    """Read and analyse the study folder once, write its HTML report and return its path.
 
     ``study_dir`` is a study folder (with ``study.yaml``); ``out`` defaults to
     ``study_dir / "report.html"``. ``partial=True`` marks the report as built from a study that
     is still running; a report of a study whose plan is not finished (killed, or read from a
     mirror while it runs elsewhere) says how many trials are left either way. The file is
     written to a temporary file beside ``out`` and renamed over it, so a reader never sees half
-    a report. Raises :class:`NotAStudyFolderError` for a folder without ``study.yaml``.
+    a report. Raises :class:`~sweep.store.NotAStudyFolderError` for a folder without
+    ``study.yaml``.
     """
     study_dir = Path(study_dir)
     out = Path(out) if out is not None else study_dir / REPORT_FILE
-    return write_report(build_content(load_study_data(study_dir), partial=partial), out)
+    return write_report(build_content(analyse_study(study_dir), partial=partial), out)
 
 
 def write_report(content: ReportContent, out: Path) -> Path:
@@ -113,23 +94,23 @@ def write_report(content: ReportContent, out: Path) -> Path:
     return out
 
 
-def build_content(data: StudyData, *, partial: bool = False) -> ReportContent:
-    """Compute every section of the report from the study's data."""
+def build_content(analysis: StudyAnalysis, *, partial: bool = False) -> ReportContent:
+    """Every section of the report, from the study's analysis."""
+    data = analysis.data
     trials = data.trials
-    analysis = analyse(data)
     failures = trials[trials[names.STATUS] == names.FAILED]
     sections = (
-        *_settings_sections(data),
-        _hyperparameter_section(data),
+        *_settings_sections(analysis),
+        _hyperparameter_section(analysis),
         _training_section(data),
-        _latent_section(data),
+        _latent_section(analysis),
     )
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return ReportContent(
         title=f"{data.name}: ELBO vs InfoVAE",
         generated_at=now,
         partial=partial,
-        trials_left=trials_left(data.spec, trials) if data.spec is not None else 0,
+        trials_left=analysis.trials_left,
         header=_header(data, analysis.roles),
         verdict=analysis.verdict,
         verdict_note=analysis.verdict_note,
@@ -241,7 +222,8 @@ def _train_sizes(data: StudyData, done: pd.DataFrame) -> pd.Series | None:
     return sizes if sizes.nunique(dropna=True) > 1 else None
 
 
-def _hyperparameter_section(data: StudyData) -> Section:
+def _hyperparameter_section(analysis: StudyAnalysis) -> Section:
+    data = analysis.data
     trials = data.trials
     arms = data.arms
     done = trials[trials[names.STATUS] == names.COMPLETED] if len(trials) else trials
@@ -303,7 +285,7 @@ def _hyperparameter_section(data: StudyData) -> Section:
             fig = figures.parallel_coordinates(part, params, objective)
             fig.update_layout(title=f"Search of {figures.plot_text(arm)}: parallel coordinates")
             blocks.append(FigureBlock(fig))
-    blocks.extend(_importance_blocks(data))
+    blocks.extend(_importance_blocks(analysis))
     if len(data.objectives) >= 2:
         ox, oy = data.objectives[0], data.objectives[1]
         if {ox.column, oy.column} <= set(done.columns):
@@ -321,90 +303,22 @@ def _hyperparameter_section(data: StudyData) -> Section:
     return Section("Against the hyperparameters", "hyperparameters", tuple(blocks))
 
 
-def _importance_blocks(data: StudyData) -> list[Block]:
+def _importance_blocks(analysis: StudyAnalysis) -> list[Block]:
     """fANOVA importances from the Optuna storage, one bar group per arm."""
-    try:
-        import optuna
-    except ImportError as exc:  # pragma: no cover - optuna is a dependency
-        return [NoteBlock(f"Hyperparameter importance not available: {exc}")]
-    from sweep.optuna_storage import close_optuna_storage, open_optuna_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    notes: list[Block] = []
-    rows: list[dict[str, object]] = []
-    try:
-        # A reader (the study folder's storage.yaml names the storage; optuna.db by default):
-        # no table creation (never writes to the runner's database) and no schema migration
-        # check (saves importing Alembic).
-        storage = open_optuna_storage(data.study_dir, read_only=True)
-    except Exception as exc:
-        return [
-            NoteBlock(
-                f"Hyperparameter importance not available: the Optuna storage could not be "
-                f"opened ({type(exc).__name__}: {exc})."
-            )
-        ]
-    if storage is None:
-        return [
-            NoteBlock(
-                f"Hyperparameter importance not available: no {names.OPTUNA_FILE} (nor the "
-                f"Optuna journal that {names.STORAGE_FILE} names) in the study folder."
-            )
-        ]
-    try:
-        for arm in data.arms:
-            try:
-                importances = _fanova(optuna, storage, arm)
-            except Exception as exc:  # Optuna raises several types for "cannot evaluate"
-                notes.append(
-                    NoteBlock(f"{arm}: importance not available ({type(exc).__name__}: {exc}).")
-                )
-                continue
-            if not importances:
-                notes.append(
-                    NoteBlock(f"{arm}: importance not available (no searched parameter varies).")
-                )
-            for param, value in importances.items():
-                rows.append({"arm": arm, "param": param, "importance": float(value)})
-    finally:
-        close_optuna_storage(storage)
+    found = analysis.importances
+    if found.problem:
+        return [NoteBlock(f"Hyperparameter importance not available: {found.problem}.")]
     blocks: list[Block] = []
-    if rows:
-        frame = pd.DataFrame(rows)
+    if len(found.frame):
         blocks.append(
             FigureBlock(
-                figures.importance_figure(frame, data.arms),
+                figures.importance_figure(found.frame, analysis.data.arms),
                 f"fANOVA ({FANOVA_TREES} trees, depth {FANOVA_DEPTH}) on the Optuna study of each "
                 f"arm (at most {MAX_IMPORTANCE_TRIALS} completed trials, a seeded random subset "
                 "beyond that), first objective; importances of an arm sum to 1.",
             )
         )
-    return blocks + notes
-
-
-def _fanova(optuna: Any, storage: Any, arm: str) -> dict[str, float]:
-    """fANOVA importances of the Optuna study named ``arm``, first objective.
-
-    The completed trials are read from SQLite once and copied into an in-memory study:
-    Optuna's evaluator re-reads the trial list several times, which against SQLite costs
-    seconds for a few thousand trials.
-    """
-    stored = optuna.load_study(study_name=arm, storage=storage)
-    complete = stored.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < 2:
-        raise ValueError(f"{len(complete)} completed trial(s) in the Optuna study; need at least 2")
-    if len(complete) > MAX_IMPORTANCE_TRIALS:
-        keep = np.random.default_rng(0).choice(len(complete), MAX_IMPORTANCE_TRIALS, replace=False)
-        complete = [complete[i] for i in sorted(keep)]
-    memory = optuna.create_study(directions=stored.directions)
-    memory.add_trials(complete)
-    return optuna.importance.get_param_importances(
-        memory,
-        evaluator=optuna.importance.FanovaImportanceEvaluator(
-            n_trees=FANOVA_TREES, max_depth=FANOVA_DEPTH, seed=0
-        ),
-        target=lambda t: t.values[0],
-    )
+    return blocks + [NoteBlock(note) for note in found.notes]
 
 
 # --------------------------------------------------------------------------- training
@@ -447,40 +361,29 @@ def _training_section(data: StudyData) -> Section:
 SETTINGS_TABLE_ROWS = 80
 
 
-def _settings_sections(data: StudyData) -> tuple[Section, ...]:
+def _settings_sections(analysis: StudyAnalysis) -> tuple[Section, ...]:
     """Grid studies (training-set size x seeds, decoder depth x seeds, ...) have no verdict:
-    their finding is each setting's mean over its seeds. Shown when most settings of the
-    search phase were run with two seeds or more (median count >= 2): a search that samples
-    configurations (TPE, say) has one run for most of them and gets no table."""
-    trials = data.trials
-    done = trials[(trials[names.STATUS] == names.COMPLETED) & (trials[names.PHASE] == names.SEARCH)]
-    if done.empty:
+    their finding is each setting's mean over its seeds
+    (:func:`sweep.analysis.grid.search_settings`)."""
+    settings = analysis.search_settings
+    if settings is None:
         return ()
-    summary = configuration_summary(done, phases=(names.SEARCH,))
-    keys = [c for c in summary.columns if c.startswith(names.PARAM)]
-    if not keys or summary.empty or float(summary["n"].median()) < 2:
-        return ()
-    metric, tolerance = data.convergence
-    judged = trial_convergence(done, data.epochs, metric, tolerance)
-    status = dict(zip(judged["trial_id"].astype(str), judged["status"], strict=True))
+    summary, keys = settings.summary, settings.keys
     metrics = [m for m in DEFAULT_METRICS if m in summary.columns]
     rows = []
-    for _, row in summary.head(SETTINGS_TABLE_ROWS).iterrows():
-        mask = done[names.ARM] == row[names.ARM]
-        for key in keys:
-            mask &= done[key].astype(str) == str(row[key])
-        found = [status.get(str(t), "unknown") for t in done.loc[mask, names.TRIAL_ID]]
+    for (_, row), (converged, judged) in zip(
+        summary.head(SETTINGS_TABLE_ROWS).iterrows(), settings.converged, strict=False
+    ):
         cells = {"arm": row[names.ARM]}
         cells.update({key.removeprefix(names.PARAM): row[key] for key in keys})
         cells["seeds"] = int(row["n"])
-        cells["converged"] = f"{found.count('converged')}/{len(found)}"
+        cells["converged"] = f"{converged}/{judged}"
         for name in metrics:
-            cells[name] = format_cell(row[name], row[f"{name}.low"], row[f"{name}.high"])
+            cells[name] = format_mean_interval(row[name], row[f"{name}.low"], row[f"{name}.high"])
         rows.append(cells)
     caption = (
         "Per arm and setting: the mean over the completed search runs (seeds) with a 95% "
-        "Student-t interval, and how many of those runs converged. "
-        + describe_rule(metric, tolerance)
+        "Student-t interval, and how many of those runs converged. " + analysis.convergence.rule
     )
     if len(summary) > SETTINGS_TABLE_ROWS:
         caption += f" First {SETTINGS_TABLE_ROWS} of {len(summary)} rows; "
@@ -497,87 +400,31 @@ def _settings_sections(data: StudyData) -> tuple[Section, ...]:
 # --------------------------------------------------------------------------- latent space
 
 
-def _artifact_dir(data: StudyData, trial_id: str) -> Path | None:
-    """``artifacts/<trial_id>`` if ``trial_id`` is a plain name (no path tricks) and exists."""
-    root = data.study_dir / names.ARTIFACTS_DIR
-    if not trial_id or trial_id in {".", ".."} or "/" in trial_id or "\\" in trial_id:
-        return None
-    folder = root / trial_id
-    return folder if folder.is_dir() else None
-
-
-def _load_latents(path: Path) -> tuple[np.ndarray | None, str]:
-    try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as exc:  # corrupt or not an .npy file
-        return None, f"latents.npy could not be read ({type(exc).__name__}: {exc})"
-    if z.ndim != 2 or z.shape[0] < 2 or z.shape[1] < 1 or not np.issubdtype(z.dtype, np.number):
-        return None, f"latents.npy has shape {z.shape} (expected [n >= 2, d >= 1] numbers)"
-    z = z.astype(np.float64)
-    z = z[np.isfinite(z).all(axis=1)]
-    if z.shape[0] < 2:
-        return None, "latents.npy has fewer than two finite rows"
-    if z.shape[0] > MAX_LATENT_POINTS:
-        keep = np.random.default_rng(0).choice(z.shape[0], MAX_LATENT_POINTS, replace=False)
-        z = z[np.sort(keep)]
-    return z, ""
-
-
-def _latent_section(data: StudyData) -> Section:
-    objective = data.rank_objective
+def _latent_section(analysis: StudyAnalysis) -> Section:
+    data = analysis.data
     blocks: list[Block] = []
     spectra: list[pd.DataFrame] = []
-    for arm in data.arms:
-        best = (
-            best_trial(data.trials, arm, data.objectives, objective) if len(data.trials) else None
-        )
-        if best is None:
-            blocks.append(NoteBlock(f"{arm}: no completed trial with {objective.metric}."))
+    for found in analysis.best_trial_artefacts:
+        arm, label = found.arm, found.label
+        if found.problem:
+            blocks.append(NoteBlock(f"{label or arm}: {found.problem}."))
             continue
-        trial_id = str(best[names.TRIAL_ID])
-        value = float(best[objective.column])
-        label = f"{arm}: best trial {trial_id} ({best['phase']}, {objective.metric} = {value:.4g})"
-        folder = _artifact_dir(data, trial_id)
-        if folder is None:
-            blocks.append(NoteBlock(f"{label}: no artifacts folder."))
-            continue
-        latents_path = folder / "latents.npy"
-        if latents_path.is_file():
-            z, problem = _load_latents(latents_path)
-            if z is None:
-                blocks.append(NoteBlock(f"{label}: {problem}."))
-            else:
-                fig = figures.latent_scatter(latent_projection(z, seed=0), arm)
-                blocks.append(
-                    FigureBlock(fig, f"{label}; {len(z)} points, latent dim {z.shape[1]}.")
-                )
-                eig = covariance_spectrum(z)
-                spectra.append(
-                    pd.DataFrame(
-                        {"arm": arm, "index": np.arange(1, len(eig) + 1), "eigenvalue": eig}
-                    )
-                )
+        view = found.latents
+        if view is None:
+            blocks.append(NoteBlock(f"{label}: {found.latents_problem}."))
         else:
-            blocks.append(NoteBlock(f"{label}: no latents.npy."))
-        for name, title in (("samples.png", "samples"), ("reconstructions.png", "reconstructions")):
-            path = folder / name
-            if not path.is_file():
-                blocks.append(NoteBlock(f"{label}: no {name}."))
-                continue
-            size = path.stat().st_size
-            if size > MAX_PNG_BYTES:
-                blocks.append(
-                    NoteBlock(
-                        f"{label}: {name} is {size} bytes, over the "
-                        f"{MAX_PNG_BYTES}-byte limit; not embedded."
-                    )
-                )
-                continue
-            png = path.read_bytes()
-            if not png.startswith(_PNG_MAGIC):
-                blocks.append(NoteBlock(f"{label}: {name} is not a PNG file."))
-                continue
-            blocks.append(ImageBlock(f"{arm}: {title} (trial {trial_id})", png))
+            fig = figures.latent_scatter(view.points, arm)
+            blocks.append(FigureBlock(fig, f"{label}; {view.n} points, latent dim {view.dim}."))
+            eig = view.spectrum
+            spectra.append(
+                pd.DataFrame({"arm": arm, "index": np.arange(1, len(eig) + 1), "eigenvalue": eig})
+            )
+        for image in found.images:
+            if image.png is None:
+                blocks.append(NoteBlock(f"{label}: {image.problem}."))
+            else:
+                title = f"{arm}: {image.title} (trial {found.trial_id})"
+                blocks.append(ImageBlock(title, image.png))
     if spectra:
         frame = pd.concat(spectra, ignore_index=True)
         blocks.append(
@@ -598,7 +445,7 @@ def _latent_section(data: StudyData) -> Section:
 
 
 def _ranking_rule(data: StudyData) -> str:
-    """How :mod:`sweep.ranking` picks the best trial of this study, in words."""
+    """How :mod:`sweep.analysis.ranking` picks the best trial of this study, in words."""
     rank = data.rank_objective
     by = f"by {rank.metric} ({rank.direction})"
     if len(data.objectives) < 2:

@@ -15,12 +15,12 @@ import yaml
 from scipy import stats
 from typer.testing import CliRunner
 
+from sweep.analysis.comparison import compare_studies
+from sweep.analysis.study import analyse_study
 from sweep.cli import app
 from sweep.names import STUDY_FILE
-from sweep.report.analysis import analyse
-from sweep.report.compare import compare_studies, format_text
-from sweep.report.data import load_study_data
 from sweep.report.html import render_comparison
+from sweep.tables import comparison_text
 from tests.sweep.synthetic_study import ELBO_MEANS, INFO_MEANS, SyntheticArm, write_synthetic_study
 
 runner = CliRunner()
@@ -79,7 +79,7 @@ def _row(comparison, metric: str, arm: str):
 
 def test_each_side_shows_the_numbers_of_its_own_reports_verdict(studies, comparison) -> None:
     for folder, side in zip(studies, ("a", "b"), strict=True):
-        verdict = analyse(load_study_data(folder)).verdict
+        verdict = analyse_study(folder).verdict
         assert verdict is not None
         for row in verdict.rows:
             for summary in row.summaries:
@@ -111,7 +111,7 @@ def test_arms_are_matched_by_name_and_those_in_one_study_listed(comparison) -> N
     assert comparison.only_a == () and comparison.only_b == ("extra",)
     extra = _row(comparison, "mmd", "extra")
     assert extra.a is None and extra.b.n == 3 and extra.b_vs_a is None
-    text = format_text(comparison)
+    text = comparison_text(comparison)
     assert "Only in B: extra" in text and "(not in A)" in text
     page = render_comparison(comparison)
     assert re.search(r"<tr><td>extra</td><td>no</td><td>yes</td></tr>", page)
@@ -121,7 +121,7 @@ def test_arms_are_matched_by_name_and_those_in_one_study_listed(comparison) -> N
 def test_unconverged_confirm_runs_are_marked(comparison) -> None:
     marked = [(side.label, runs.arm, runs.not_converged) for side, runs in comparison.unconverged]
     assert marked == [("B", "elbo", 3)]
-    text = format_text(comparison)
+    text = comparison_text(comparison)
     assert "elbo (not converged in B)" in text
     assert "infovae (not converged" not in text
     page = render_comparison(comparison)
@@ -137,7 +137,7 @@ def test_differences_in_dataset_budget_and_settings_are_listed(comparison) -> No
     assert found["defaults.train.epochs"] == ("(not set)", "40")
     assert found["confirm.seeds"] == ("4", "3")
     assert not any(k.startswith("arms.extra") for k in found)  # only shared arms' settings
-    text = format_text(comparison)
+    text = comparison_text(comparison)
     assert "data.dataset: digits (A) vs mnist (B)" in text
     assert 'id="differences-table"' in render_comparison(comparison)
 
@@ -149,7 +149,7 @@ def test_a_study_compared_with_itself_has_no_differences(studies) -> None:
         for row in item.rows:
             if row.b_vs_a is not None and row.a.n:
                 assert row.b_vs_a.difference.estimate == 0
-    assert "The study files agree" in format_text(same)
+    assert "The study files agree" in comparison_text(same)
 
 
 def test_valid_study_files_are_compared_with_their_defaults_filled_in(tmp_path) -> None:
@@ -232,7 +232,7 @@ def test_a_study_without_confirm_runs_shows_nothing_measured(studies, tmp_path) 
     result = compare_studies(studies[0], folder)
     row = _row(result, "mmd", "elbo")
     assert row.b.n == 0 and math.isnan(row.b.estimate)
-    assert "B has no completed confirm runs" in format_text(result)
+    assert "B has no completed confirm runs" in comparison_text(result)
     assert np.isfinite(row.a.estimate)
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from sweep.analysis.leaderboard import best_of
+from sweep.analysis.study import analyse_study
 from sweep.cli import app
-from sweep.leaderboard import best_per_arm, leaderboards
 from sweep.spec import StudySpecError
 from sweep.store import ResultsStore
 from tests.sweep.studies import write_study
@@ -57,15 +58,15 @@ def partial_study(tmp_path: Path, *, elbo_failed: bool) -> Path:
 
 def test_leaderboard_of_an_arm_that_only_failed_is_empty(tmp_path):
     folder = partial_study(tmp_path, elbo_failed=True)
-    boards = {board.title.split(":")[0]: board for board in leaderboards(folder)}
+    boards = {board.title.split(":")[0]: board for board in analyse_study(folder).leaderboards()}
     assert boards["elbo"].rows == ()
     assert [row[0] for row in boards["infovae"].rows] == ["infovae-s00000", "infovae-s00001"]
-    assert best_per_arm(folder) == ["infovae=0.01"]
+    assert best_of(analyse_study(folder).leaderboards(top=1)) == ["infovae=0.01"]
 
 
 def test_leaderboard_of_an_arm_not_yet_completed_is_empty(tmp_path):
     folder = partial_study(tmp_path, elbo_failed=False)
-    boards = {board.title.split(":")[0]: board for board in leaderboards(folder)}
+    boards = {board.title.split(":")[0]: board for board in analyse_study(folder).leaderboards()}
     assert boards["elbo"].rows == ()
     assert len(boards["infovae"].rows) == 2
 
@@ -88,7 +89,7 @@ def test_a_study_file_the_loader_refuses_is_an_error_naming_it_not_a_guess(tmp_p
     study_file = folder / "study.yaml"
     study_file.write_text("name: partial\nsearch: {sampler: tpe}\n")
     with pytest.raises(StudySpecError, match="arms: required key is missing") as caught:
-        leaderboards(folder)
+        analyse_study(folder).leaderboards()
     assert str(study_file) in str(caught.value)
     for argv in (["show", str(folder)], ["export", str(folder), "--out", str(tmp_path / "x")]):
         result = runner.invoke(app, argv)

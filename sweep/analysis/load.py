@@ -1,4 +1,5 @@
-"""Read a study folder (``study.yaml``, ``trials.parquet``, ``epochs.parquet``) for the report.
+"""Read a study folder (``study.yaml``, ``trials.parquet``, ``epochs.parquet``) once, for every
+output.
 
 The study file is read by the project's loader (:func:`sweep.spec.load_study`) and the results
 by the project's store (:class:`sweep.store.ResultsStore`), so the report sees the study exactly
@@ -16,20 +17,30 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
 from sweep import names
-from sweep.convergence import DEFAULT_CONVERGENCE_METRIC, DEFAULT_CONVERGENCE_TOLERANCE
-from sweep.spec import StudySpec, StudySpecError, load_study
-from sweep.store import ResultsStore, StoreError
-
-Direction = Literal["minimize", "maximize"]
+from sweep.analysis.convergence import DEFAULT_CONVERGENCE_METRIC, DEFAULT_CONVERGENCE_TOLERANCE
+from sweep.analysis.ranking import Direction, Objective
+from sweep.integrity import damaged_files, describe_damage
+from sweep.spec import StudyIssue, StudySpec, StudySpecError, load_study
+from sweep.store import DamagedStudyError, ResultsStore, StoreError, require_study_folder
 
 #: Columns every trials table has after :func:`load_study_data` (added as nulls when absent).
 TRIAL_COLUMNS: tuple[str, ...] = names.TRIAL_FIXED_COLUMNS
 EPOCH_COLUMNS: tuple[str, ...] = names.EPOCH_FIXED_COLUMNS
+#: Columns whose values are whole numbers: read as floats like every number (a missing value
+#: is NaN), shown as integers (:func:`whole_number`).
+INTEGER_COLUMNS: frozenset[str] = frozenset(
+    {
+        names.SEED,
+        names.param("model.decoder.width"),
+        names.param("model.decoder.depth"),
+        names.param("model.latent_dim"),
+    }
+)
 #: ``param.*`` columns read as numbers (a hand-written file may hold them as text).
 _NUMERIC_PARAMS: tuple[str, ...] = tuple(
     names.param(key)
@@ -41,27 +52,6 @@ _NUMERIC_PARAMS: tuple[str, ...] = tuple(
         "model.latent_dim",
     )
 )
-
-
-class NotAStudyFolderError(FileNotFoundError):
-    """The folder handed to the report has no ``study.yaml``."""
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One search objective: the trials column (``metric.<name>``) and its direction."""
-
-    metric: str
-    direction: Direction
-
-    @property
-    def column(self) -> str:
-        return names.metric(self.metric)
-
-    @property
-    def ranking(self) -> tuple[str, str]:
-        """``(column, direction)``: the objective as :mod:`sweep.ranking` takes it."""
-        return self.column, self.direction
 
 
 def _objective(column: str, direction: Direction) -> Objective:
@@ -84,6 +74,18 @@ class StudyData:
     trials: pd.DataFrame
     epochs: pd.DataFrame
     warnings: tuple[str, ...]
+    spec_error: StudySpecError | None = None
+
+    def require_spec(self) -> StudySpec:
+        """The validated study; raises the loader's :class:`~sweep.spec.StudySpecError` (naming
+        the file and line) when it refused ``study.yaml``: outputs ranked by a guessed objective
+        (``show``, ``ls``) would look right and be wrong."""
+        if self.spec is None:
+            study_file = str(self.study_dir / names.STUDY_FILE)
+            raise self.spec_error or StudySpecError(
+                [StudyIssue(study_file, None, "", "not read by the study loader")]
+            )
+        return self.spec
 
     @property
     def name(self) -> str:
@@ -140,8 +142,9 @@ class StudyData:
 
     @property
     def rank_objective(self) -> Objective:
-        """The objective that orders trials within a Pareto front (:mod:`sweep.ranking`): the
-        study's ``confirm.rank_by``, else its first objective."""
+        """The objective that orders trials within a Pareto front
+        (:mod:`sweep.analysis.ranking`): the study's ``confirm.rank_by``, else its first
+        objective."""
         if self.spec is not None:
             rank = self.spec.confirm_rank
             return _objective(rank.metric, rank.direction)
@@ -150,45 +153,48 @@ class StudyData:
     @property
     def convergence(self) -> tuple[str, float]:
         """(metric, tolerance) of the spec's ``convergence:`` block (its defaults, those of
-        :mod:`sweep.convergence`, when the block is absent or the study file was refused)."""
+        :mod:`sweep.analysis.convergence`, when the block is absent or the study file was
+        refused)."""
         if self.spec is None:
             return DEFAULT_CONVERGENCE_METRIC, DEFAULT_CONVERGENCE_TOLERANCE
         return self.spec.convergence.metric, self.spec.convergence.tolerance
 
 
-def require_study_folder(study_dir: Path) -> None:
-    """Raise :class:`NotAStudyFolderError` unless ``study_dir`` is a folder with ``study.yaml``."""
-    if not study_dir.is_dir():
-        raise NotAStudyFolderError(f"{study_dir}: not a folder (expected a study folder)")
-    if not (study_dir / names.STUDY_FILE).is_file():
-        raise NotAStudyFolderError(
-            f"{study_dir}: not a study folder (no {names.STUDY_FILE}); "
-            "pass the folder that `infovae-sweep run` wrote, e.g. results/<study>"
-        )
-
-
-def load_study_data(study_dir: Path, *, strict: bool = False) -> StudyData:
+def load_study_data(
+    study_dir: Path, *, strict: bool = False, check_damage: bool = False
+) -> StudyData:
     """Read a study folder through :func:`sweep.spec.load_study` and
     :class:`sweep.store.ResultsStore`.
 
-    Raises :class:`NotAStudyFolderError` when it has no ``study.yaml``. A study file the
-    loader refuses becomes a warning (the loader's message, naming the file and line). A
-    results file the store cannot read becomes a warning naming it and empty tables, or with
-    ``strict`` the store's :class:`~sweep.store.StoreError`.
+    Raises :class:`NotAStudyFolderError` when it has no ``study.yaml``, and with
+    ``check_damage`` :class:`~sweep.store.DamagedStudyError` naming every damaged file
+    (:func:`sweep.integrity.damaged_files`, which reads the results through the same store).
+    A study file the loader refuses becomes a warning (the loader's message, naming the file
+    and line). A results file the store cannot read becomes a warning naming it and empty
+    tables, or with ``strict`` the store's :class:`~sweep.store.StoreError`.
     """
-    study_dir = Path(study_dir)
-    require_study_folder(study_dir)
+    study_dir = require_study_folder(study_dir)
+    opened: list[ResultsStore] = []
+
+    def open_store(folder: Path) -> ResultsStore:
+        opened.append(ResultsStore.open(folder))
+        return opened[-1]
+
+    if check_damage and (problems := damaged_files(study_dir, open_store=open_store)):
+        raise DamagedStudyError(describe_damage(study_dir, problems))
     warnings: list[str] = []
     spec: StudySpec | None = None
+    spec_error: StudySpecError | None = None
     try:
         spec = load_study(study_dir / names.STUDY_FILE)
     except StudySpecError as error:
+        spec_error = error
         warnings.append(
             f"{names.STUDY_FILE}: refused by the study loader, so its settings are ignored "
             f"and the report goes by the trials: {error}"
         )
     try:
-        store = ResultsStore.open(study_dir)
+        store = opened[-1] if opened else ResultsStore.open(study_dir)
         trials, epochs = store.trials(), store.epochs()
     except StoreError as error:
         if strict:
@@ -201,6 +207,7 @@ def load_study_data(study_dir: Path, *, strict: bool = False) -> StudyData:
         trials=normalise_trials(trials),
         epochs=normalise_epochs(epochs),
         warnings=tuple(warnings),
+        spec_error=spec_error,
     )
 
 
@@ -233,6 +240,14 @@ def normalise_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
         if column.startswith((names.TRAIN, names.VAL)):
             out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
     return out.reset_index(drop=True)
+
+
+def whole_number(column: str, value: object) -> object:
+    """``value`` of ``column`` as an ``int`` when the column holds whole numbers
+    (:data:`INTEGER_COLUMNS`) and the value is one; else unchanged."""
+    if column in INTEGER_COLUMNS and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _text_column(values: pd.Series) -> pd.Series:

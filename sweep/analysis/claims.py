@@ -29,21 +29,11 @@ import numpy as np
 import pandas as pd
 
 from sweep import names
-from sweep.report.aggregate import (
-    SIGNIFICANCE_LEVEL,
-    MetricSpec,
-    Verdict,
-    bootstrap_diff_ci,
-    capacity_label,
-    capacity_levels,
-    compare,
-    goal_values,
-    verdict_metrics,
-)
-from sweep.report.aggregate import (
-    format_number as _fmt,
-)
-from sweep.report.data import flatten_mapping
+from sweep.analysis.descriptive import capacity_label, capacity_levels
+from sweep.analysis.formatting import format_number as _fmt
+from sweep.analysis.load import flatten_mapping
+from sweep.analysis.stats import SIGNIFICANCE_LEVEL, bootstrap_diff_ci, goal_values
+from sweep.analysis.verdict import MetricSpec, Verdict, compare, verdict_metrics
 
 LAMBDA_COLUMN = names.param("objective.lambda")
 ALPHA_COLUMN = names.param("objective.alpha")

@@ -1,4 +1,5 @@
-"""The convergence rule (sweep.convergence) on curves whose answers are computed by hand."""
+"""The convergence rule (sweep.analysis.convergence) on curves whose answers are computed by
+hand."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweep.convergence import (
+from sweep.analysis.convergence import (
     convergence_summary,
     describe_rule,
     judge_curve,

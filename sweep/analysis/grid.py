@@ -2,23 +2,22 @@
 
 Grid studies (training-set size x seed, decoder depth x seed, ...) replicate every setting over
 several seeds on the grid and have no confirm phase, so the report's verdict does not apply;
-``infovae-sweep summary`` gives, per arm and setting, the mean of each metric over the completed
-trials with a Student-t interval ``mean +- t_{0.975, n-1} * sd / sqrt(n)``. With the 3 to 5
-seeds such studies run, the t interval is the honest one: a percentile bootstrap over 3 values
-cannot be wider than their range.
+``infovae-sweep summary`` (and the report's settings table) gives, per arm and setting, the
+mean of each metric over the completed trials with a Student-t interval
+(:func:`sweep.analysis.stats.t_interval`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
-from sweep.report.aggregate import config_signature_columns
-from sweep.report.data import hashable_param
+from sweep import names
+from sweep.analysis.load import hashable_param
+from sweep.analysis.stats import t_interval
+from sweep.analysis.verdict import config_signature_columns
 
 DEFAULT_METRICS: tuple[str, ...] = (
     "mmd",
@@ -28,24 +27,6 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "active_units",
     "nll_iwae",
 )
-
-
-def t_interval(
-    values: Sequence[float] | np.ndarray, confidence: float = 0.95
-) -> tuple[float, float, float]:
-    """``(mean, low, high)`` of the finite ``values``: the Student-t interval of the mean.
-
-    One value gives a NaN interval around it; none gives NaN throughout.
-    """
-    x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return (math.nan, math.nan, math.nan)
-    mean = float(x.mean())
-    if x.size == 1:
-        return (mean, math.nan, math.nan)
-    half = float(stats.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return (mean, mean - half, mean + half)
 
 
 def default_grouping(trials: pd.DataFrame) -> list[str]:
@@ -99,11 +80,36 @@ def configuration_summary(
     return pd.DataFrame(rows, columns=columns)
 
 
-def format_cell(mean: float, low: float, high: float) -> str:
-    """``1.234 [1.100, 1.368]``; just the mean when the interval is undefined."""
-    if math.isnan(mean):
-        return "-"
-    digits = 4 if abs(mean) < 0.1 else 3 if abs(mean) < 10 else 2
-    if math.isnan(low):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+@dataclass(frozen=True)
+class SearchSettings:
+    """The settings a grid search compared, each replicated over seeds: ``summary`` is
+    :func:`configuration_summary` of the completed search trials (one row per arm and setting
+    of ``keys``), ``converged[i]`` the (converged, judged) counts of row i's trials."""
+
+    summary: pd.DataFrame
+    keys: tuple[str, ...]
+    converged: tuple[tuple[int, int], ...]
+
+
+def search_settings(
+    trials: pd.DataFrame, convergence_of: Callable[[object], str]
+) -> SearchSettings | None:
+    """The settings table of a grid study, or None when the search did not replicate its
+    settings: most settings (median count) must have two completed search runs or more, so a
+    search that samples configurations (TPE, say) has none. ``convergence_of`` gives a trial's
+    convergence status by trial id."""
+    done = trials[(trials[names.STATUS] == names.COMPLETED) & (trials[names.PHASE] == names.SEARCH)]
+    if done.empty:
+        return None
+    summary = configuration_summary(done, phases=(names.SEARCH,))
+    keys = tuple(c for c in summary.columns if c.startswith(names.PARAM))
+    if not keys or summary.empty or float(summary["n"].median()) < 2:
+        return None
+    converged = []
+    for _, row in summary.iterrows():
+        mask = done[names.ARM] == row[names.ARM]
+        for key in keys:
+            mask &= done[key].astype(str) == str(row[key])
+        found = [convergence_of(t) for t in done.loc[mask, names.TRIAL_ID]]
+        converged.append((found.count("converged"), len(found)))
+    return SearchSettings(summary, keys, tuple(converged))

@@ -1,6 +1,6 @@
 """`show`'s leaderboard and the report pick each arm's best trial by the one rule of
-sweep.ranking: Pareto front first for several objectives, the ranking metric within a front,
-ties by trial id."""
+sweep.analysis.ranking: Pareto front first for several objectives, the ranking metric within a
+front, ties by trial id."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import pytest
 import yaml
 
 from sweep import names
-from sweep.leaderboard import best_per_arm, leaderboards
-from sweep.ranking import rank_trials
-from sweep.report.aggregate import best_trial
-from sweep.report.build import build_content
-from sweep.report.data import load_study_data
+from sweep.analysis.leaderboard import best_of
+from sweep.analysis.ranking import best_trial, rank_trials
+from sweep.analysis.study import analyse_study
+from sweep.report.sections import build_content
 from sweep.spec import StudySpec
 from sweep.store import ResultsStore
 from tests.sweep.synthetic_study import SyntheticArm, synthetic_spec
@@ -79,12 +78,13 @@ def test_leaderboard_and_report_pick_the_best_trial_of_sweep_ranking(tmp_path, c
     ranked = rank_trials(store.trials(), keys, rank_by=MMD)
     assert ranked[names.TRIAL_ID].iloc[0] == expected
 
-    (board,) = leaderboards(folder)
+    (board,) = analyse_study(folder).leaderboards()
     assert [row[0] for row in board.rows] == ranked[names.TRIAL_ID].tolist()
-    assert best_per_arm(folder) == ["a=0.1"]
+    assert best_of(analyse_study(folder).leaderboards(top=1)) == ["a=0.1"]
 
-    data = load_study_data(folder)
+    analysis = analyse_study(folder)
+    data = analysis.data
     best = best_trial(data.trials, "a", data.objectives, data.rank_objective)
     assert best is not None and best[names.TRIAL_ID] == expected
-    latent = next(s for s in build_content(data).sections if s.anchor == "latent")
+    latent = next(s for s in build_content(analysis).sections if s.anchor == "latent")
     assert f"best trial {expected}" in " ".join(str(b) for b in latent.blocks)

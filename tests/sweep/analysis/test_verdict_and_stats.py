@@ -9,24 +9,23 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sweep.report.aggregate import (
-    MetricSpec,
-    best_trial,
-    bootstrap_diff_ci,
-    bootstrap_mean_ci,
-    build_verdict,
-    compare,
+from sweep.analysis.descriptive import (
     compute_seconds,
     covariance_spectrum,
     latent_projection,
     learning_curve_bands,
-    pareto_mask,
-    select_confirm_trials,
     status_counts,
-    two_sample_test,
+)
+from sweep.analysis.load import normalise_trials
+from sweep.analysis.ranking import Objective, best_trial, pareto_optimal
+from sweep.analysis.stats import bootstrap_diff_ci, bootstrap_mean_ci, two_sample_test
+from sweep.analysis.verdict import (
+    MetricSpec,
+    build_verdict,
+    compare,
+    select_confirm_trials,
     verdict_metrics,
 )
-from sweep.report.data import Objective, normalise_trials
 
 A = [1.0, 2.0, 3.0, 4.0]
 B = [2.0, 4.0, 6.0, 8.0, 10.0]
@@ -300,16 +299,16 @@ def test_latent_projection_of_one_dimension_puts_zero_on_the_second_axis() -> No
     assert (points["y"] == 0).all()
 
 
-def test_pareto_mask_finds_the_non_dominated_points() -> None:
+def test_pareto_optimal_finds_the_non_dominated_points() -> None:
     values = np.array([[1, 5], [2, 2], [3, 1], [3, 3], [4, 4], [np.nan, 0]], dtype=float)
-    mask = pareto_mask(values, ["minimize", "minimize"])
+    mask = pareto_optimal(values, ["minimize", "minimize"])
     assert mask.tolist() == [True, True, True, False, False, False]
 
 
-def test_pareto_mask_respects_maximize() -> None:
+def test_pareto_optimal_respects_maximize() -> None:
     values = np.array([[1, 5], [2, 2], [3, 1], [0, 6]], dtype=float)
     # minimise x, maximise y: (0, 6) dominates every other point.
-    assert pareto_mask(values, ["minimize", "maximize"]).tolist() == [False, False, False, True]
+    assert pareto_optimal(values, ["minimize", "maximize"]).tolist() == [False, False, False, True]
 
 
 def test_status_counts_and_compute_seconds_match_hand_counts() -> None:
@@ -344,10 +343,10 @@ def test_metric_spec_column_names_the_trials_column() -> None:
     assert MetricSpec("mmd", "MMD", "min").column == "metric.mmd"
 
 
-def test_pareto_mask_two_objective_shortcut_agrees_with_pairwise_dominance() -> None:
+def test_pareto_optimal_two_objective_shortcut_agrees_with_pairwise_dominance() -> None:
     rng = np.random.default_rng(5)
     values = np.round(rng.normal(size=(300, 2)), 1)  # rounding makes ties and duplicates
-    fast = pareto_mask(values, ["minimize", "maximize"])
+    fast = pareto_optimal(values, ["minimize", "maximize"])
     flipped = values * np.array([1.0, -1.0])
     brute = np.array([
         not np.any(np.all(flipped <= p, axis=1) & np.any(flipped < p, axis=1)) for p in flipped
@@ -358,7 +357,7 @@ def test_pareto_mask_two_objective_shortcut_agrees_with_pairwise_dominance() -> 
 def test_pixelcnn_capacity_is_its_channels_and_layers():
     import pandas as pd
 
-    from sweep.report.aggregate import capacity_label, capacity_levels
+    from sweep.analysis.descriptive import capacity_label, capacity_levels
 
     trials = pd.DataFrame(
         {

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from sweep.analysis.grid import configuration_summary, default_grouping
+from sweep.analysis.stats import t_interval
 from sweep.cli import app
-from sweep.summary import configuration_summary, default_grouping, t_interval
 from tests.sweep.synthetic_study import write_synthetic_study
 
 

@@ -8,14 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweep.report.aggregate import build_verdict
-from sweep.report.claims import (
+from sweep.analysis.claims import (
     check_claims,
     classify_arm,
     expressive_decoder_claim,
     reference_arm,
 )
-from sweep.report.data import Objective, normalise_trials
+from sweep.analysis.load import normalise_trials
+from sweep.analysis.ranking import Objective
+from sweep.analysis.verdict import build_verdict
 
 GOOD = {"mmd": 0.01, "log_det_cov": -0.2, "mutual_info": 3.0, "probe_acc_100": 0.85}
 BAD = {"mmd": 0.05, "log_det_cov": -3.0, "mutual_info": 2.0, "probe_acc_100": 0.70}
