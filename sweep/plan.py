@@ -173,8 +173,8 @@ def trials_left(
     Per arm: its search trials (:meth:`StudySpec.trials_for`) minus those recorded, whatever
     their status; then its confirm trials, each of its best ``confirm.top_k`` search
     trials (:func:`sweep.analysis.ranking.rank_trials`, fewer when fewer are rankable) with
-    each confirm seed, minus the confirm trials recorded. While an arm still searches, its confirm phase
-    counts ``top_k x seeds``, the most it can run.
+    each confirm seed, minus the confirm trials recorded. While an arm still searches, its
+    confirm phase counts ``top_k x seeds``, the most it can run.
     """
     from sweep import names
     from sweep.analysis.ranking import rank_trials  # pandas: not for every importer of the spec
