@@ -11,13 +11,13 @@ import pytest
 
 import infovae_core.kernels
 from infovae_core.objective import TERM_NAMES
-from sweep.report.aggregate import BASE_METRICS
+from sweep.analysis.verdict import BASE_METRICS
 from sweep.spec import EVAL_METRICS, StudySpec
 from sweep.store import EPOCH_SCHEMA, TRIAL_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = ("objective.md", "kernels.md", "metrics.md", "results.md", "studies.md")
+PAGES = ("objective.md", "kernels.md", "metrics.md", "results.md", "studies.md", "architecture.md")
 
 
 def _read(name: str) -> str:
@@ -88,3 +88,20 @@ def test_nothing_points_to_the_design_notes_outside_the_repository():
         paths += (ROOT / package).rglob("*.py")
     offenders = [str(p.relative_to(ROOT)) for p in paths if "DESIGN.md" in p.read_text()]
     assert offenders == []
+
+
+def test_architecture_page_names_every_module_under_sweep():
+    page = _read("architecture.md")
+    modules = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "sweep").rglob("*.py")
+        if path.name != "__init__.py" or path.parent.name == "spec"
+    )
+    assert modules  # the glob still finds the package
+    missing = [m for m in modules if f"`{m}`" not in page]
+    assert missing == []
+
+
+def test_no_module_basename_is_used_twice_under_sweep():
+    names = [p.name for p in (ROOT / "sweep").rglob("*.py") if p.name != "__init__.py"]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
