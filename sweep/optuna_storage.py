@@ -97,7 +97,7 @@ def write_record(folder: Path, record: StorageRecord) -> None:
 
 
 def read_record(folder: Path) -> StorageRecord | None:
-    """The folder's ``storage.yaml``; None when it has none (a study from before it existed)."""
+    """The folder's ``storage.yaml``; None when it has none (it then reads as the defaults)."""
     path = Path(folder) / names.STORAGE_FILE
     if not path.is_file():
         return None

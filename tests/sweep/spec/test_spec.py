@@ -10,14 +10,8 @@ import pytest
 
 from infovae_core.config import ConfigError, TrialConfig
 from infovae_core.objective import TERM_NAMES
-from sweep.spec import (
-    EPOCH_TERMS,
-    StudySpec,
-    StudySpecError,
-    format_plan,
-    load_study,
-    plan_study,
-)
+from sweep.plan import format_plan, plan_study
+from sweep.spec import EPOCH_TERMS, StudySpec, StudySpecError, load_study
 
 ROOT = Path(__file__).resolve().parents[3]
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
