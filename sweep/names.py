@@ -37,9 +37,11 @@ __all__ = [
     "PARTS_DIR",
     "PHASE",
     "PHASES",
+    "CLAIM_IDS",
     "PROBE_ACC",
     "RAY_DIR",
     "REPORT_FILE",
+    "RUN_RECORD_FILE",
     "RESUMED_FROM_EPOCH",
     "SEARCH",
     "SEED",
@@ -81,6 +83,8 @@ MIRROR_STATE_FILE = ".mirror.json"
 #: ``artifacts/<trial_id>/``: latents and image grids of a completed trial, for the report.
 ARTIFACTS_DIR = "artifacts"
 REPORT_FILE = "report.html"
+#: The driver's record of each run of the study: code, machine, times, load, command.
+RUN_RECORD_FILE = "run.json"
 #: ``figures/``: the report's figures as SVG, PDF or PNG files (``report --figures``).
 FIGURES_DIR = "figures"
 #: Ray Tune's storage path inside the study folder when no shared storage is given.
@@ -145,6 +149,15 @@ VAL = "val."
 SEARCH = "search"
 CONFIRM = "confirm"
 PHASES: tuple[str, ...] = (SEARCH, CONFIRM)
+#: The paper's claims a study can test (its ``claims:``), defined in sweep.analysis.claims.
+CLAIM_IDS: tuple[str, ...] = (
+    "aggregate_mmd",
+    "log_det_cov",
+    "mutual_info",
+    "probe_accuracy",
+    "information_preference",
+    "small_data",
+)
 
 COMPLETED = "completed"
 FAILED = "failed"

@@ -1,21 +1,16 @@
-"""The paper's claims (Zhao, Song, Ermon 2017), checked on one study's numbers.
+"""The paper's claims (Zhao, Song, Ermon 2017), each defined once (:data:`PAPER_CLAIMS`: its
+statement and the rule that decides it) and checked on one study's numbers.
 
-Each arm is first given a role: *ELBO-like* (alpha = 0, lambda = 1: the plain VAE), *InfoVAE-like*
-(divergence weight alpha + lambda - 1 > 0) or *other* (e.g. a beta-VAE with no divergence term).
-Then, for every (InfoVAE-like, ELBO-like) pair of arms, on the confirm-phase seeds the verdict
-uses:
-
-1. InfoVAE has a lower MMD between q(z) and p(z) than the ELBO;
-2. its log det Cov[z] is nearer 0 (compared on |log det Cov| per seed);
-3. it keeps more mutual information I(x; z);
-4. its latents give a better linear-probe accuracy (one claim per labelled-set size n).
-
-A pair claim *holds* when the InfoVAE arm is better on average and Welch's t-test gives
-p < 0.05; it *does not hold* otherwise; it is *not measured* when either arm has fewer than two
-completed confirm seeds with that metric. Across all arms, one more claim: the mutual-information
-advantage is largest with the most expressive decoder (descriptive: the gap per decoder level,
-which needs at least two decoder levels each run by both families).
-Every claim carries the numbers it rests on.
+Each arm is first given a role: *ELBO-like* (alpha = 0, lambda = 1: the plain VAE),
+*InfoVAE-like* (divergence weight alpha + lambda - 1 > 0) or *other* (e.g. a beta-VAE with no
+divergence term). The pair claims are checked for every (InfoVAE-like, ELBO-like) pair of arms
+on the confirm seeds the verdict uses: lower MMD, log det Cov[z] nearer 0, more mutual
+information (on [estimate, rate] intervals), better probe accuracy. A pair claim *holds* when
+the InfoVAE arm is better on average and Welch's t-test gives p < 0.05, *does not hold*
+otherwise, and is *not measured* when either arm has fewer than two completed confirm seeds
+with the metric. Across arms, the information-preference claim compares the MI gap per decoder
+level, and the small-data claim the MMD at the smallest training set. A study file's
+``claims:`` names the claims it tests. Every claim carries the numbers it rests on.
 """
 
 from __future__ import annotations
@@ -30,16 +25,25 @@ import pandas as pd
 
 from sweep import names
 from sweep.analysis.descriptive import capacity_label, capacity_levels
+from sweep.analysis.formatting import format_interval, p_phrase
 from sweep.analysis.formatting import format_number as _fmt
 from sweep.analysis.load import flatten_mapping
-from sweep.analysis.stats import SIGNIFICANCE_LEVEL, bootstrap_diff_ci, goal_values
+from sweep.analysis.stats import (
+    SIGNIFICANCE_LEVEL,
+    Interval,
+    bootstrap_diff_ci,
+    bootstrap_mean_ci,
+    goal_values,
+)
 from sweep.analysis.verdict import MetricSpec, Verdict, compare, verdict_metrics
 
 LAMBDA_COLUMN = names.param("objective.lambda")
 ALPHA_COLUMN = names.param("objective.alpha")
 
 ArmRole = Literal["elbo", "infovae", "other"]
-ClaimStatus = Literal["holds", "does not hold", "not measured"]
+#: ``not measured``: the numbers a claim needs are missing; ``not measurable``: they are there
+#: but cannot decide it (the mutual-information intervals overlap).
+ClaimStatus = Literal["holds", "does not hold", "not measured", "not measurable"]
 
 _ATOL = 1e-9
 
@@ -109,38 +113,95 @@ def classify_arm(arm: str, arm_spec: Mapping[str, Any], trials: pd.DataFrame) ->
     return ArmClassification(arm, "other", "neither ELBO (alpha=0, lambda=1) nor InfoVAE-like")
 
 
+#: One of :data:`sweep.names.CLAIM_IDS` (what a study file's ``claims:`` lists).
+ClaimId = str
+
+
+@dataclass(frozen=True)
+class PaperClaim:
+    """A claim of the paper, defined once: its id (what a study file's ``claims:`` lists), the
+    statement, and the rule that decides its verdict on one study, in words."""
+
+    id: ClaimId
+    statement: str
+    rule: str
+
+
+PAPER_CLAIMS: tuple[PaperClaim, ...] = (
+    PaperClaim(
+        "aggregate_mmd",
+        "InfoVAE's aggregate posterior q(z) is closer to the prior p(z): a lower MMD",
+        "on the confirm seeds, InfoVAE's mean MMD is lower than the ELBO's and Welch's "
+        f"two-sided p < {SIGNIFICANCE_LEVEL}",
+    ),
+    PaperClaim(
+        "log_det_cov",
+        "InfoVAE's q(z) has the prior's spread: log det Cov[z] nearer 0",
+        "on the confirm seeds, InfoVAE's mean |log det Cov[z]| is lower than the ELBO's and "
+        f"Welch's two-sided p < {SIGNIFICANCE_LEVEL}",
+    ),
+    PaperClaim(
+        "mutual_info",
+        "InfoVAE keeps more information about x in z (mutual information)",
+        "each arm's mutual information lies in [estimate, rate] (docs/metrics.md); holds when "
+        "the low end of InfoVAE's estimate interval is above the high end of the ELBO's rate "
+        "interval, does not hold in the mirror case, and is not measurable when they overlap "
+        "(95% bootstrap intervals over the confirm seeds)",
+    ),
+    PaperClaim(
+        "probe_accuracy",
+        "InfoVAE's latents give a better linear-probe accuracy with few labels",
+        "on the confirm seeds, InfoVAE's mean linear-probe accuracy (per labelled-set size) is "
+        f"higher than the ELBO's and Welch's two-sided p < {SIGNIFICANCE_LEVEL}",
+    ),
+    PaperClaim(
+        "information_preference",
+        "With an expressive decoder the ELBO stops using z and InfoVAE does not: InfoVAE's "
+        "mutual-information advantage is largest with the most expressive decoder",
+        "the gap mean I(x; z) of InfoVAE - ELBO per decoder level is positive and largest at "
+        "the most expressive level (two levels or more, each run by both)",
+    ),
+    PaperClaim(
+        "small_data",
+        "On a small training set InfoVAE's q(z) stays closer to the prior than the ELBO's "
+        "(no exploding latent space)",
+        "at the smallest data.train_size, InfoVAE's mean MMD over its seeds is lower than the "
+        f"ELBO's and Welch's two-sided p < {SIGNIFICANCE_LEVEL}",
+    ),
+)
+CLAIMS_BY_ID: dict[str, PaperClaim] = {claim.id: claim for claim in PAPER_CLAIMS}
+
+
 @dataclass(frozen=True)
 class Claim:
-    """One claim checked on this study: a statement, its status and the numbers behind it."""
+    """One claim checked on this study: a statement, its status and the numbers behind it.
+
+    ``claim_id`` names the paper's claim (:data:`PAPER_CLAIMS`) it tests; ``effect`` is the
+    size of the effect in words and numbers (e.g. ``MMD² difference -4.1e-04 [95% CI ...]``),
+    empty when nothing was measured.
+    """
 
     statement: str
     status: ClaimStatus
     numbers: str
     infovae_arm: str | None = None
     elbo_arm: str | None = None
+    claim_id: ClaimId | None = None
+    effect: str = ""
 
 
-def _fmt_p(p: float) -> str:
-    if math.isnan(p):
-        return "= n/a"
-    return "< 1e-6" if p < 1e-6 else f"= {p:.3g}"
-
-
-_PAIR_CLAIMS: tuple[tuple[str, str], ...] = (
-    ("mmd", "InfoVAE has a lower MMD between q(z) and p(z) than the ELBO"),
-    ("log_det_cov", "InfoVAE's log det Cov[z] is nearer 0 than the ELBO's"),
-    ("mutual_info", "InfoVAE keeps more mutual information I(x; z) than the ELBO"),
-)
+def _interval_text(estimate: float, low: float, high: float) -> str:
+    return format_interval(estimate, low, high, template="{estimate} [95% CI {low}, {high}]")
 
 
 def _pair_claim(
+    claim_id: ClaimId,
     statement: str,
     metric: MetricSpec,
     info_arm: str,
     info: np.ndarray,
     elbo_arm: str,
     elbo: np.ndarray,
-    mi_cap: float | None = None,
 ) -> Claim:
     if info.size < 2 or elbo.size < 2:
         return Claim(
@@ -150,6 +211,7 @@ def _pair_claim(
             "completed confirm seed(s) with this metric; the test needs at least 2 each",
             info_arm,
             elbo_arm,
+            claim_id,
         )
     result = compare(info_arm, info, elbo_arm, elbo, metric.goal)
     gi, ge = goal_values(info, metric.goal), goal_values(elbo, metric.goal)
@@ -157,20 +219,14 @@ def _pair_claim(
     direction = "higher" if metric.goal == "max" else "lower"
     holds = result.better == info_arm and result.significant
     diff = result.difference
+    difference = _interval_text(diff.estimate, diff.low, diff.high)
     numbers = (
         f"{shown}: {info_arm} {_fmt(float(gi.mean()))} vs {elbo_arm} {_fmt(float(ge.mean()))} "
-        f"(n = {info.size}, {elbo.size}); difference {_fmt(diff.estimate)} "
-        f"[95% CI {_fmt(diff.low)}, {_fmt(diff.high)}]; Welch p {_fmt_p(result.test.welch_p)}, "
-        f"Mann-Whitney p {_fmt_p(result.test.mannwhitney_p)}, "
+        f"(n = {info.size}, {elbo.size}); difference {difference}; "
+        f"Welch p {p_phrase(result.test.welch_p)}, "
+        f"Mann-Whitney p {p_phrase(result.test.mannwhitney_p)}, "
         f"Hedges' g = {_fmt(result.test.hedges_g)}"
     )
-    if metric.key == "mutual_info" and mi_cap is not None:
-        top = max(float(info.mean()), float(elbo.mean()))
-        if top >= mi_cap - MI_CAP_MARGIN:
-            numbers += (
-                f"; the estimator's cap is log N = {_fmt(mi_cap)} nats and an arm sits within "
-                f"{MI_CAP_MARGIN:g} of it: differences near the cap are invisible to it"
-            )
     if not holds:
         if result.better == info_arm:
             numbers += f"; {direction} on average but not significant at {SIGNIFICANCE_LEVEL}"
@@ -178,54 +234,135 @@ def _pair_claim(
             numbers += f"; the ELBO arm is {direction}"
         else:
             numbers += "; no difference"
-    return Claim(statement, "holds" if holds else "does not hold", numbers, info_arm, elbo_arm)
+    status: ClaimStatus = "holds" if holds else "does not hold"
+    effect = f"{shown} difference {difference}, p {p_phrase(result.test.welch_p)}"
+    return Claim(statement, status, numbers, info_arm, elbo_arm, claim_id, effect)
+
+
+#: The rate E_x KL(q(z|x) || p(z)): the high end of each arm's mutual-information interval.
+RATE = MetricSpec("kl", "rate E_x KL(q(z|x) || p(z)) [nats]", "max")
+
+
+def mutual_info_claim(
+    statement: str,
+    info_arm: str,
+    info_estimate: np.ndarray,
+    info_rate: np.ndarray,
+    elbo_arm: str,
+    elbo_estimate: np.ndarray,
+    elbo_rate: np.ndarray,
+) -> Claim:
+    """The mutual-information claim on [estimate, rate] intervals (see :data:`PAPER_CLAIMS`):
+    each arm's I(x; z) lies between its estimate (``metric.mutual_info``) and its rate
+    (``metric.kl``); 95% bootstrap intervals of both over the confirm seeds."""
+    counts = [a.size for a in (info_estimate, info_rate, elbo_estimate, elbo_rate)]
+    if min(counts) < 2:
+        return Claim(
+            statement,
+            "not measured",
+            f"mutual information and rate: {info_arm} has {min(counts[:2])} and {elbo_arm} "
+            f"{min(counts[2:])} completed confirm seed(s) with both; the intervals need at "
+            "least 2 each",
+            info_arm,
+            elbo_arm,
+            "mutual_info",
+        )
+    ie, ir = bootstrap_mean_ci(info_estimate), bootstrap_mean_ci(info_rate)
+    ee, er = bootstrap_mean_ci(elbo_estimate), bootstrap_mean_ci(elbo_rate)
+    if ie.low > er.high:
+        status: ClaimStatus = "holds"
+        verdict = f"{info_arm}'s estimate is above {elbo_arm}'s rate"
+    elif ee.low > ir.high:
+        status = "does not hold"
+        verdict = f"{elbo_arm}'s estimate is above {info_arm}'s rate"
+    else:
+        status = "not measurable"
+        verdict = "the intervals overlap: this estimator cannot order the two arms"
+
+    def arm_text(arm: str, estimate: Interval, rate: Interval) -> str:
+        return (
+            f"{arm} estimate {_interval_text(estimate.estimate, estimate.low, estimate.high)}, "
+            f"rate {_interval_text(rate.estimate, rate.low, rate.high)}"
+        )
+
+    numbers = (
+        f"I(x; z) in [estimate, rate], nats: {arm_text(info_arm, ie, ir)}; "
+        f"{arm_text(elbo_arm, ee, er)} (n = {info_estimate.size}, {elbo_estimate.size}); "
+        f"{verdict}"
+    )
+    effect = (
+        f"InfoVAE's estimate low end {_fmt(ie.low)} vs the ELBO's rate high end {_fmt(er.high)} "
+        "nats"
+    )
+    return Claim(statement, status, numbers, info_arm, elbo_arm, "mutual_info", effect)
 
 
 def check_claims(
     verdict: Verdict | None,
     roles: Sequence[ArmClassification],
     trials: pd.DataFrame,
+    tested: Sequence[str] | None = None,
 ) -> tuple[Claim, ...]:
-    """Check every claim for every (InfoVAE-like, ELBO-like) pair of arms, on the verdict's
-    confirm seeds, plus the decoder-expressiveness claim over all completed trials."""
+    """Check the paper's claims for every (InfoVAE-like, ELBO-like) pair of arms on the
+    verdict's confirm seeds, plus the decoder-expressiveness and small-data claims over all
+    completed trials. ``tested``: the claim ids to check (a study file's ``claims:``); None
+    checks every claim except ``small_data``, which needs a ``data.train_size`` grid."""
+    wanted = set(tested) if tested is not None else set(CLAIMS_BY_ID) - {"small_data"}
     info_arms = [r.arm for r in roles if r.role == "infovae"]
     elbo_arms = [r.arm for r in roles if r.role == "elbo"]
     metrics = {m.key: m for m in verdict_metrics(trials.columns)}
-    probe_keys = [k for k in metrics if k.startswith("probe_acc_")]
-    templates: list[tuple[str, str]] = list(_PAIR_CLAIMS[:3]) + [
-        (
-            key,
-            f"InfoVAE's latents give a better linear-probe accuracy than the ELBO's "
-            f"({metrics[key].label})",
-        )
-        for key in probe_keys
-    ]
-    if not probe_keys:
-        templates.append(("probe_acc", "InfoVAE's latents give a better linear-probe accuracy"))
-    claims: list[Claim] = []
     missing = _missing_roles(info_arms, elbo_arms)
-    cap = _mutual_info_cap(trials)
-    for key, statement in templates[:3]:
-        claims.extend(
-            _claims_for(key, statement, metrics, verdict, info_arms, elbo_arms, missing, cap)
-        )
-    claims.append(expressive_decoder_claim(trials, roles))
-    for key, statement in templates[3:]:
-        claims.extend(
-            _claims_for(key, statement, metrics, verdict, info_arms, elbo_arms, missing, cap)
-        )
+    pairs = [(info, elbo) for info in info_arms for elbo in elbo_arms]
+    claims: list[Claim] = []
+
+    def pair_claims(claim_id: ClaimId, key: str, statement: str) -> None:
+        if missing is not None:
+            claims.append(Claim(statement, "not measured", missing, claim_id=claim_id))
+        elif key not in metrics:
+            absent = f"{names.metric(key)} is not in {names.TRIALS_FILE}"
+            claims.append(Claim(statement, "not measured", absent, claim_id=claim_id))
+        else:
+            metric = metrics[key]
+            for info, elbo in pairs:
+                samples = (_samples(verdict, info, metric), _samples(verdict, elbo, metric))
+                claims.append(
+                    _pair_claim(claim_id, statement, metric, info, samples[0], elbo, samples[1])
+                )
+
+    if "aggregate_mmd" in wanted:
+        pair_claims("aggregate_mmd", "mmd", CLAIMS_BY_ID["aggregate_mmd"].statement)
+    if "log_det_cov" in wanted:
+        pair_claims("log_det_cov", "log_det_cov", CLAIMS_BY_ID["log_det_cov"].statement)
+    if "mutual_info" in wanted:
+        statement = CLAIMS_BY_ID["mutual_info"].statement
+        if missing is not None:
+            claims.append(Claim(statement, "not measured", missing, claim_id="mutual_info"))
+        else:
+            estimate = metrics.get("mutual_info", MetricSpec("mutual_info", "", "max"))
+            for info, elbo in pairs:
+                claims.append(
+                    mutual_info_claim(
+                        statement,
+                        info,
+                        _samples(verdict, info, estimate),
+                        _samples(verdict, info, RATE),
+                        elbo,
+                        _samples(verdict, elbo, estimate),
+                        _samples(verdict, elbo, RATE),
+                    )
+                )
+    if "information_preference" in wanted:
+        claims.append(expressive_decoder_claim(trials, roles))
+    if "probe_accuracy" in wanted:
+        probe_keys = [k for k in metrics if k.startswith("probe_acc_")]
+        for key in probe_keys:
+            statement = f"{CLAIMS_BY_ID['probe_accuracy'].statement} ({metrics[key].label})"
+            pair_claims("probe_accuracy", key, statement)
+        if not probe_keys:
+            pair_claims("probe_accuracy", "probe_acc", CLAIMS_BY_ID["probe_accuracy"].statement)
+    if "small_data" in wanted:
+        claims.append(small_data_claim(trials, roles))
     return tuple(claims)
-
-
-MI_CAP_MARGIN = 0.1  # nats: an arm's mean mutual information this close to log N is "at the cap"
-
-
-def _mutual_info_cap(trials: pd.DataFrame) -> float | None:
-    """The smallest ``metric.mutual_info_cap`` (log N) of the completed trials, if recorded."""
-    if names.metric("mutual_info_cap") not in trials.columns:
-        return None
-    caps = pd.to_numeric(trials[names.metric("mutual_info_cap")], errors="coerce").dropna()
-    return float(caps.min()) if len(caps) else None
 
 
 def _missing_roles(info_arms: list[str], elbo_arms: list[str]) -> str | None:
@@ -236,38 +373,6 @@ def _missing_roles(info_arms: list[str], elbo_arms: list[str]) -> str | None:
     if not info_arms:
         return "no InfoVAE-like arm (alpha + lambda - 1 > 0) in this study"
     return None
-
-
-def _claims_for(
-    key: str,
-    statement: str,
-    metrics: Mapping[str, MetricSpec],
-    verdict: Verdict | None,
-    info_arms: list[str],
-    elbo_arms: list[str],
-    missing: str | None,
-    mi_cap: float | None = None,
-) -> list[Claim]:
-    if missing is not None:
-        return [Claim(statement, "not measured", missing)]
-    if key not in metrics:
-        return [
-            Claim(statement, "not measured", f"{names.metric(key)} is not in {names.TRIALS_FILE}")
-        ]
-    metric = metrics[key]
-    return [
-        _pair_claim(
-            statement,
-            metric,
-            info,
-            _samples(verdict, info, metric),
-            elbo,
-            _samples(verdict, elbo, metric),
-            mi_cap,
-        )
-        for info in info_arms
-        for elbo in elbo_arms
-    ]
 
 
 def _samples(verdict: Verdict | None, arm: str, metric: MetricSpec) -> np.ndarray:
@@ -289,6 +394,7 @@ def expressive_decoder_claim(trials: pd.DataFrame, roles: Sequence[ArmClassifica
             statement,
             "not measured",
             f"{names.metric('mutual_info')} is not in {names.TRIALS_FILE}",
+            claim_id="information_preference",
         )
     done = trials[
         (trials[names.STATUS] == names.COMPLETED) & trials[names.metric("mutual_info")].notna()
@@ -311,6 +417,7 @@ def expressive_decoder_claim(trials: pd.DataFrame, roles: Sequence[ArmClassifica
             "not measured",
             "needs at least two decoder levels (kind / width / depth) each run by both an "
             f"ELBO-like and an InfoVAE-like arm; found {len(levels)}",
+            claim_id="information_preference",
         )
     gaps: list[tuple[Any, float, str]] = []
     for level in levels:
@@ -331,7 +438,36 @@ def expressive_decoder_claim(trials: pd.DataFrame, roles: Sequence[ArmClassifica
     numbers = "MI gap (InfoVAE - ELBO) per decoder level, least to most expressive: " + "; ".join(
         text for _, _, text in gaps
     )
-    return Claim(statement, "holds" if holds else "does not hold", numbers)
+    top = gaps[-1]
+    effect = f"MI gap at the most expressive decoder: {top[2]}"
+    status: ClaimStatus = "holds" if holds else "does not hold"
+    return Claim(statement, status, numbers, claim_id="information_preference", effect=effect)
+
+
+def small_data_claim(trials: pd.DataFrame, roles: Sequence[ArmClassification]) -> Claim:
+    """The small-data claim (:data:`PAPER_CLAIMS`): at the smallest ``data.train_size`` of the
+    completed trials, the InfoVAE-like arms' MMD against the ELBO-like arms' (all their
+    completed trials at that size, pooled per family)."""
+    statement = CLAIMS_BY_ID["small_data"].statement
+    size, mmd = names.param("data.train_size"), names.metric("mmd")
+    if size not in trials.columns or mmd not in trials.columns:
+        reason = f"needs {size} and {mmd} in {names.TRIALS_FILE}"
+        return Claim(statement, "not measured", reason, claim_id="small_data")
+    role_of = {r.arm: r.role for r in roles}
+    done = trials[(trials[names.STATUS] == names.COMPLETED) & trials[size].notna()]
+    sizes = pd.to_numeric(done[size], errors="coerce")
+    if sizes.nunique() < 2:
+        reason = f"needs at least two values of {size}; found {sizes.nunique()}"
+        return Claim(statement, "not measured", reason, claim_id="small_data")
+    smallest = done[sizes == sizes.min()]
+    family = smallest[names.ARM].map(role_of)
+    info = smallest.loc[family == "infovae", mmd].to_numpy(dtype=np.float64)
+    elbo = smallest.loc[family == "elbo", mmd].to_numpy(dtype=np.float64)
+    metric = MetricSpec("mmd", f"MMD² at data.train_size = {sizes.min():g}", "min")
+    claim = _pair_claim("small_data", statement, metric, "InfoVAE", info, "ELBO", elbo)
+    return Claim(
+        claim.statement, claim.status, claim.numbers, claim_id="small_data", effect=claim.effect
+    )
 
 
 def reference_arm(roles: Sequence[ArmClassification], arms: Sequence[str]) -> str | None:
@@ -344,11 +480,17 @@ def reference_arm(roles: Sequence[ArmClassification], arms: Sequence[str]) -> st
 
 __all__ = [
     "ArmClassification",
+    "CLAIMS_BY_ID",
+    "PAPER_CLAIMS",
     "ArmRole",
     "Claim",
+    "ClaimId",
+    "PaperClaim",
     "ClaimStatus",
     "check_claims",
     "classify_arm",
     "expressive_decoder_claim",
+    "mutual_info_claim",
+    "small_data_claim",
     "reference_arm",
 ]

@@ -53,7 +53,7 @@ def format_p(p: float | None) -> str:
     """A two-sided p-value: ``0.0342``-style (3 significant digits), ``< 1e-6``, or ``n/a``."""
     if _missing(p):
         return "n/a"
-    return f"< {SMALLEST_P:g}" if p < SMALLEST_P else f"{p:.3g}"  # type: ignore[operator]
+    return "< 1e-6" if p < SMALLEST_P else f"{p:.3g}"  # type: ignore[operator]
 
 
 def p_phrase(p: float | None) -> str:

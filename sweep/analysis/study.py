@@ -169,7 +169,8 @@ class StudyAnalysis:
 
     @cached_property
     def claims(self) -> tuple[Claim, ...]:
-        return check_claims(self.verdict, self.roles, self.data.trials)
+        tested = self.data.spec.claims if self.data.spec is not None else None
+        return check_claims(self.verdict, self.roles, self.data.trials, tested)
 
     @cached_property
     def convergence(self) -> ConvergenceReport:

@@ -92,7 +92,7 @@ ul.versions { list-style: none; padding: 0; margin: 4px 0; display: flex; flex-w
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff;
          font-size: 12px; font-weight: 700; margin-right: 6px; }
 .badge.holds { background: var(--ok); } .badge.does-not-hold { background: var(--bad); }
-.badge.not-measured { background: var(--na); }
+.badge.not-measured, .badge.not-measurable { background: var(--na); }
 .claim .numbers { font-size: 13px; color: var(--muted); margin-top: 4px; }
 figure.plot { margin: 12px 0 20px; } figure.plot figcaption, figure.img figcaption {
   font-size: 13px; color: var(--muted); }

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from infovae_core.config import Binarization, DatasetName, TrialConfig
 from sweep.analysis.convergence import DEFAULT_CONVERGENCE_METRIC, DEFAULT_CONVERGENCE_TOLERANCE
-from sweep.names import METRIC, METRIC_NAMES, PROBE_ACC, TRAIN, VAL
+from sweep.names import CLAIM_IDS, METRIC, METRIC_NAMES, PROBE_ACC, TRAIN, VAL
 from sweep.space import (
     Distribution,
     cmaes_available,
@@ -330,6 +330,22 @@ class StudySpec(_Frozen):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     storage: str | None = None
     convergence: ConvergenceSpec = Field(default_factory=ConvergenceSpec)
+    #: The paper's claims this study tests (ids of sweep.names.CLAIM_IDS); None: every claim
+    #: its arms allow, except small_data.
+    claims: tuple[str, ...] | None = None
+
+    @field_validator("claims")
+    @classmethod
+    def _known_claims(cls, claims: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        unknown = [c for c in claims or () if c not in CLAIM_IDS]
+        if unknown:
+            raise ValueError(
+                f"unknown claim(s) {', '.join(map(repr, unknown))}; "
+                f"choose from {', '.join(CLAIM_IDS)}"
+            )
+        if claims is not None and len(set(claims)) != len(claims):
+            raise ValueError("a claim is listed twice")
+        return claims
 
     @field_validator("name")
     @classmethod

@@ -18,9 +18,10 @@ from sweep.analysis.load import normalise_trials
 from sweep.analysis.ranking import Objective
 from sweep.analysis.verdict import build_verdict
 
-GOOD = {"mmd": 0.01, "log_det_cov": -0.2, "mutual_info": 3.0, "probe_acc_100": 0.85}
-BAD = {"mmd": 0.05, "log_det_cov": -3.0, "mutual_info": 2.0, "probe_acc_100": 0.70}
-SD = {"mmd": 0.001, "log_det_cov": 0.05, "mutual_info": 0.05, "probe_acc_100": 0.005}
+# kl is the rate, the high end of an arm's mutual-information interval [mutual_info, kl].
+GOOD = {"mmd": 0.01, "log_det_cov": -0.2, "mutual_info": 3.0, "kl": 3.6, "probe_acc_100": 0.85}
+BAD = {"mmd": 0.05, "log_det_cov": -3.0, "mutual_info": 2.0, "kl": 2.4, "probe_acc_100": 0.70}
+SD = {"mmd": 0.001, "log_det_cov": 0.05, "mutual_info": 0.05, "kl": 0.05, "probe_acc_100": 0.005}
 
 
 def _confirm(arm: str, alpha: float, lam: float, means: dict[str, float], n: int = 5,
@@ -134,8 +135,8 @@ def test_claim_does_not_hold_when_the_difference_is_not_significant() -> None:
     # Same distribution for both arms, large noise relative to the (zero) effect.
     rows = _confirm("elbo", 0.0, 1.0, GOOD, seed=1) + _confirm("info", 0.0, 100.0, GOOD, seed=2)
     _, claims = _claims(rows, ["elbo", "info"])
-    mi = _by_metric(claims, "keeps more mutual information")[0]
-    assert mi.status == "does not hold"
+    mmd = _by_metric(claims, "lower MMD")[0]
+    assert mmd.status == "does not hold"
 
 
 def test_log_det_claim_compares_distance_from_zero() -> None:
@@ -232,26 +233,32 @@ def test_arm_whose_trials_all_failed_is_not_measured(status: str) -> None:
     assert all(c.status == "not measured" for c in _by_metric(claims, "lower MMD"))
 
 
-def _with_cap(rows: list[dict[str, object]], cap: float) -> list[dict[str, object]]:
-    return [{**row, "metric.mutual_info_cap": cap} for row in rows]
-
-
-def test_mutual_information_claim_says_when_an_arm_sits_at_the_estimators_cap() -> None:
-    # log 20 = 3.0: the InfoVAE arm's mean MI of 3.0 is at the cap, the ELBO's 2.0 is not.
-    rows = _with_cap(
-        _confirm("elbo", 0.0, 1.0, BAD, seed=1) + _confirm("info", 1.0, 10.0, GOOD, seed=2),
-        math.log(20),
-    )
+def _mutual_info(info: dict[str, float], elbo: dict[str, float]):
+    rows = _confirm("elbo", 0.0, 1.0, elbo, seed=1) + _confirm("info", 1.0, 10.0, info, seed=2)
     _, claims = _claims(rows, ["elbo", "info"])
-    (claim,) = _by_metric(claims, "mutual information I(x; z) than")
-    assert "cap is log N = 2.996" in claim.numbers
+    (claim,) = [c for c in claims if c.claim_id == "mutual_info"]
+    return claim
 
 
-def test_mutual_information_claim_is_silent_about_the_cap_far_below_it() -> None:
-    rows = _with_cap(
-        _confirm("elbo", 0.0, 1.0, BAD, seed=1) + _confirm("info", 1.0, 10.0, GOOD, seed=2),
-        math.log(10_000),
-    )
-    _, claims = _claims(rows, ["elbo", "info"])
-    (claim,) = _by_metric(claims, "mutual information I(x; z) than")
-    assert "cap" not in claim.numbers
+def test_mutual_information_holds_when_infovaes_estimate_is_above_the_elbos_rate() -> None:
+    claim = _mutual_info(GOOD, BAD)  # InfoVAE's estimate 3.0 > the ELBO's rate 2.4
+    assert claim.status == "holds"
+    assert "rate" in claim.numbers and "estimate" in claim.numbers
+
+
+def test_mutual_information_is_not_measurable_when_the_intervals_overlap() -> None:
+    # The ELBO's estimate (2.0) is below InfoVAE's (3.0), but its rate (3.5) is above it: the
+    # ELBO's true MI may be anywhere up to 3.5, so the estimator cannot order the arms.
+    claim = _mutual_info(GOOD, dict(BAD, kl=3.5))
+    assert claim.status == "not measurable"
+
+
+def test_mutual_information_does_not_hold_in_the_mirror_case() -> None:
+    claim = _mutual_info(dict(GOOD, mutual_info=1.0, kl=1.5), BAD)  # ELBO estimate 2.0 > 1.5
+    assert claim.status == "does not hold"
+
+
+def test_mutual_information_is_not_measured_without_the_rate() -> None:
+    no_rate = {k: v for k, v in GOOD.items() if k != "kl"}
+    claim = _mutual_info(no_rate, {k: v for k, v in BAD.items() if k != "kl"})
+    assert claim.status == "not measured"

@@ -85,7 +85,10 @@ def test_full_report_draws_the_expected_plots(full_report: str) -> None:
 
 def test_verdict_table_and_claims_show_numbers(full_report: str) -> None:
     assert 'id="verdict-table"' in full_report
-    assert full_report.count('data-status="holds"') >= 4
+    assert full_report.count('data-status="holds"') >= 3
+    # The synthetic ELBO's rate (20 nats) is far above InfoVAE's estimate (3): the MI claim
+    # cannot be decided on [estimate, rate] intervals.
+    assert 'data-status="not measurable"' in full_report
     claim_numbers = re.findall(r'<div class="numbers">(.*?)</div>', full_report)
     assert claim_numbers and all(text.strip() for text in claim_numbers)
 
