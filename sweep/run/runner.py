@@ -70,6 +70,7 @@ from sweep.run.optuna_record import add_recorded_unsearched, confirm_recorder, r
 from sweep.run.ray_environment import quiet_loggers, start_ray, tune_environment
 from sweep.run.ray_storage import StorageError, check_storage, storage_path
 from sweep.run.resume import optuna_trials, recorded_by_arm
+from sweep.run.run_record import RunRecorder, RunStatus
 from sweep.run.scheduler import per_arm_scheduler_class
 from sweep.run.searcher import ArmSearch, FixedArm, arms_searcher
 from sweep.run.store_callback import StoreCallback, duplicate_index
@@ -373,6 +374,25 @@ def _whole_splits(spec: StudySpec) -> tuple[Any, str]:
 
 
 @tune_environment()  # Tune's variables for this run only, restored after it
+@contextlib.contextmanager
+def _recorded_run(folder: Path, study: str, store: ResultsStore) -> Iterator[None]:
+    """This run's entry in the study's ``run.json`` (:mod:`sweep.run.run_record`): written as
+    running, then finished, interrupted or failed with the trials recorded by then."""
+    recorder = RunRecorder(folder, study)
+    recorder.start(len(store))
+    status: RunStatus = "failed"
+    try:
+        yield
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        with contextlib.suppress(Exception):  # the record never hides why the run stopped
+            store.reload()
+            recorder.finish(status, len(store))
+
+
 def run_study(
     spec: StudySpec,
     folder: Path,
@@ -430,7 +450,7 @@ def run_study(
             store = ResultsStore.create(folder, spec.to_yaml())
         if record is None or record.storage != storage:
             write_record(folder, StorageRecord(storage=storage, optuna_storage=chosen_optuna))
-        with store.lock():
+        with store.lock(), _recorded_run(folder, spec.name, store):
             count_recorded(spec, store, events)
             run = _StudyRun(
                 spec,

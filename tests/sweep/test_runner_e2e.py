@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pyarrow.parquet as pq
 import pytest
@@ -190,6 +192,16 @@ def test_artifacts_and_report_are_written(finished_study):
         assert (folder / "artifacts" / trial_id / "samples.png").read_bytes()[:4] == b"\x89PNG"
     assert (folder / "report.html").is_file()
     assert "report:" in output
+
+
+def test_the_driver_writes_its_run_record(finished_study):
+    _, folder, _ = finished_study
+    (run,) = json.loads((folder / "run.json").read_text())["runs"]
+    rows = pq.read_table(folder / "trials.parquet").num_rows
+    assert run["status"] == "finished"
+    assert run["trials_recorded"] == {"start": 0, "end": rows}
+    assert run["command"]  # the driver's argv (here pytest's: the study ran in-process)
+    assert run["packages"]["torch"] != "not installed"
 
 
 def test_rerunning_a_finished_study_runs_nothing_new(finished_study, tmp_path):
