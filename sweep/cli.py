@@ -920,6 +920,42 @@ def compare_command(
     stdout.print(f"compare: {path}", highlight=False, soft_wrap=True, markup=False)
 
 
+@app.command("findings")
+def findings_command(
+    results: Annotated[
+        Path,
+        typer.Argument(metavar="RESULTS", help="Folder of study folders, e.g. results."),
+    ] = Path("results"),
+    out: Annotated[
+        Path,
+        typer.Option(help="The page to write; its SVG figures go to findings/ beside it."),
+    ] = Path("docs/findings.md"),
+    studies: Annotated[
+        Path,
+        typer.Option(help="Study files: those without a study folder are listed as not run."),
+    ] = Path("studies"),
+) -> None:
+    """Write the findings page: each claim of the paper with its verdict over the study
+    folders, the numbers behind it, and the studies not run yet."""
+    from sweep.analysis.findings import gather_findings
+    from sweep.findings_page import write_findings
+    from sweep.store import StoreError
+
+    if not results.is_dir():
+        _fail(f"{results}: no such results folder")
+    try:
+        findings = gather_findings(results, studies if studies.is_dir() else None)
+    except StoreError as error:
+        _fail(str(error))
+    try:
+        written = write_findings(findings, out)
+    except OSError as error:
+        _fail(f"findings not written: {error}", code=1)
+    verdicts = "; ".join(f"{f.claim.id}: {f.verdict}" for f in findings.claims)
+    stdout.print(f"findings: {written[0]} ({len(findings.studies)} studies; {verdicts})",
+                 highlight=False, soft_wrap=True, markup=False)
+
+
 @app.command("summary")
 def summary_command(
     where: StudyArgument,

@@ -75,6 +75,8 @@ class StudyData:
     epochs: pd.DataFrame
     warnings: tuple[str, ...]
     spec_error: StudySpecError | None = None
+    #: The driver's ``run.json`` (:mod:`sweep.run.run_record`), None when absent or unreadable.
+    run_record: dict[str, Any] | None = None
 
     def require_spec(self) -> StudySpec:
         """The validated study; raises the loader's :class:`~sweep.spec.StudySpecError` (naming
@@ -208,7 +210,17 @@ def load_study_data(
         epochs=normalise_epochs(epochs),
         warnings=tuple(warnings),
         spec_error=spec_error,
+        run_record=read_run_record(study_dir),
     )
+
+
+def read_run_record(folder: Path) -> dict[str, Any] | None:
+    """The study's ``run.json`` as a mapping; None when it is absent or not a JSON object."""
+    try:
+        document = json.loads((Path(folder) / names.RUN_RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:

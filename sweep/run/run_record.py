@@ -19,7 +19,8 @@ Format (``format`` 1)::
 ``code.commit`` and ``code.dirty`` come from git: the checkout the running ``sweep`` package
 was imported from, else the working directory when it is a checkout of this project; both are
 null when neither is. ``code.infovae_core_sha256`` hashes the training code that actually ran,
-whatever the install, so a result can be tied to it even without git.
+whatever the install, so a result can be tied to it even without git. Readers use
+:func:`sweep.analysis.load.read_run_record`.
 """
 
 from __future__ import annotations
@@ -241,12 +242,3 @@ class RunRecorder:
         else:
             runs.append(self.entry)
         self._write(runs)
-
-
-def read_run_record(folder: Path) -> dict[str, Any] | None:
-    """The study's ``run.json`` as a mapping, None when it is absent or not JSON."""
-    try:
-        document = json.loads((Path(folder) / names.RUN_RECORD_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return document if isinstance(document, dict) else None

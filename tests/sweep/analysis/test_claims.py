@@ -262,3 +262,11 @@ def test_mutual_information_is_not_measured_without_the_rate() -> None:
     no_rate = {k: v for k, v in GOOD.items() if k != "kl"}
     claim = _mutual_info(no_rate, {k: v for k, v in BAD.items() if k != "kl"})
     assert claim.status == "not measured"
+
+
+def test_every_claim_a_study_may_name_is_defined_once_with_its_rule() -> None:
+    from sweep.analysis.claims import PAPER_CLAIMS
+    from sweep.names import CLAIM_IDS
+
+    assert tuple(c.id for c in PAPER_CLAIMS) == CLAIM_IDS
+    assert all(c.statement and c.rule for c in PAPER_CLAIMS)
