@@ -373,7 +373,6 @@ def _whole_splits(spec: StudySpec) -> tuple[Any, str]:
     return load_dataset(data_config), data_key
 
 
-@tune_environment()  # Tune's variables for this run only, restored after it
 @contextlib.contextmanager
 def _recorded_run(folder: Path, study: str, store: ResultsStore) -> Iterator[None]:
     """This run's entry in the study's ``run.json`` (:mod:`sweep.run.run_record`): written as
@@ -393,6 +392,9 @@ def _recorded_run(folder: Path, study: str, store: ResultsStore) -> Iterator[Non
             recorder.finish(status, len(store))
 
 
+# Tune's variables for the whole run, restored after it. (On a context manager's factory the
+# decorator would hold them only while the factory builds it, never while the run goes on.)
+@tune_environment()
 def run_study(
     spec: StudySpec,
     folder: Path,
