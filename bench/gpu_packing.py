@@ -17,7 +17,7 @@ Printed per level, from the store's ``started_at``, ``ended_at``, ``train_second
   ``t_50 = (wall - train) + train x 50 / epochs`` (setup and evaluation do not grow with
   epochs), then ``k x 3600 / mean(t_50)``: an estimate, not a measurement.
 
-    INFOVAE_DATA_DIR=../shared/data python bench/gpu_packing.py \\
+    INFOVAE_DATA_DIR=/path/to/data python bench/gpu_packing.py \\
         [--levels 1,2,4,8] [--epochs 5] [--waves 2] [--cpus-per-trial 2] [--amp] [--compile]
 
 On a machine without a CUDA GPU the script says so and exits (status 0): fake GPUs would

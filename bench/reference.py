@@ -13,13 +13,13 @@ pythae is not a dependency of the package: it is installed on demand (``pip inst
 pythae==0.1.2`` plus the three small packages it imports that we do not use). Needs real MNIST
 (``INFOVAE_DATA_DIR``).
 
-    INFOVAE_DATA_DIR=../shared/data python bench/reference.py                # defaults below
-    INFOVAE_DATA_DIR=../shared/data python bench/reference.py --seeds 0,1,2 --epochs 10
+    INFOVAE_DATA_DIR=/path/to/data python bench/reference.py                # defaults below
+    INFOVAE_DATA_DIR=/path/to/data python bench/reference.py --seeds 0,1,2 --epochs 10
 
-Defaults are the settings of the comparison that found the gap (issue 13): binarised MNIST,
-MLP 784-512-512-2x16 / 16-512-512-784, Bernoulli likelihood summed over pixels, Adam 1e-3,
-batch 128, 10 epochs, 50,000 training images; InfoVAE alpha 0, lambda 1000, RBF kernel s = 1,
-unbiased MMD; IWAE with k = 100 on the first 1,000 test images.
+Defaults are the settings of the comparison that first showed a gap (docs/reference.md):
+binarised MNIST, MLP 784-512-512-2x16 / 16-512-512-784, Bernoulli likelihood summed over
+pixels, Adam 1e-3, batch 128, 10 epochs, 50,000 training images; InfoVAE alpha 0, lambda
+1000, RBF kernel s = 1, unbiased MMD; IWAE with k = 100 on the first 1,000 test images.
 
 Target: on every objective, our mean IWAE NLL no worse than the reference's beyond the seed
 spread, at no less than its training speed. Training speed counts the optimisation loop: our

@@ -20,7 +20,7 @@ back to back (alternating which goes first) after a warm-up; the figures are med
 repeats and the ratio is the median of the per-repeat ratios ours / minimal.
 Target: ours >= 0.95 x minimal.
 
-    INFOVAE_DATA_DIR=../shared/data python bench/train_throughput.py \\
+    INFOVAE_DATA_DIR=/path/to/data python bench/train_throughput.py \\
         [--epochs 1] [--batch-size 128] [--device auto] [--configs mlp-elbo,conv-mmd] \\
         [--repeats 3] [--threads N] [--train-images N] [--no-warmup] [--profile] \\
         [--amp] [--compile]

@@ -1,5 +1,5 @@
-"""bench/gpu_check.sh in its CPU form: no GPU has been lent to the project, so CI checks that
-the script itself runs every stage (tiny, on the CPU) and reports each one."""
+"""bench/gpu_check.sh in its CPU form: CI has no GPU, so it checks that the script itself runs
+every stage (tiny, on the CPU) and reports each one."""
 
 from __future__ import annotations
 

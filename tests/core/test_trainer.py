@@ -153,9 +153,10 @@ def test_step_budget_and_validation_subset_are_validated(key, value):
 
 
 def test_fit_trains_exactly_like_a_minimal_loop_from_the_same_seed():
-    """The trainer adds nothing to the optimisation (issue 13: a reference library's loop and
-    ours, from the same weights, data order and noise, must reach the same model). A plain loop
-    over the same seeded streams ends with the same parameters as fit, validation included."""
+    """The trainer adds nothing to the optimisation (docs/reference.md: a reference library's
+    loop and ours, from the same weights, data order and noise, must reach the same model). A
+    plain loop over the same seeded streams ends with the same parameters as fit, validation
+    included."""
     import torch
 
     from infovae_core.data import binarize, load_dataset
