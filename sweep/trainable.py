@@ -2,10 +2,13 @@
 
 It builds the trial's :class:`TrialConfig` from the arm's settings and the sampled parameters,
 cuts the trial's ``data.train_size`` subset from the whole splits the runner shared, runs the
-core trainer, reports every epoch's terms with ``ray.tune.report`` (epochs closer together
-than ``TrialContext.epoch_report_seconds`` in one report) and, at the end, one
+core trainer, reports epochs' terms with ``ray.tune.report`` (every epoch, or the last of
+those closer together than ``TrialContext.epoch_report_seconds``) and, at the end, one
 :class:`~sweep.run.trial.TrialResult` holding the evaluation metrics (``metric.<name>``), the
-trial's status, timings, host and small artefacts for the report. Errors inside the trial (a
+trial's status, timings and host. The trial's epoch rows and its artefacts for the report
+(latents, image grids) never travel in a result: they are files of the checkpoint reported
+with the final result (:func:`~sweep.run.trial.write_trial_files`), which Ray Tune copies to
+the run's storage path, where the driver reads them. Errors inside the trial (a
 non-finite loss, a bad configuration, any exception of the training code) are *reported* as a
 ``failed`` result with the error text rather than raised, so the driver records them and
 tells Optuna; only infrastructure failures (a dead worker) reach Ray, whose FailureConfig
@@ -14,9 +17,10 @@ retries them.
 Checkpoints: every ``train.checkpoint_every`` epochs the trainer's :class:`TrainState` is saved
 (``torch.save``, read back ``weights_only``) into a directory reported with that epoch's result
 through ``ray.tune.report(..., checkpoint=ray.tune.Checkpoint.from_directory(...))``, so Ray Tune
-keeps it under the run's storage path. A trial that Ray retries after its worker or node died
-finds its last checkpoint with ``ray.tune.get_checkpoint()`` and continues from it; every
-result of that attempt carries ``resumed_from_epoch`` (0 for a fresh start).
+keeps it under the run's storage path, with the epoch rows up to that epoch. A trial that Ray
+retries after its worker or node died finds its last checkpoint with
+``ray.tune.get_checkpoint()`` and continues from it (its epoch rows carried on); every result
+of that attempt carries ``resumed_from_epoch`` (0 for a fresh start).
 
 No model or loss logic lives here.
 """
@@ -37,12 +41,15 @@ import numpy as np
 from infovae_core.data import DatasetSplits, apply_train_size
 from sweep import names
 from sweep.images import encode_png, image_grid
+from sweep.run.checkpoint_index import trial_checkpoint
 from sweep.run.trial import (
     TrialArtifacts,
     TrialContext,
     TrialResult,
     epoch_report,
+    read_trial_files,
     trial_config,
+    write_trial_files,
 )
 
 #: The file holding the trainer's state inside a Ray Tune checkpoint directory.
@@ -120,6 +127,7 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
 
     resumed_from = 0
     pending: list[TrainState] = []  # the checkpoint of the epoch about to be reported
+    history: list[dict[str, Any]] = []  # every epoch row of the trial, oldest first
     unreported: list[dict[str, Any]] = []  # epochs not reported yet, oldest first
     last_report = time.monotonic()
 
@@ -131,6 +139,7 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
         row = {names.EPOCH: record.epoch, names.RESUMED_FROM_EPOCH: resumed_from}
         row.update({names.TRAIN + k: v for k, v in record.train.items()})
         row.update({names.VAL + k: v for k, v in record.val.items()})
+        history.append(row)
         unreported.append(row)
         # A checkpoint is reported with its epoch at once (a retry resumes from it).
         due = time.monotonic() - last_report >= context.epoch_report_seconds
@@ -145,12 +154,13 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
         state = pending.pop()
         with tempfile.TemporaryDirectory(prefix="infovae-checkpoint-") as directory:
             state.save(Path(directory) / CHECKPOINT_FILE)
+            write_trial_files(Path(directory), history)
             # Ray Tune copies the directory to the storage path before report returns.
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
 
     try:
         cfg = trial_config(context, config)
-        resume = _last_checkpoint(tune.get_checkpoint())
+        resume, history[:] = _last_checkpoint(trial_checkpoint(context, config, data))
         if resume is not None:
             resumed_from = resume.epoch
         splits = apply_train_size(_dataset(context.data_key, data), cfg.data)
@@ -164,18 +174,26 @@ def run_trial(config: dict[str, Any], context: TrialContext, data: dict[str, Any
         started_at=started_at,
         host=host,
         node_id=node_id,
-        epochs=tuple(unreported),
         resumed_from_epoch=resumed_from,
         ended_at=dt.datetime.now(dt.timezone.utc).isoformat(),
     )
-    tune.report(final.to_report())
+    # The epochs, artefacts, times and host travel as files of a last checkpoint: the result
+    # holds only what the searcher, the scheduler and the trackers read.
+    with tempfile.TemporaryDirectory(prefix="infovae-trial-") as directory:
+        write_trial_files(Path(directory), history, final)
+        tune.report(final.to_report(), checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def _last_checkpoint(checkpoint):
-    """The :class:`TrainState` in a Ray Tune checkpoint (None: the trial starts fresh)."""
+def _last_checkpoint(checkpoint) -> tuple[Any, list[dict[str, Any]]]:
+    """The :class:`TrainState` in a Ray Tune checkpoint (None: the trial starts fresh) and the
+    epoch rows up to it."""
     from infovae_core.trainer import TrainState
 
     if checkpoint is None:
-        return None
+        return None, []
     with checkpoint.as_directory() as directory:
-        return TrainState.load(Path(directory) / CHECKPOINT_FILE)
+        path = Path(directory) / CHECKPOINT_FILE
+        if not path.is_file():  # the checkpoint of a finished trial: nothing to resume
+            return None, []
+        epochs = read_trial_files(Path(directory), TrialResult(status=None)).epochs
+        return TrainState.load(path), [dict(row) for row in epochs]

@@ -1,7 +1,12 @@
 """The driver's record of trials: a Ray Tune callback that writes every finished trial, its
 epochs and artefacts into the study's :class:`~sweep.store.ResultsStore` as it ends, keeps the
 arms' progress, and records a repeated configuration as a copy of its original
-(:func:`duplicate_index`). A trial that Ray failed is recorded with Ray's own error text."""
+(:func:`duplicate_index`). A trial that Ray failed is recorded with Ray's own error text.
+
+A trial's epoch rows and artefacts come from its last checkpoint under Ray Tune's storage
+path (:func:`~sweep.run.trial.read_trial_files`), not from its results; once the trial is
+recorded, its folder there and Tune's statistics of its results are dropped
+(:func:`_forget_trial`)."""
 
 from __future__ import annotations
 
@@ -9,16 +14,15 @@ import contextlib
 import datetime as dt
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.compute as pc
 
 from sweep import names
 from sweep.analysis.ranking import better
-from sweep.atomic_files import atomic_write, atomic_write_bytes, fsync_dir
+from sweep.atomic_files import atomic_write_bytes, fsync_dir
 from sweep.run.events import ArmProgress, StudyEvents
 from sweep.run.searcher import (
     DuplicateIndex,
@@ -28,6 +32,7 @@ from sweep.run.trial import (
     TrialContext,
     TrialMeta,
     TrialResult,
+    read_trial_files,
     reported_epochs,
     trial_config,
     trial_phase,
@@ -129,14 +134,13 @@ class _StoreCallbackMixin:
         self.events.changed()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        # Epochs reported together arrive oldest first; the final result may carry the last.
+        # The reported epochs, kept for a trial that ends without a checkpoint holding them.
         for row in reported_epochs(result):
             self._add_epoch(trial, row)
 
     def _add_epoch(self, trial, result: Mapping[str, Any]) -> None:
-        epoch = int(result[names.EPOCH])
-        row = {names.EPOCH: epoch}
-        row.update({k: v for k, v in result.items() if k.startswith((names.TRAIN, names.VAL))})
+        row = _epoch_row(result)
+        epoch = row[names.EPOCH]
         rows = self.epochs.setdefault(trial.trial_id, [])
         if rows and rows[-1][names.EPOCH] >= epoch:
             # A retry that went back to a checkpoint (or to the start), or a result seen
@@ -145,11 +149,10 @@ class _StoreCallbackMixin:
         rows.append(row)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._record(trial, TrialResult.from_report(trial.last_result), error=None)
+        self._record(trial, _trial_result(trial), error=None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        result = TrialResult.from_report(trial.last_result)
-        self._record(trial, result, error=ray_trial_error(trial))
+        self._record(trial, _trial_result(trial), error=ray_trial_error(trial))
 
     def _record(self, trial, result: TrialResult, error: str | None) -> None:
         meta = TrialMeta.of(trial.config)
@@ -193,15 +196,70 @@ class _StoreCallbackMixin:
         }
         if status == names.COMPLETED:
             row.update(result.metrics)
-        epochs = self.epochs.pop(trial.trial_id, [])
-        if self.store.record_trial(row, epochs):
+        epochs = _merged_epochs(result.epochs, self.epochs.pop(trial.trial_id, []))
+        recorded = self.store.record_trial(row, epochs)
+        if recorded and status == names.COMPLETED:
+            write_artifacts(self.store.folder, study_trial_id, result.artifacts)
+        _forget_trial(trial)
+        if recorded:
             if status == names.COMPLETED:
-                write_artifacts(self.store.folder, study_trial_id, result.artifacts)
                 if self.duplicates is not None and params:
                     key = DuplicateIndex.canonical(_unprefixed(params))
                     self.duplicates.add(key, study_trial_id)
             _count(progress, status, result, self.rank_metric, self.rank_direction)
         self.events.changed()
+
+
+def _epoch_row(result: Mapping[str, Any]) -> dict[str, Any]:
+    """An epoch's row as the store records it: its number and its terms."""
+    row = {names.EPOCH: int(result[names.EPOCH])}
+    row.update({k: v for k, v in result.items() if k.startswith((names.TRAIN, names.VAL))})
+    return row
+
+
+def _merged_epochs(
+    stored: Sequence[Mapping[str, Any]], reported: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A trial's epoch rows: those of its last checkpoint (every epoch up to it, each retry's
+    own), then those reported after it (a trial that ended without a later checkpoint)."""
+    rows = [_epoch_row(row) for row in stored]
+    last = rows[-1][names.EPOCH] if rows else 0
+    return rows + [row for row in reported if row[names.EPOCH] > last]
+
+
+def _trial_result(trial) -> TrialResult:
+    """``trial``'s outcome: its last Ray result, completed with the epoch rows, artefacts and
+    details of its last checkpoint. The checkpoint lies under Ray Tune's storage path, local
+    or remote: ``as_directory`` reads a local one in place and downloads a remote one."""
+    result = TrialResult.from_report(trial.last_result)
+    checkpoint = getattr(trial, "checkpoint", None)
+    if checkpoint is None:
+        return result
+    try:
+        with checkpoint.as_directory() as directory:
+            return read_trial_files(Path(directory), result)
+    except Exception:  # noqa: BLE001 - a checkpoint lost with its node: the reported epochs
+        return result
+
+
+def _forget_trial(trial) -> None:
+    """Delete a recorded trial's folder under Ray Tune's storage path (its last checkpoint)
+    and Tune's own statistics of its results and record of that checkpoint, which Tune keeps
+    in its experiment state (rewritten at each of its experiment checkpoints) to the end of
+    the run. A finished trial is never restored: retries concern running trials only, and
+    ``resume`` starts from the study folder. Tune reads these statistics only for
+    ``ResultGrid.get_best_result``, which the runner never asks for."""
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return
+    with contextlib.suppress(Exception):  # only storage space is at stake
+        storage.storage_filesystem.delete_dir(storage.trial_fs_path)
+    with contextlib.suppress(Exception):  # only the experiment state's size is at stake
+        metadata = trial.run_metadata
+        manager = metadata.checkpoint_manager
+        metadata.checkpoint_manager = type(manager)(manager.checkpoint_config)
+        metadata.metric_analysis = {}
+        metadata.metric_n_steps = {}
 
 
 def _unprefixed(params: dict[str, Any]) -> dict[str, Any]:
@@ -307,19 +365,6 @@ def write_artifacts(folder: Path, trial_id: str, artifacts: TrialArtifacts | Non
     """Latents (``latents.npy``) and image grids (PNG) of a finished trial, for the report."""
     target = folder / names.ARTIFACTS_DIR / trial_id
     target.mkdir(parents=True, exist_ok=True)
-    artifacts = artifacts or TrialArtifacts()
-    latents = artifacts.latents
-    if latents is not None and len(latents):
-        atomic_write(
-            target / "latents.npy",
-            lambda handle: np.save(handle, latents, allow_pickle=False),
-            sync_dir=False,
-        )
-    images = (
-        (artifacts.samples_png, "samples.png"),
-        (artifacts.reconstructions_png, "reconstructions.png"),
-    )
-    for data, name in images:
-        if data:
-            atomic_write_bytes(target / name, data, sync_dir=False)
+    for name, data in (artifacts or TrialArtifacts()).files().items():
+        atomic_write_bytes(target / name, data, sync_dir=False)
     fsync_dir(target)

@@ -6,19 +6,33 @@ bookkeeping (:class:`TrialMeta`: arm, store trial id, seed, phase, a confirm tri
 :class:`~infovae_core.config.TrialConfig`, wherever it is needed (the trainable, the store
 callback, the duplicate index, the trackers).
 
-The trainable reports its epochs (:func:`epoch_report`) and then one :class:`TrialResult`
-(status, error, metrics, timings, host, the epochs not reported yet, artefacts) with
-``ray.tune.report``. This module alone knows how each of them travels through Ray (the keys
-of Tune's config and results); every other module reads them back through
-:meth:`TrialMeta.of`, :meth:`TrialResult.from_report` and :func:`reported_epochs`, so where
-the artefacts and epochs travel can change here alone.
+What travels how:
+
+- Ray's results (``ray.tune.report``) carry only what the searcher, the scheduler, the
+  trackers and the live view read: an epoch's terms (:func:`epoch_report`) and, at the end,
+  one :class:`TrialResult` (status, error, metrics, timings, host). Tune keeps every trial's
+  last result in its experiment state, which it rewrites (and uploads, with a storage URI)
+  at each experiment checkpoint, so a result's size is paid once per trial per rewrite.
+- The trial's epoch rows and artefacts travel as files (:func:`write_trial_files`) in the
+  checkpoint reported with that result: Ray Tune copies a reported checkpoint to the run's
+  storage path, which every node reaches (a bucket or a shared mount), and the driver reads
+  it back (:func:`read_trial_files`) when it records the trial. Each training checkpoint
+  holds the epoch rows up to its epoch as well, so a retried trial carries its earlier
+  epochs on, and a trial that Ray failed still records them.
+
+This module alone knows the keys of Tune's config and results and the names of those files;
+every other module reads them back through :meth:`TrialMeta.of`,
+:meth:`TrialResult.from_report`, :func:`reported_epochs` and :func:`read_trial_files`.
 """
 
 from __future__ import annotations
 
-import base64
+import dataclasses
+import io
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,10 +45,18 @@ from sweep.space import decode_params
 TRIAL_KEY = "_trial"
 _STATUS_KEY = "trial_status"
 _ERROR_KEY = "trial_error"
-#: Epochs reported together: the earlier epochs of a batched report (its own epoch is at the
-#: top level, as in a report of one epoch) or, in the final result, those not reported yet.
-_EPOCH_ROWS_KEY = "epoch_rows"
-_ARTIFACT_PREFIX = "artifact."
+#: The files of a checkpoint that carry the trial's epoch rows (JSON, oldest first) and its
+#: artefacts (the names they have in the study folder's ``artifacts/<trial_id>/``).
+EPOCHS_FILE = "epochs.json"
+#: The file of a final checkpoint with the trial's times, host and device (JSON).
+DETAILS_FILE = "trial.json"
+#: :class:`TrialResult`'s fields that travel in :data:`DETAILS_FILE`, not in Ray's results.
+_DETAILS = ("device", "host", "node_id", "started_at", "ended_at")
+LATENTS_FILE, SAMPLES_FILE, RECONSTRUCTIONS_FILE = (
+    "latents.npy",
+    "samples.png",
+    "reconstructions.png",
+)
 #: Ray Tune's own keys of every result, read when the trial reported no host of its own.
 _RAY_HOST, _RAY_NODE = "hostname", "node_ip"
 
@@ -129,12 +151,9 @@ def trial_config(context: TrialContext, config: Mapping[str, Any]) -> TrialConfi
 
 def epoch_report(epochs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What ``ray.tune.report`` carries for epoch rows reported together, oldest first: the
-    last one's terms at the top level, where ASHA and the trackers read an epoch's values,
-    the earlier ones beside them."""
-    result = dict(epochs[-1])
-    if len(epochs) > 1:
-        result[_EPOCH_ROWS_KEY] = list(epochs[:-1])
-    return result
+    last one's terms, where ASHA and the trackers read an epoch's values. The rows themselves
+    travel in the trial's checkpoints (:func:`write_trial_files`)."""
+    return dict(epochs[-1])
 
 
 def is_final_report(result: Mapping[str, Any]) -> bool:
@@ -143,12 +162,8 @@ def is_final_report(result: Mapping[str, Any]) -> bool:
 
 
 def reported_epochs(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """Every epoch row a Ray result carries, oldest first: those reported together, then an
-    epoch report's own."""
-    rows = list(result.get(_EPOCH_ROWS_KEY) or ())
-    if names.EPOCH in result and not is_final_report(result):
-        rows.append(result)
-    return rows
+    """The epoch row a Ray result carries: an epoch report's own (none in a final result)."""
+    return [result] if names.EPOCH in result and not is_final_report(result) else []
 
 
 @dataclass(frozen=True)
@@ -159,27 +174,72 @@ class TrialArtifacts:
     samples_png: bytes | None = None
     reconstructions_png: bytes | None = None
 
-    def _to_report(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.latents is not None:
-            out[_ARTIFACT_PREFIX + "latents"] = self.latents.astype(np.float32).tolist()
-        for key in ("samples_png", "reconstructions_png"):
-            data = getattr(self, key)
-            if data is not None:
-                out[_ARTIFACT_PREFIX + key] = base64.b64encode(data).decode("ascii")
+    def files(self) -> dict[str, bytes]:
+        """The artefacts as the files that hold them, by name (those present)."""
+        out: dict[str, bytes] = {}
+        if self.latents is not None and len(self.latents):
+            buffer = io.BytesIO()
+            np.save(buffer, self.latents.astype(np.float32), allow_pickle=False)
+            out[LATENTS_FILE] = buffer.getvalue()
+        if self.samples_png:
+            out[SAMPLES_FILE] = self.samples_png
+        if self.reconstructions_png:
+            out[RECONSTRUCTIONS_FILE] = self.reconstructions_png
         return out
 
     @classmethod
-    def _from_report(cls, result: Mapping[str, Any]) -> TrialArtifacts | None:
-        latents = result.get(_ARTIFACT_PREFIX + "latents")
-        images = [result.get(_ARTIFACT_PREFIX + k) for k in ("samples_png", "reconstructions_png")]
-        if not latents and not any(images):
+    def read(cls, directory: Path) -> TrialArtifacts | None:
+        """The artefacts in ``directory`` (None when it holds none)."""
+        paths = {name: Path(directory) / name for name in _ARTIFACT_FILES}
+        found = {name: path for name, path in paths.items() if path.is_file()}
+        if not found:
             return None
+        latents = None
+        if LATENTS_FILE in found:
+            latents = np.load(found[LATENTS_FILE], allow_pickle=False).astype(np.float32)
         return cls(
-            latents=np.asarray(latents, dtype=np.float32) if latents else None,
-            samples_png=base64.b64decode(images[0]) if images[0] else None,
-            reconstructions_png=base64.b64decode(images[1]) if images[1] else None,
+            latents=latents,
+            samples_png=found[SAMPLES_FILE].read_bytes() if SAMPLES_FILE in found else None,
+            reconstructions_png=(
+                found[RECONSTRUCTIONS_FILE].read_bytes()
+                if RECONSTRUCTIONS_FILE in found
+                else None
+            ),
         )
+
+
+_ARTIFACT_FILES = (LATENTS_FILE, SAMPLES_FILE, RECONSTRUCTIONS_FILE)
+
+
+def write_trial_files(
+    directory: Path,
+    epochs: Sequence[Mapping[str, Any]],
+    result: TrialResult | None = None,
+) -> None:
+    """Write a trial's epoch rows (all of them so far, oldest first) and, with its final
+    ``result``, its artefacts and the details no searcher needs (times, host, device) into a
+    checkpoint directory about to be reported."""
+    directory = Path(directory)
+    (directory / EPOCHS_FILE).write_text(json.dumps([dict(row) for row in epochs]))
+    if result is None:
+        return
+    (directory / DETAILS_FILE).write_text(json.dumps(result._details()))
+    for name, data in (result.artifacts or TrialArtifacts()).files().items():
+        (directory / name).write_bytes(data)
+
+
+def read_trial_files(directory: Path, result: TrialResult) -> TrialResult:
+    """``result`` (read from Ray's result) completed with what a checkpoint directory holds:
+    the trial's epoch rows, artefacts and details."""
+    directory = Path(directory)
+    epochs = directory / EPOCHS_FILE
+    details = directory / DETAILS_FILE
+    return dataclasses.replace(
+        result,
+        **(json.loads(details.read_text()) if details.is_file() else {}),
+        epochs=tuple(json.loads(epochs.read_text())) if epochs.is_file() else (),
+        artifacts=TrialArtifacts.read(directory),
+    )
 
 
 @dataclass(frozen=True)
@@ -203,56 +263,45 @@ class TrialResult:
     ended_at: str | None = None
     #: The epoch of the checkpoint this attempt started from (0: a fresh start).
     resumed_from_epoch: int = 0
-    #: Epoch rows not reported before this result, oldest first.
+    #: The trial's epoch rows and artefacts: never in Ray's results (nor are the fields from
+    #: ``device`` to ``ended_at``); read from its last checkpoint by the driver
+    #: (:func:`read_trial_files`).
     epochs: tuple[Mapping[str, Any], ...] = ()
     artifacts: TrialArtifacts | None = None
 
     def to_report(self) -> dict[str, Any]:
-        """The flat result ``ray.tune.report`` carries (None fields left out)."""
+        """The flat result ``ray.tune.report`` carries: status, error, metrics, timings (the
+        trackers log them) and the epoch resumed from (None fields left out). The rest travels
+        as files (:func:`write_trial_files`)."""
         out: dict[str, Any] = {_STATUS_KEY: self.status}
         fields = (
             (_ERROR_KEY, self.error),
             (names.TRAIN_SECONDS, self.train_seconds),
             (names.EVAL_SECONDS, self.eval_seconds),
-            (names.DEVICE, self.device),
         )
         out.update({k: v for k, v in fields if v is not None})
         out.update(self.metrics)
-        if self.artifacts is not None:
-            out.update(self.artifacts._to_report())
-        where = (
-            (names.STARTED_AT, self.started_at),
-            (names.HOST, self.host),
-            (names.NODE_ID, self.node_id),
-        )
-        out.update({k: v for k, v in where if v is not None})
-        if self.epochs:
-            out[_EPOCH_ROWS_KEY] = list(self.epochs)
         out[names.RESUMED_FROM_EPOCH] = self.resumed_from_epoch
-        if self.ended_at is not None:
-            out[names.ENDED_AT] = self.ended_at
         return out
+
+    def _details(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in _DETAILS if getattr(self, key) is not None}
 
     @classmethod
     def from_report(cls, result: Mapping[str, Any] | None) -> TrialResult:
         """A trial's last Ray result read back; an epoch report (the trial never reported its
-        end) gives status None and no metrics."""
+        end) gives status None and no metrics. The host is Ray's own (its checkpoint's
+        details, :func:`read_trial_files`, hold the trial's own, with its times)."""
         result = result or {}
-        final = is_final_report(result)
         return cls(
             status=result.get(_STATUS_KEY),
             error=result.get(_ERROR_KEY),
             metrics={k: v for k, v in result.items() if k.startswith(names.METRIC)},
             train_seconds=result.get(names.TRAIN_SECONDS),
             eval_seconds=result.get(names.EVAL_SECONDS),
-            device=result.get(names.DEVICE),
-            host=result.get(names.HOST) or result.get(_RAY_HOST),
-            node_id=result.get(names.NODE_ID) or result.get(_RAY_NODE),
-            started_at=result.get(names.STARTED_AT),
-            ended_at=result.get(names.ENDED_AT),
+            host=result.get(_RAY_HOST),
+            node_id=result.get(_RAY_NODE),
             resumed_from_epoch=int(result.get(names.RESUMED_FROM_EPOCH) or 0),
-            epochs=tuple(result.get(_EPOCH_ROWS_KEY) or ()) if final else (),
-            artifacts=TrialArtifacts._from_report(result),
         )
 
     @classmethod

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import infovae_core.trainer as trainer
 from infovae_core.config import DataConfig
 from infovae_core.data import load_dataset
 from sweep import trainable
-from sweep.run.trial import TrialContext, TrialMeta, TrialResult, reported_epochs
+from sweep.run.trial import TrialContext, TrialMeta, TrialResult, read_trial_files
 from sweep.trainable import run_trial
 
 
@@ -25,7 +27,7 @@ def test_a_trial_trains_on_its_own_train_size(monkeypatch, train_size) -> None:
 
     monkeypatch.setattr(trainer, "fit", fake_fit)
     reports: list[dict] = []
-    monkeypatch.setattr(tune, "report", reports.append)
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
     settings = {"data.dataset": "digits", "data.train_size": None}
     context = TrialContext("s", "search", {"arm": settings}, threads=1, data_key="key")
     config = TrialMeta("arm", seed=0).to_config({"data.train_size": train_size})
@@ -113,37 +115,56 @@ def test_a_trial_called_outside_ray_leaves_no_ray_running(monkeypatch, tmp_path)
     assert not ray.is_initialized()
 
 
-def _reported_epochs(reports) -> list[list[int]]:
-    """The epochs each report carried, in order: its batch, then its own; the final result's
-    epochs not reported before."""
-    carried = []
+def _files(checkpoint) -> TrialResult:
+    """What a reported checkpoint holds besides the trainer's state."""
+    return read_trial_files(Path(checkpoint.path), TrialResult(status=None))
+
+
+def _epochs(checkpoint) -> list[int]:
+    return [row["epoch"] for row in _files(checkpoint).epochs]
+
+
+def test_no_result_carries_an_artefact_or_an_epoch_list(monkeypatch, tmp_path):
+    config, context = _tiny_trial(monkeypatch, epoch_report_seconds=1e9, checkpoint_every=2)
+    reports = _run(monkeypatch, tmp_path, config, context)
+    assert TrialResult.from_report(reports[-1][0]).status == "completed"
     for metrics, _ in reports:
-        rows = reported_epochs(metrics) or TrialResult.from_report(metrics).epochs
-        carried.append([row["epoch"] for row in rows])
-    return carried
+        assert all(isinstance(v, int | float | str) for v in metrics.values()), metrics
+        assert not any(key.startswith("artifact") for key in metrics)
 
 
-def test_epochs_closer_than_epoch_report_seconds_arrive_with_the_final_result(
+def test_the_final_checkpoint_holds_every_epoch_the_artefacts_and_the_details(
     monkeypatch, tmp_path
 ):
     config, context = _tiny_trial(monkeypatch, epoch_report_seconds=1e9, checkpoint_every=0)
     reports = _run(monkeypatch, tmp_path, config, context)
-    assert _reported_epochs(reports) == [[1, 2, 3, 4]]
-    final = TrialResult.from_report(reports[-1][0])
-    assert final.status == "completed"
+    assert [("epoch" in m, c is not None) for m, c in reports] == [(False, True)]
+    final = _files(reports[-1][1])
+    assert [row["epoch"] for row in final.epochs] == [1, 2, 3, 4]
     assert all("train.loss" in row and "val.elbo" in row for row in final.epochs)
+    assert final.artifacts.latents.shape[1] == 2 and final.artifacts.samples_png
+    assert final.started_at and final.ended_at and final.host and final.device == "cpu"
 
 
-def test_a_checkpoint_is_reported_with_its_epoch_and_the_epochs_before_it(monkeypatch, tmp_path):
+def test_each_checkpoint_holds_the_epochs_up_to_it(monkeypatch, tmp_path):
     config, context = _tiny_trial(monkeypatch, epoch_report_seconds=1e9, checkpoint_every=2)
     reports = _run(monkeypatch, tmp_path, config, context)
-    assert _reported_epochs(reports) == [[1, 2], [3, 4], []]
-    assert [c is not None for _, c in reports] == [True, True, False]
+    assert [m.get("epoch") for m, _ in reports] == [2, 4, None]
+    assert [_epochs(c) for _, c in reports] == [[1, 2], [1, 2, 3, 4], [1, 2, 3, 4]]
+
+
+def test_a_retried_trial_carries_the_epochs_before_its_checkpoint_on(monkeypatch, tmp_path):
+    config, context = _tiny_trial(monkeypatch)
+    whole = _run(monkeypatch, tmp_path / "whole", config, context)
+    checkpoint = next(c for m, c in whole if m.get("epoch") == 2)
+    resumed = _run(monkeypatch, tmp_path / "resumed", config, context, checkpoint=checkpoint)
+    rows = _files(resumed[-1][1]).epochs
+    assert [(r["epoch"], r["resumed_from_epoch"]) for r in rows] == [(1, 0), (2, 0), (3, 2), (4, 2)]
 
 
 def test_batched_epochs_hold_the_same_terms_as_epochs_reported_one_by_one(monkeypatch, tmp_path):
     config, context = _tiny_trial(monkeypatch, epoch_report_seconds=0.0, checkpoint_every=0)
     one_by_one = [m for m, _ in _run(monkeypatch, tmp_path / "a", config, context) if "epoch" in m]
     config, context = _tiny_trial(monkeypatch, epoch_report_seconds=1e9, checkpoint_every=0)
-    batched = TrialResult.from_report(_run(monkeypatch, tmp_path / "b", config, context)[-1][0])
+    batched = _files(_run(monkeypatch, tmp_path / "b", config, context)[-1][1])
     assert list(batched.epochs) == one_by_one

@@ -1,14 +1,24 @@
 """The driver's StoreCallback records a trial that Ray retried from its checkpoint once: the
-epochs before the checkpoint from the first attempt, the rest from the retry."""
+epochs before the checkpoint from the first attempt, the rest from the retry; a trial's epochs,
+artefacts and details come from its last checkpoint."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
+import pytest
+
 from sweep import names
 from sweep.run.events import ArmProgress, StudyEvents
 from sweep.run.store_callback import StoreCallback
-from sweep.run.trial import TrialContext, TrialMeta, TrialResult, epoch_report
+from sweep.run.trial import (
+    TrialArtifacts,
+    TrialContext,
+    TrialMeta,
+    TrialResult,
+    write_trial_files,
+)
 from sweep.store import ResultsStore
 
 
@@ -53,17 +63,44 @@ def test_a_trial_retried_from_its_checkpoint_keeps_each_epoch_once(tmp_path):
     assert events.arms["arm"].running == 0 and events.arms["arm"].done == 1
 
 
-def test_epochs_reported_together_are_recorded_once_each_in_order(tmp_path):
+def _checkpoint(directory, epochs, result=None):
+    tune = pytest.importorskip("ray.tune")
+    directory.mkdir(parents=True)
+    write_trial_files(directory, epochs, result)
+    return tune.Checkpoint.from_directory(directory)
+
+
+def test_the_epochs_of_the_last_checkpoint_come_first_then_those_reported_after_it(tmp_path):
     store, events, callback, trial = _one_trial(tmp_path)
     callback.on_trial_start(0, [], trial)
-    batch = epoch_report([_epoch(1, 0), _epoch(2, 0), _epoch(3, 0)])
-    callback.on_trial_result(0, [], trial, batch)
-    final = TrialResult(names.COMPLETED, epochs=(_epoch(4, 0), _epoch(5, 0))).to_report()
-    callback.on_trial_result(0, [], trial, final)
-    callback.on_trial_result(0, [], trial, final)  # a result seen twice adds nothing
-    trial.last_result = final
-    callback.on_trial_complete(0, [], trial)
+    for epoch in (3, 5):  # epochs reported together: the last of each batch only
+        callback.on_trial_result(0, [], trial, _epoch(epoch, attempt=1))
+    trial.checkpoint = _checkpoint(tmp_path / "c", [_epoch(e, attempt=0) for e in (1, 2, 3)])
+    callback.on_trial_complete(0, [], trial)  # stopped after epoch 5, no final checkpoint
 
     epochs = store.epochs().sort_values(names.EPOCH)
-    assert list(epochs[names.EPOCH]) == [1, 2, 3, 4, 5]
-    assert list(epochs["train.loss"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert list(epochs[names.EPOCH]) == [1, 2, 3, 5]
+    assert list(epochs["train.loss"]) == [1.0, 2.0, 3.0, 105.0]
+    assert store.trials().iloc[0][names.STATUS] == names.STOPPED
+
+
+def test_a_completed_trial_records_the_artefacts_and_details_of_its_final_checkpoint(tmp_path):
+    store, events, callback, trial = _one_trial(tmp_path)
+    callback.on_trial_start(0, [], trial)
+    latents = np.arange(6, dtype=np.float32).reshape(3, 2)
+    final = TrialResult(
+        names.COMPLETED,
+        metrics={"metric.mmd": 0.5},
+        host="worker-7",
+        artifacts=TrialArtifacts(latents=latents, samples_png=b"png"),
+    )
+    trial.last_result = final.to_report()
+    trial.checkpoint = _checkpoint(tmp_path / "c", [_epoch(1, 0), _epoch(2, 0)], final)
+    callback.on_trial_complete(0, [], trial)
+
+    folder = store.folder / names.ARTIFACTS_DIR / "arm-0000"
+    assert np.array_equal(np.load(folder / "latents.npy"), latents)
+    assert (folder / "samples.png").read_bytes() == b"png"
+    assert list(store.epochs()[names.EPOCH]) == [1, 2]
+    row = store.trials().iloc[0]
+    assert row[names.HOST] == "worker-7" and row["metric.mmd"] == 0.5
