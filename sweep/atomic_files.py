@@ -21,12 +21,34 @@ __all__ = [
     "TMP_SUFFIX",
     "atomic_write",
     "atomic_write_bytes",
+    "file_mode",
     "fsync_dir",
     "remove_temp_files",
 ]
 
 TMP_PREFIX = ".tmp-"
 TMP_SUFFIX = ".partial"
+
+
+def _current_umask() -> int:
+    """The process's umask: read from ``/proc`` on Linux (without changing it, which another
+    thread could observe), else by setting it and setting it back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: 0666 less the umask.
+
+    ``mkstemp`` creates its file 0600 whatever the umask, and the rename keeps that mode, so
+    without this a study's files could be read by their owner only: not by a colleague on a
+    shared mount, nor by a web server serving the report."""
+    return 0o666 & ~_current_umask()
 
 
 def fsync_dir(folder: Path) -> None:
@@ -52,6 +74,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, sync_dir: b
     )
     tmp = Path(tmp_name)
     try:
+        with contextlib.suppress(OSError):  # a file system without modes (some SMB mounts)
+            os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

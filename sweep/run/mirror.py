@@ -25,6 +25,14 @@ What a sync copies, and in which order:
   asks Optuna for a trial number (and so a trial id) that is already recorded. A trial that
   Optuna knows and the Parquet files do not is run again under a new number on resume.
 
+A mirror being updated holds an empty marker file, :data:`BEHIND_MARKER`, written before the
+first copy of a sync and removed after its last: a sync that failed (the storage is full, or
+cannot be reached) leaves it, and ``ls``, ``show`` and the other readers of the URI say that
+the mirror is behind its study folder (:func:`mirror_is_behind`). A failed copy is retried with
+backoff, at the next recorded trial and at the end of the run (:func:`final_sync`); a mirror
+still behind at the end makes ``run`` and ``resume`` end on a line that says so, with exit code
+:data:`MIRROR_BEHIND_EXIT`.
+
 No file in the mirror is ever half-written: on a file system with renames (local, NFS,
 HDFS) a file is written to a temp name (``.tmp-<name>.<random>.partial``, as
 :mod:`sweep.atomic_files` names them) and moved over the target; on an object store (S3, GCS) an
@@ -55,12 +63,15 @@ if TYPE_CHECKING:
     from sweep.run.events import StudyEvents
 
 __all__ = [
+    "BEHIND_MARKER",
+    "MIRROR_BEHIND_EXIT",
     "MIRROR_SPACING",
     "MirrorError",
     "NotAStudyMirrorError",
     "StudyMirror",
     "final_sync",
     "is_uri",
+    "mirror_is_behind",
     "mirror_listener",
     "mirror_uri",
     "open_mirror",
@@ -73,6 +84,14 @@ log = logging.getLogger(__name__)
 
 #: A sync (other than the final one) waits at least this many times the last sync's duration.
 MIRROR_SPACING = 10.0
+#: The empty file a mirror holds while a sync is under way or after one failed.
+BEHIND_MARKER = ".mirror-behind"
+#: The exit code of a run whose study folder is complete but whose mirror is behind it.
+MIRROR_BEHIND_EXIT = 3
+#: Waits in seconds before each retry of the final sync (then it gives up for this run).
+FINAL_SYNC_RETRIES = (1.0, 4.0, 10.0)
+#: Longest wait before a failed copy is tried again during a run (doubling from 1 s).
+MAX_RETRY_SECONDS = 60.0
 _OBJECT_STORES = ("s3", "gcs")
 _CHUNK = 1 << 20
 
@@ -118,7 +137,7 @@ def _mirrored(rel: str) -> bool:
     """Whether a file of the study folder (relative POSIX path) belongs in the mirror."""
     parts = PurePosixPath(rel).parts
     name = parts[-1]
-    if parts[0] in (names.LOCK_FILE, names.RAY_DIR, names.MIRROR_STATE_FILE):
+    if parts[0] in (names.LOCK_FILE, names.RAY_DIR, names.MIRROR_STATE_FILE, BEHIND_MARKER):
         return False
     if name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX):
         return False
@@ -171,6 +190,12 @@ class StudyMirror:
         self._remote: set[str] | None = None
         self._next = 0.0
         self.syncs = 0
+        #: The mirror lacks changes of the study folder: its last sync failed.
+        self.behind = False
+        #: Syncs failed in a row (the wait before the next try doubles with each).
+        self.failures = 0
+        #: Why the last sync failed (None: it did not).
+        self.last_error: str | None = None
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -209,11 +234,33 @@ class StudyMirror:
         if self.is_same_folder():
             return False
         started = time.monotonic()
-        copied = self._sync()
+        try:
+            copied = self._sync()
+        except BaseException as error:
+            self.behind = True
+            self.failures += 1
+            self.last_error = str(error).splitlines()[0] if str(error) else type(error).__name__
+            backoff = min(MAX_RETRY_SECONDS, 2.0 ** (self.failures - 1))
+            self._next = time.monotonic() + backoff
+            raise
         ended = time.monotonic()
         self._next = ended + MIRROR_SPACING * (ended - started)
         self.syncs += 1
+        self.behind, self.failures, self.last_error = False, 0, None
         return copied
+
+    def _mark_behind(self, behind: bool) -> None:
+        """Write (or remove) the mirror's :data:`BEHIND_MARKER`. Writing an empty file needs
+        no free block, so it succeeds on a full disk; when it cannot, the copy that follows
+        fails too and the driver says so."""
+        marker = f"{self.root}/{BEHIND_MARKER}"
+        with contextlib.suppress(OSError):
+            if behind:
+                self.fs.create_dir(self.root, recursive=True)
+                with self.fs.open_output_stream(marker):
+                    pass
+            else:
+                self.fs.delete_file(marker)
 
     def _remote_files(self) -> set[str]:
         from pyarrow import fs
@@ -238,6 +285,7 @@ class StudyMirror:
             self._sent = {rel: sig for rel, sig in self._sent.items() if rel in self._remote}
         local = _local_files(self.folder)
         copied = False
+        marked = self.behind  # a failed sync left the marker in place
         for rel in sorted(local, key=_rank):
             path = local[rel]
             try:
@@ -246,6 +294,9 @@ class StudyMirror:
                 continue
             if self._sent.get(rel) == signature and rel in self._remote:
                 continue
+            if not marked:
+                self._mark_behind(True)
+                marked = True
             try:
                 signature = self._upload(rel, path)
             except FileNotFoundError:
@@ -254,6 +305,9 @@ class StudyMirror:
             self._remote.add(rel)
             copied = True
         for rel in sorted(self._remote - set(local), key=_rank):
+            if not marked:
+                self._mark_behind(True)
+                marked = True
             with contextlib.suppress(FileNotFoundError):
                 self.fs.delete_file(f"{self.root}/{rel}")
             self._remote.discard(rel)
@@ -261,6 +315,8 @@ class StudyMirror:
             copied = True
         if copied:
             self._save_state()
+        if marked:
+            self._mark_behind(False)
         return copied
 
     def _upload(self, rel: str, path: Path) -> list[int]:
@@ -474,9 +530,30 @@ def mirror_listener(mirror: StudyMirror) -> Callable[[StudyEvents], None]:
     return on_change
 
 
-def final_sync(mirror: StudyMirror) -> None:
-    """The last copy of a run; a failure is logged (the study folder itself is complete)."""
+def final_sync(mirror: StudyMirror, retries: tuple[float, ...] = FINAL_SYNC_RETRIES) -> bool:
+    """The last copy of a run, tried again after each wait of ``retries`` when it fails;
+    returns whether the mirror is up to date (a failure is logged: the study folder itself is
+    complete, and :attr:`StudyMirror.last_error` says why)."""
+    for wait in (*retries, None):
+        try:
+            mirror.sync(force=True)
+        except (OSError, ValueError) as error:
+            log.warning("mirror %s: copy failed: %s", mirror.uri, error)
+            if wait is None:
+                return False
+            time.sleep(wait)
+        else:
+            return True
+    return False
+
+
+def mirror_is_behind(uri: str) -> bool:
+    """Whether the study mirrored at ``uri`` holds the :data:`BEHIND_MARKER` (a sync failed
+    or is under way)."""
+    from pyarrow import fs
+
     try:
-        mirror.sync(force=True)
-    except (OSError, ValueError) as error:
-        log.warning("mirror %s: copy failed: %s", mirror.uri, error)
+        filesystem, root = _filesystem(uri)
+        return filesystem.get_file_info(f"{root}/{BEHIND_MARKER}").type == fs.FileType.File
+    except (OSError, ValueError):
+        return False

@@ -63,8 +63,11 @@ from sweep.optuna_storage import (
     read_record,
     write_record,
 )
+from sweep.run.checkpoint_index import DATA_KEY, CheckpointIndex, read_index
 from sweep.run.confirm_planner import ConfirmPlanner
 from sweep.run.events import StudyEvents, count_recorded
+from sweep.run.faults import check_run_environment
+from sweep.run.graceful_stop import GracefulStop, StopRequested
 from sweep.run.mirror import MirrorError, StudyMirror, final_sync, mirror_listener, open_mirror
 from sweep.run.optuna_record import add_recorded_unsearched, confirm_recorder, recover_interrupted
 from sweep.run.ray_environment import quiet_loggers, start_ray, tune_environment
@@ -84,7 +87,12 @@ __all__ = ["RunOutcome", "StudyInterrupted", "run_study"]
 
 
 class StudyInterrupted(RuntimeError):
-    """The driver was interrupted (Ctrl-C); what finished is recorded and the study resumes."""
+    """The driver was stopped (SIGINT, SIGTERM: :mod:`sweep.run.graceful_stop`); what finished
+    is recorded and the study resumes. ``exit_code``: 128 + the signal."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @contextlib.contextmanager
@@ -284,7 +292,7 @@ def _run_trials(run: _StudyRun) -> None:
         run_config=_run_config(
             run.storage_path,
             f"study-{_stamp()}",
-            [*run.callbacks(callback, context), *recorder],
+            [*run.callbacks(callback, context), *recorder, CheckpointIndex(store.folder, context)],
             run.verbose,
         ),
     )
@@ -441,8 +449,10 @@ def run_study(
     )
     if mirror is not None:
         events.listeners.append(mirror_listener(mirror))
+    check_run_environment(folder, storage, spec.arm_config(spec.arm_names[0]).data)
     started_ray = start_ray(address, verbose, num_cpus=num_cpus)
     quiet_loggers(verbose)
+    stop = GracefulStop().install()  # after Ray's start, whose signal handlers it replaces
     try:
         # Everything that can refuse the run does so before the study folder is written.
         alive = len([n for n in ray.nodes() if n.get("Alive")])
@@ -458,7 +468,7 @@ def run_study(
                 spec,
                 store,
                 storage_path(folder, storage),
-                {"splits": ray.put(splits)},
+                {"splits": ray.put(splits), DATA_KEY: read_index(folder)},
                 data_key,
                 events,
                 max_concurrent or spec.search.max_concurrent,
@@ -468,20 +478,25 @@ def run_study(
             events.phase = names.SEARCH
             events.changed()
             _run_trials(run)
+            stop.raise_if_stopped()
             store.reload()
             counts = store.trials()["status"].value_counts().to_dict() if len(store) else {}
         if mirror is not None:  # after the lock's release folded the part files in
             final_sync(mirror)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if mirror is not None:
             final_sync(mirror)
         raise StudyInterrupted(
             f"interrupted; finished trials are recorded in {folder}. "
-            f"Continue with: infovae-sweep resume {folder}"
+            f"Continue with: infovae-sweep resume {folder}",
+            exit_code=interrupt.exit_code if isinstance(interrupt, StopRequested) else 130,
         ) from None
     finally:
-        if started_ray:
-            ray.shutdown()
+        try:
+            if started_ray:
+                ray.shutdown()
+        finally:
+            stop.close()
     return RunOutcome(
         folder=folder, counts=counts, seconds=time.monotonic() - events.started, mirror=mirror
     )
