@@ -594,10 +594,11 @@ def _run(
                 single_node=single_node,
             )
     except StudyInterrupted as error:
-        console.print(f"[yellow]{error}[/]", highlight=False)
-        raise typer.Exit(130) from None
+        _stopped(folder, str(error), error.exit_code)
     except (StoreError, DataError, StorageError, TrackerError) as error:
         _fail(str(error))
+    except OSError as error:  # a fault of the machine: a full disk, a read-only mount, ...
+        _environment_fault(error, folder)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
     console.print(
         f"study [bold]{spec.name}[/] finished in {outcome.seconds / 60:.1f} min: "
@@ -606,12 +607,51 @@ def _run(
     )
     _write_report(folder, partial=False)
     if outcome.mirror is not None:
-        try:
-            outcome.mirror.sync(force=True)
-        except (OSError, ValueError) as error:  # pyarrow's errors; the study folder is whole
-            console.print(f"[yellow]mirror {outcome.mirror.uri} not updated: {error}[/]")
-        else:
-            console.print(f"mirror: {outcome.mirror.uri}", highlight=False)
+        _final_mirror_sync(outcome.mirror, folder)
+
+
+def _final_mirror_sync(mirror, folder: Path) -> None:
+    """The mirror's last copy (retried); a mirror still behind ends the run on a line that
+    says so, with exit code ``MIRROR_BEHIND_EXIT``."""
+    from sweep.run.mirror import MIRROR_BEHIND_EXIT, final_sync
+
+    if final_sync(mirror):
+        console.print(f"mirror: {mirror.uri}", highlight=False)
+        return
+    _fail(
+        f"mirror {mirror.uri} is behind the study folder ({mirror.last_error}); {folder} is "
+        f"complete. Once the storage is fixed, `infovae-sweep resume {folder}` updates the mirror",
+        code=MIRROR_BEHIND_EXIT,
+    )
+
+
+def _environment_fault(error: OSError, folder: Path) -> None:
+    """One line for a fault of the machine (exit 2), with the ``resume`` command when the
+    study folder holds recorded trials; any other OSError goes on up (a bug to see whole)."""
+    from sweep.run.faults import ENVIRONMENT_EXIT, environment_fault
+    from sweep.store import is_study_folder
+
+    fault = environment_fault(error)
+    if fault is None:
+        raise error
+    hint = ""
+    if is_study_folder(folder):
+        hint = f"; recorded trials are kept. Once fixed, continue: infovae-sweep resume {folder}"
+    _fail(f"{fault}{hint}", code=ENVIRONMENT_EXIT)
+
+
+def _stopped(folder: Path, message: str, exit_code: int) -> None:
+    """A run stopped by a signal: the report written as partial, the trials done, the
+    ``resume`` command; exit ``128 + signal``."""
+    from sweep.store import ResultsStore, StoreError
+
+    done = None
+    with contextlib.suppress(StoreError, OSError):
+        done = len(ResultsStore.open(folder))
+    _write_report(folder, partial=True)
+    recorded = f"{done} trials recorded; " if done is not None else ""
+    console.print(f"[yellow]stopped: {recorded}{message}[/]", highlight=False)
+    raise typer.Exit(exit_code)
 
 
 def _write_report(folder: Path, partial: bool) -> Path | None:
@@ -660,7 +700,20 @@ def _readable(where: str, *, artifacts: bool = False) -> Iterator[Path]:
             _fail(str(error))
         except OSError as error:
             _fail(f"{where}: cannot be read ({error})", code=1)
+        _warn_if_behind(where)
         yield folder
+
+
+def _warn_if_behind(uri: str) -> None:
+    """A line (on stderr) when the mirror at ``uri`` lacks changes of its study folder."""
+    from sweep.run.mirror import mirror_is_behind
+
+    if mirror_is_behind(uri):
+        console.print(
+            f"[yellow]mirror {uri} is behind its study folder: its last copy failed or is under "
+            "way, so it may lack recent trials[/]",
+            highlight=False,
+        )
 
 
 def _default_out(where: str, suffix: str) -> Path | None:
@@ -756,6 +809,8 @@ def list_command(
                 _fail(str(error))
             except OSError as error:
                 _fail(f"{where}: cannot be read ({error})", code=1)
+            for study in sorted(p.name for p in root.iterdir() if p.is_dir()):
+                _warn_if_behind(f"{where.rstrip('/')}/{study}")
             _list_studies(root, where)
         return
     if not Path(where).is_dir():
