@@ -59,7 +59,8 @@ from infovae_core.config import (  # noqa: E402
     DivergenceKind,
     TrialConfig,
 )
-from infovae_core.data import DataError, DatasetSplits, Split, load_dataset  # noqa: E402
+from infovae_core.data import DatasetSplits, Split, load_dataset  # noqa: E402
+from infovae_core.datafiles import DataError  # noqa: E402
 from infovae_core.models import build_model  # noqa: E402
 
 TARGET_RATIO = 0.95

@@ -43,7 +43,6 @@ from infovae_core.config import ConfigError, DataConfig
 from infovae_core.datafiles import (
     POOL,
     SPLIT_NAMES,
-    ArrayFileError,
     ChecksumError,
     DataError,
     IdxFormatError,
@@ -53,11 +52,6 @@ from infovae_core.datafiles import (
 )
 
 __all__ = [
-    "DataError",
-    "MissingDataError",
-    "ChecksumError",
-    "IdxFormatError",
-    "ArrayFileError",
     "Split",
     "DatasetSplits",
     "MNIST_FILES",

@@ -74,6 +74,17 @@ def _conv_channels(width: int, n_layers: int) -> list[int]:
     return [base * 2**i for i in range(n_layers)]
 
 
+def _conv_plan(image_shape: ImageShape, depth: int, width: int):
+    """The stride-2 stack shared by :class:`ConvEncoder` and :class:`ConvDecoderNet` (mirrored):
+    the maps' heights and widths after each layer, the number of layers (``depth``, fewer when
+    the image is too small) and the channels of each layer."""
+    _, height, width_px = image_shape
+    sizes_h = _conv_sizes(height, depth)
+    sizes_w = _conv_sizes(width_px, depth)
+    n_layers = min(len(sizes_h), len(sizes_w)) - 1
+    return sizes_h, sizes_w, n_layers, _conv_channels(width, n_layers)
+
+
 class MLPEncoder(nn.Module):
     """q(z|x) by an MLP: flatten -> ``depth`` x (Linear(width), ReLU) -> Linear(2 d)."""
 
@@ -93,13 +104,9 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, image_shape: ImageShape, latent_dim: int, config: EncoderConfig):
         super().__init__()
-        channels_in, height, width_px = image_shape
-        sizes_h = _conv_sizes(height, config.depth)
-        sizes_w = _conv_sizes(width_px, config.depth)
-        n_layers = min(len(sizes_h), len(sizes_w)) - 1
-        channels = _conv_channels(config.width, n_layers)
+        sizes_h, sizes_w, n_layers, channels = _conv_plan(image_shape, config.depth, config.width)
         layers: list[nn.Module] = []
-        previous = channels_in
+        previous = image_shape[0]
         for c in channels:
             layers += [nn.Conv2d(previous, c, kernel_size=4, stride=2, padding=1), nn.ReLU()]
             previous = c
@@ -130,11 +137,9 @@ class ConvDecoderNet(nn.Module):
 
     def __init__(self, image_shape: ImageShape, latent_dim: int, config: DecoderConfig):
         super().__init__()
-        channels_out, height, width_px = image_shape
-        sizes_h = _conv_sizes(height, config.depth)
-        sizes_w = _conv_sizes(width_px, config.depth)
-        n_layers = min(len(sizes_h), len(sizes_w)) - 1
-        channels = _conv_channels(config.width, n_layers)[::-1]
+        channels_out = image_shape[0]
+        sizes_h, sizes_w, n_layers, channels = _conv_plan(image_shape, config.depth, config.width)
+        channels = channels[::-1]
         self.start_shape = (channels[0], sizes_h[n_layers], sizes_w[n_layers])
         self.project = _mlp([latent_dim, config.width, math.prod(self.start_shape)])
         layers: list[nn.Module] = []

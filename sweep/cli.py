@@ -566,7 +566,7 @@ def _run(
     log_to: list[str] | None = None,
     single_node: bool = False,
 ) -> None:
-    from infovae_core.data import DataError
+    from infovae_core.datafiles import DataError
     from sweep.progress import LiveView
     from sweep.run.ray_storage import StorageError
     from sweep.run.runner import StudyInterrupted, run_study

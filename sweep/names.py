@@ -38,6 +38,7 @@ __all__ = [
     "PHASE",
     "PHASES",
     "CLAIM_IDS",
+    "LIBRARIES",
     "PROBE_ACC",
     "RAY_DIR",
     "REPORT_FILE",
@@ -149,6 +150,20 @@ VAL = "val."
 SEARCH = "search"
 CONFIRM = "confirm"
 PHASES: tuple[str, ...] = (SEARCH, CONFIRM)
+#: The libraries whose versions can change a result: recorded in each run's run.json and shown
+#: in the report.
+LIBRARIES: tuple[str, ...] = (
+    "infovae-sweep",
+    "torch",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "pandas",
+    "pyarrow",
+    "optuna",
+    "ray",
+    "plotly",
+)
 #: The paper's claims a study can test (its ``claims:``), defined in sweep.analysis.claims.
 CLAIM_IDS: tuple[str, ...] = (
     "aggregate_mmd",

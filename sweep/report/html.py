@@ -34,18 +34,7 @@ from sweep.analysis.formatting import (
 from sweep.analysis.stats import Interval
 from sweep.analysis.study import ConvergenceReport, runs_text
 from sweep.analysis.verdict import MetricVerdict, Verdict
-from sweep.report import figures
-from sweep.report.blocks import (
-    Block,
-    FigureBlock,
-    Header,
-    ImageBlock,
-    NoteBlock,
-    ReportContent,
-    Section,
-    TableBlock,
-    section_figures,
-)
+from sweep.report import blocks, figures
 
 #: Longest error message shown per failed trial (the rest is cut, with a note).
 MAX_ERROR_CHARS = 5000
@@ -186,7 +175,7 @@ def page_head(title: str, generator: str, css: str = "") -> str:
     )
 
 
-def render_report(content: ReportContent) -> str:
+def render_report(content: blocks.ReportContent) -> str:
     """The whole page as a string."""
     ids = _PlotIds()
     parts = [
@@ -202,7 +191,7 @@ def render_report(content: ReportContent) -> str:
     return "\n".join(parts)
 
 
-def _render_top(content: ReportContent) -> str:
+def _render_top(content: blocks.ReportContent) -> str:
     out = [
         '<header class="top">',
         f"<h1>{esc(content.title)}</h1>",
@@ -273,7 +262,7 @@ def _cell(value: object) -> str:
     return format_value(value, missing="")
 
 
-def _render_header(header: Header) -> str:
+def _render_header(header: blocks.Header) -> str:
     out = ['<section id="study"><h2>1. Study</h2>', '<dl class="meta">']
     meta = [
         ("Study", esc(header.study)),
@@ -458,34 +447,34 @@ def _render_verdict(
     return "\n".join(out)
 
 
-def _render_block(block: Block, ids: _PlotIds, stems: dict[int, str]) -> str:
-    if isinstance(block, FigureBlock):
+def _render_block(block: blocks.Block, ids: _PlotIds, stems: dict[int, str]) -> str:
+    if isinstance(block, blocks.FigureBlock):
         div = figure_div(block.figure, ids.next(), stems.get(id(block), "figure"))
         caption = f"<figcaption>{esc(block.caption)}</figcaption>" if block.caption else ""
         return f'<figure class="plot">{div}{caption}</figure>'
-    if isinstance(block, NoteBlock):
+    if isinstance(block, blocks.NoteBlock):
         return f'<p class="note">{esc(block.text)}</p>'
-    if isinstance(block, ImageBlock):
+    if isinstance(block, blocks.ImageBlock):
         data = base64.b64encode(block.png).decode("ascii")
         return (
             f'<figure class="img"><img alt="{esc(block.title)}" '
             f'src="data:image/png;base64,{data}"><figcaption>{esc(block.title)}'
             "</figcaption></figure>"
         )
-    if isinstance(block, TableBlock):
+    if isinstance(block, blocks.TableBlock):
         caption = f'<p class="muted small">{esc(block.caption)}</p>' if block.caption else ""
         return _frame_table(block.frame) + caption
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 
-def _render_section(section: Section, number: int, ids: _PlotIds) -> str:
+def _render_section(section: blocks.Section, number: int, ids: _PlotIds) -> str:
     out = [f'<section id="{esc(section.anchor)}"><h2>{number}. {esc(section.title)}</h2>']
     if section.intro:
         out.append(f'<p class="muted">{esc(section.intro)}</p>')
-    stems = {id(block): stem for stem, block in section_figures(section)}
+    stems = {id(block): stem for stem, block in blocks.section_figures(section)}
     images: list[str] = []
     for block in section.blocks:
-        if isinstance(block, ImageBlock):
+        if isinstance(block, blocks.ImageBlock):
             images.append(_render_block(block, ids, stems))
             continue
         if images:  # consecutive image grids sit side by side

@@ -12,7 +12,6 @@ import datetime as dt
 import logging
 import platform
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -47,21 +46,11 @@ from sweep.report.blocks import (
     TableBlock,
 )
 from sweep.report.html import render_report
+from sweep.run.run_record import package_versions
 from sweep.spec import EPOCH_TERMS
 
 log = logging.getLogger(__name__)
 
-_LIBRARIES = (
-    "torch",
-    "numpy",
-    "scipy",
-    "scikit-learn",
-    "pandas",
-    "pyarrow",
-    "optuna",
-    "ray",
-    "plotly",
-)
 _HEADLINE_METRICS = ("mmd", "mutual_info", "nll_iwae")
 _TERM_ORDER = {term: i for i, term in enumerate(EPOCH_TERMS)}
 
@@ -165,12 +154,7 @@ def _header(data: StudyData, roles: Sequence[ArmClassification]) -> Header:
         )
     else:
         hardware = pd.DataFrame(columns=[names.HOST, names.DEVICE, "trials"])
-    versions = {"python": platform.python_version()}
-    for name in ("infovae-sweep", *_LIBRARIES):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+    versions = {"python": platform.python_version(), **package_versions()}
     objectives = ", ".join(f"{o.metric} ({o.direction})" for o in data.objectives)
     return Header(
         study=data.name,

@@ -45,18 +45,6 @@ from sweep.atomic_files import atomic_write_text
 
 FORMAT = 1
 RunStatus = Literal["running", "finished", "interrupted", "failed"]
-#: The libraries whose versions can change a result.
-PACKAGES: tuple[str, ...] = (
-    "infovae-sweep",
-    "torch",
-    "numpy",
-    "scipy",
-    "scikit-learn",
-    "pandas",
-    "pyarrow",
-    "optuna",
-    "ray",
-)
 _GIT_TIMEOUT_S = 10
 
 
@@ -156,9 +144,11 @@ def _gpus() -> list[str]:
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
-def _packages() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """The installed version of each of :data:`sweep.names.LIBRARIES` ("not installed" when
+    absent)."""
     found = {}
-    for name in PACKAGES:
+    for name in names.LIBRARIES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -213,7 +203,7 @@ class RunRecorder:
             "load_average": {"start": _load_average(), "end": None},
             "trials_recorded": {"start": trials_recorded, "end": None},
             "code": code_version(),
-            "packages": _packages(),
+            "packages": package_versions(),
             "python": platform.python_version(),
             "os": platform.platform(),
             "cpu": {"model": _cpu_model(), "cores": os.cpu_count()},

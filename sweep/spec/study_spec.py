@@ -32,21 +32,6 @@ from sweep.spec.checks import flatten_settings, study_issues
 from sweep.spec.spec_errors import StudyIssue, StudySpecError, ValidatorIssues, spec_error
 from sweep.spec.yaml import TOO_DEEP, parse_yaml
 
-__all__ = [
-    "EPOCH_TERMS",
-    "EVAL_METRICS",
-    "ArmSpec",
-    "ConfirmSpec",
-    "ConvergenceSpec",
-    "DataSpec",
-    "EarlyStoppingSpec",
-    "ObjectiveSpec",
-    "ResourcesSpec",
-    "SearchSpec",
-    "StudySpec",
-    "load_study",
-]
-
 # mutual_info_cap is log N of the evaluation set: fixed by the data, nothing a search can move.
 EVAL_METRICS: tuple[str, ...] = tuple(name for name in METRIC_NAMES if name != "mutual_info_cap")
 """Evaluation metrics (``metric.<name>``) an objective may name; plus ``probe_acc_<n>``."""

@@ -2,17 +2,6 @@
 
 from __future__ import annotations
 
-__all__ = [
-    "DamagedStudyError",
-    "NotAStudyFolderError",
-    "RowError",
-    "SchemaConflictError",
-    "StoreCorruptError",
-    "StoreError",
-    "StudyExistsError",
-    "StudyLockedError",
-]
-
 
 class StoreError(Exception):
     """Base class of the results store's errors."""

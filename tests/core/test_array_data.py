@@ -21,16 +21,18 @@ from infovae_core.config import ConfigError, DataConfig, TrialConfig
 from infovae_core.data import (
     FASHION_MNIST,
     MNIST_FILES,
-    ArrayFileError,
-    ChecksumError,
-    DataError,
-    MissingDataError,
     apply_train_size,
     ensure_idx_files,
     load_dataset,
     load_idx_dataset,
 )
-from infovae_core.datafiles import read_image_arrays
+from infovae_core.datafiles import (
+    ArrayFileError,
+    ChecksumError,
+    DataError,
+    MissingDataError,
+    read_image_arrays,
+)
 from infovae_core.trainer import fit
 from tests.core.test_data import tiny_mnist_payloads
 

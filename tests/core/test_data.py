@@ -21,11 +21,7 @@ from infovae_core import data
 from infovae_core.config import TRAIN_SPLIT_SIZES, ConfigError, DataConfig, TrialConfig
 from infovae_core.data import (
     MNIST_FILES,
-    ChecksumError,
-    DataError,
     DatasetSplits,
-    IdxFormatError,
-    MissingDataError,
     Split,
     apply_train_size,
     binarize,
@@ -37,6 +33,7 @@ from infovae_core.data import (
     resolve_data_dir,
     static_binarize,
 )
+from infovae_core.datafiles import ChecksumError, DataError, IdxFormatError, MissingDataError
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: IDX files written by hand (independently of the reader under test)
