@@ -108,7 +108,9 @@ def two_node_cluster():
         cluster.shutdown()
 
 
-def test_study_on_two_node_cluster_places_trials_on_both_nodes(tmp_path, two_node_cluster):
+def test_study_on_two_node_cluster_places_trials_on_both_nodes_and_records_their_artefacts(
+    tmp_path, two_node_cluster
+):
     import ray
 
     study = write_study(tmp_path, "cluster", trials=3, seeds=0, epochs=2)
@@ -122,6 +124,19 @@ def test_study_on_two_node_cluster_places_trials_on_both_nodes(tmp_path, two_nod
     assert len(trials) == 6 and (trials["status"] == "completed").all()
     node_ids = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
     assert set(trials["node_id"]) == node_ids and len(node_ids) == 2
+    # A trial on the worker node sends its artefacts and epochs through its checkpoint under
+    # the shared storage, never in its result: the driver still records them.
+    on_worker = trials[trials["node_id"] != two_node_cluster.head_node.node_id]
+    assert len(on_worker) >= 1
+    epochs = pq.read_table(outcome.folder / "epochs.parquet").to_pandas()
+    for trial_id in on_worker["trial_id"]:
+        artifacts = outcome.folder / "artifacts" / trial_id
+        assert {p.name for p in artifacts.iterdir()} == {
+            "latents.npy",
+            "samples.png",
+            "reconstructions.png",
+        }
+        assert sorted(epochs[epochs["trial_id"] == trial_id]["epoch"]) == [1, 2]
 
 
 def test_multi_node_run_refuses_a_local_storage_path(tmp_path, two_node_cluster):

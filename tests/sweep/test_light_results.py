@@ -1,0 +1,73 @@
+"""A real tiny study: the results the driver receives from Ray hold no artefact and no epoch
+list, while the study folder still gets every artefact and epoch row, and Ray's storage keeps
+no folder of a recorded trial."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from sweep import names
+from sweep.run import store_callback
+from sweep.run.runner import run_study
+from sweep.spec import load_study
+from tests.sweep.studies import write_study
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def light_study(tmp_path_factory):
+    """The study, run once, and every result the driver's store callback was handed."""
+    folder = tmp_path_factory.mktemp("light")
+    spec = load_study(write_study(folder, "light", trials=2, seeds=1, epochs=EPOCHS))
+    seen: list[dict] = []
+    mixin = store_callback._StoreCallbackMixin
+    on_result, on_complete = mixin.on_trial_result, mixin.on_trial_complete
+
+    def spy_result(self, iteration, trials, trial, result, **info):
+        seen.append(dict(result))
+        return on_result(self, iteration, trials, trial, result, **info)
+
+    def spy_complete(self, iteration, trials, trial, **info):
+        seen.append(dict(trial.last_result))
+        return on_complete(self, iteration, trials, trial, **info)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mixin, "on_trial_result", spy_result)
+        patch.setattr(mixin, "on_trial_complete", spy_complete)
+        outcome = run_study(spec, folder / "results" / "light", num_cpus=2)
+    return outcome.folder, seen
+
+
+def test_the_driver_receives_no_artefact_and_no_epoch_list(light_study):
+    _, seen = light_study
+    finals = [r for r in seen if "trial_status" in r]
+    assert len(finals) >= 2 * 6  # each trial's final result, on arrival and at completion
+    for result in seen:
+        ours = {k: v for k, v in result.items() if k != "config"}  # Tune's copy of the config
+        assert all(isinstance(v, int | float | str | type(None)) for v in ours.values()), ours
+        assert not any("artifact" in key or "epoch_rows" in key for key in ours)
+
+
+def test_the_study_folder_gets_every_artefact_and_epoch_row(light_study):
+    folder, _ = light_study
+    trials = pq.read_table(folder / "trials.parquet").to_pandas()
+    assert len(trials) == 6 and (trials[names.STATUS] == names.COMPLETED).all()
+    for trial_id in trials[names.TRIAL_ID]:
+        files = {p.name for p in (folder / names.ARTIFACTS_DIR / trial_id).iterdir()}
+        assert files == {"latents.npy", "samples.png", "reconstructions.png"}, trial_id
+    epochs = pq.read_table(folder / "epochs.parquet").to_pandas()
+    per_trial = epochs.groupby(names.TRIAL_ID)[names.EPOCH].apply(sorted).to_dict()
+    assert per_trial == {t: list(range(1, EPOCHS + 1)) for t in trials[names.TRIAL_ID]}
+    assert epochs["val.elbo"].notna().all()
+    assert trials[names.HOST].notna().all() and trials[names.STARTED_AT].notna().all()
+
+
+def test_ray_storage_keeps_no_file_of_a_recorded_trial(light_study):
+    folder, _ = light_study
+    (experiment,) = [p for p in (folder / names.RAY_DIR).iterdir() if p.is_dir()]
+    trial_files = [p for p in experiment.rglob("*") if p.is_file() and p.parent != experiment]
+    assert trial_files == []
