@@ -174,3 +174,8 @@ def test_trial_on_a_killed_worker_node_resumes_from_its_checkpoint(tmp_path):
     epochs = pq.read_table(folder / names.EPOCHS_FILE).to_pandas()
     for trial_id, rows in epochs.groupby(names.TRIAL_ID):
         assert sorted(rows[names.EPOCH]) == list(range(1, EPOCHS + 1)), trial_id
+    # Every trial ran on a worker node (the head has no CPUs): its artefacts reached the study
+    # folder through its final checkpoint under the shared storage.
+    for trial_id in trials[names.TRIAL_ID]:
+        files = {p.name for p in (folder / names.ARTIFACTS_DIR / trial_id).iterdir()}
+        assert files == {"latents.npy", "samples.png", "reconstructions.png"}, trial_id
