@@ -105,11 +105,13 @@ class _StoreCallbackMixin:
         self.rank_direction = rank_direction
         self.duplicates = duplicates
         self.epochs: dict[str, list[dict[str, Any]]] = {}
+        #: Tune's ids of the trials recorded by this run, whose Ray folders go at its end.
+        self.recorded: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the driver-side store and
         # events are not state to restore (resume rebuilds them from the study folder).
-        return {"context": self.context, "epochs": {}, "duplicates": None}
+        return {"context": self.context, "epochs": {}, "duplicates": None, "recorded": set()}
 
     def _progress(self, trial) -> ArmProgress:
         return self.events.arms[TrialMeta.of(trial.config).arm]
@@ -147,6 +149,12 @@ class _StoreCallbackMixin:
             # twice: drop what it redoes.
             rows[:] = [r for r in rows if r[names.EPOCH] < epoch]
         rows.append(row)
+
+    def on_experiment_end(self, trials, **info):
+        # Tune makes a finished trial's (empty) folder again after the trial is recorded.
+        for trial in trials:
+            if trial.trial_id in self.recorded:
+                _forget_trial(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, _trial_result(trial), error=None)
@@ -201,6 +209,7 @@ class _StoreCallbackMixin:
         if recorded and status == names.COMPLETED:
             write_artifacts(self.store.folder, study_trial_id, result.artifacts)
         _forget_trial(trial)
+        self.recorded.add(trial.trial_id)
         if recorded:
             if status == names.COMPLETED:
                 if self.duplicates is not None and params:
