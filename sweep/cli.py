@@ -597,7 +597,7 @@ def _run(
         _stopped(folder, str(error), error.exit_code)
     except (StoreError, DataError, StorageError, TrackerError) as error:
         _fail(str(error))
-    except OSError as error:  # a fault of the machine: a full disk, a read-only mount, ...
+    except Exception as error:  # a fault of the machine: a full disk, a read-only mount, ...
         _environment_fault(error, folder)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
     console.print(
@@ -613,9 +613,9 @@ def _run(
 def _final_mirror_sync(mirror, folder: Path) -> None:
     """The mirror's last copy (retried); a mirror still behind ends the run on a line that
     says so, with exit code ``MIRROR_BEHIND_EXIT``."""
-    from sweep.run.mirror import MIRROR_BEHIND_EXIT, final_sync
+    from sweep.run.mirror import FINAL_SYNC_RETRIES, MIRROR_BEHIND_EXIT, final_sync
 
-    if final_sync(mirror):
+    if final_sync(mirror, FINAL_SYNC_RETRIES):
         console.print(f"mirror: {mirror.uri}", highlight=False)
         return
     _fail(
@@ -625,13 +625,13 @@ def _final_mirror_sync(mirror, folder: Path) -> None:
     )
 
 
-def _environment_fault(error: OSError, folder: Path) -> None:
+def _environment_fault(error: Exception, folder: Path) -> None:
     """One line for a fault of the machine (exit 2), with the ``resume`` command when the
-    study folder holds recorded trials; any other OSError goes on up (a bug to see whole)."""
+    study folder holds recorded trials; any other error goes on up (a bug to see whole)."""
     from sweep.run.faults import ENVIRONMENT_EXIT, environment_fault
     from sweep.store import is_study_folder
 
-    fault = environment_fault(error)
+    fault = environment_fault(error, folder)
     if fault is None:
         raise error
     hint = ""

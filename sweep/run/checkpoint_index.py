@@ -15,6 +15,7 @@ resumed run samples afresh, or gives another seed, starts from epoch 0.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -104,7 +105,10 @@ def _tune_callback_class():
 
         def _write(self) -> None:
             text = json.dumps(self.index, sort_keys=True, indent=0)
-            atomic_write_text(self.folder / CHECKPOINT_INDEX_FILE, text, sync_dir=False)
+            # An index that cannot be written (a full disk) only costs a resumed trial its
+            # head start; the store's own writes report the fault.
+            with contextlib.suppress(OSError):
+                atomic_write_text(self.folder / CHECKPOINT_INDEX_FILE, text, sync_dir=False)
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
             self.index[trial_key(self.context, trial.config)] = _location(checkpoint)

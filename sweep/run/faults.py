@@ -26,6 +26,7 @@ __all__ = [
     "check_storage_uri",
     "check_writable_folder",
     "environment_fault",
+    "fault_guard",
 ]
 
 #: The exit code of a run refused or stopped by a fault of the machine (as for bad input).
@@ -66,28 +67,58 @@ def _errno_of(error: OSError) -> int | None:
     ``OSError``s whose text holds the system's message) the one its text names."""
     if error.errno in ENVIRONMENT_ERRNOS:
         return error.errno
-    text = str(error)
+    return _errno_in(str(error))
+
+
+def _errno_in(text: str) -> int | None:
+    """The machine's errno that ``text`` names (the system's message or this module's)."""
     for code in sorted(ENVIRONMENT_ERRNOS):
-        if os.strerror(code) in text:
+        if os.strerror(code) in text or _WORDS[code] in text:
             return code
     return None
 
 
-def environment_fault(error: BaseException) -> EnvironmentFault | None:
-    """``error`` as an :class:`EnvironmentFault` when it is the machine's fault (a full disk, a
-    read-only mount, a permission), else None."""
-    if isinstance(error, EnvironmentFault):
-        return error
-    if not isinstance(error, OSError):
-        return None
-    code = _errno_of(error)
-    if code is None:
-        return None
-    if error.filename is not None:
-        where = error.filename
-    else:
-        where = str(error).splitlines()[0] if error.errno != code else "a results file"
-    return EnvironmentFault(f"{where}: {_WORDS[code]}")
+#: What SQLite (Optuna's storage) says for the same faults, which carry no errno.
+_SQLITE_WORDS: dict[str, int] = {
+    "database or disk is full": errno.ENOSPC,
+    "attempt to write a readonly database": errno.EROFS,
+    "unable to open database file": errno.EACCES,
+    "disk i/o error": errno.EIO,
+}
+
+
+def _chain(error: BaseException):
+    """``error`` and the errors it was raised from or while handling, outermost first."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def environment_fault(error: BaseException, where: Path | str | None = None):
+    """``error`` as an :class:`EnvironmentFault` when it, or an error it was raised from, is
+    the machine's fault (a full disk, a read-only mount, a permission), else None. ``where``
+    names the path when the error does not (SQLite's errors never do)."""
+    for link in _chain(error):
+        if isinstance(link, EnvironmentFault):
+            return link
+        if isinstance(link, OSError):
+            code = _errno_of(link)
+            if code is None:
+                continue
+            if link.filename is not None:
+                path = link.filename
+            elif where is not None:
+                path = where
+            else:
+                path = str(link).splitlines()[0]
+            return EnvironmentFault(f"{path}: {_WORDS[code]}")
+        text = str(link).lower()
+        for words, code in _SQLITE_WORDS.items():
+            if words in text:
+                return EnvironmentFault(f"{where or 'the Optuna storage'}: {_WORDS[code]}")
+    return None
 
 
 def _probe_name() -> str:
@@ -175,3 +206,21 @@ def check_run_environment(folder: Path, storage: str | None, data) -> None:
         from infovae_core.data import resolve_data_dir
 
         check_data_dir(resolve_data_dir(data.data_dir))
+
+
+def fault_guard(where: str):
+    """A Ray Tune callback, placed before the store's, that ends the run with an
+    :class:`EnvironmentFault` when a trial failed for a fault of the machine (its checkpoint
+    could not be written to Ray Tune's storage path ``where``, say): such a trial is not
+    recorded as failed, and ``resume`` runs it again once the fault is fixed."""
+    from ray.tune import Callback
+
+    from sweep.run.store_callback import ray_trial_error
+
+    class _FaultGuard(Callback):
+        def on_trial_error(self, iteration, trials, trial, **info):
+            code = _errno_in(ray_trial_error(trial))
+            if code is not None:
+                raise EnvironmentFault(f"{where}: {_WORDS[code]}")
+
+    return _FaultGuard()

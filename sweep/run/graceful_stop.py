@@ -17,8 +17,10 @@ A second signal, or a stop still going after :data:`STOP_SECONDS`, ends the driv
 is written atomically, and ``resume`` runs the trials that were in flight again.
 
 When a whole process group is signalled (``timeout``, Slurm without ``--signal=B:``, systemd's
-default ``KillMode``), Ray's own processes receive the signal as well and end; the driver then
-stops the same way, bounded by :data:`STOP_SECONDS`.
+default ``KillMode``), Ray's own processes receive the signal as well and end, and Tune can no
+longer stop its trials: once the driver sees its embedded Ray's servers gone, it waits
+:data:`RAY_GONE_SECONDS` for what is being recorded, then ends at once with the same code. The
+checkpoints already on disk are where ``resume`` continues the trials that were in flight.
 """
 
 from __future__ import annotations
@@ -27,17 +29,43 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["STOP_SECONDS", "GracefulStop", "StopRequested", "graceful_stop"]
+__all__ = ["RAY_GONE_SECONDS", "STOP_SECONDS", "GracefulStop", "StopRequested", "graceful_stop"]
 
 #: Longest a graceful stop may take before the driver ends at once. Below the 30 seconds that
 #: Slurm (``KillWait``) and Kubernetes (``terminationGracePeriodSeconds``) leave by default
 #: between SIGTERM and SIGKILL.
 STOP_SECONDS = 20.0
 
+#: Seconds the driver waits, once its embedded Ray's servers have ended, before it ends.
+RAY_GONE_SECONDS = 3.0
+
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_RAY_SERVERS = ("raylet", "gcs_server")
+
+
+def _ray_servers() -> set[int]:
+    """Ids of this process's living children that are an embedded Ray's servers (Linux's
+    ``/proc``; elsewhere none are found and only :data:`STOP_SECONDS` bounds a stop)."""
+    found: set[int] = set()
+    me = os.getpid()
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            stat = open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace").read()
+        except OSError:
+            continue
+        name = stat[stat.find("(") + 1 : stat.rfind(")")]
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1] == str(me) and name in _RAY_SERVERS and fields[0] != "Z":
+            found.add(int(entry))
+    return found
 
 
 class StopRequested(KeyboardInterrupt):
@@ -64,17 +92,19 @@ class GracefulStop:
     """The signal handlers of one run (see the module docstring); ``signum`` is the first signal
     received (None: none)."""
 
-    def __init__(self, seconds: float = STOP_SECONDS) -> None:
+    def __init__(self, seconds: float = STOP_SECONDS, resume: str = "") -> None:
         self.seconds = seconds
+        #: The command that continues the study, said when the driver ends at once.
+        self.resume = resume
         self.signum: int | None = None
+        self._servers: set[int] = set()
         self._done = threading.Event()
         self._saved: dict[int, object] = {}
 
     def handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
         if self.signum is not None:
-            _say(f"{name} again: stopping at once; recorded trials are kept")
-            os._exit(128 + self.signum)
+            self._exit_now(f"{name} again")
         self.signum = signum
         _say(
             f"{name} received: stopping the study; no new trials, trials in flight stop at their "
@@ -89,11 +119,22 @@ class GracefulStop:
         else:  # no Tune run going on yet (or any more): unwind the driver
             raise StopRequested(signum)
 
-    def _deadline(self) -> None:
-        if self._done.wait(self.seconds):
-            return  # the driver finished its stop in time
-        _say(f"the stop took over {self.seconds:.0f} s: stopping at once; recorded trials are kept")
+    def _exit_now(self, why: str) -> None:
+        then = f"; continue with: {self.resume}" if self.resume else ""
+        _say(f"{why}: stopping at once; recorded trials are kept{then}")
         os._exit(128 + (self.signum or signal.SIGTERM))
+
+    def _deadline(self) -> None:
+        end = time.monotonic() + self.seconds
+        gone_since: float | None = None
+        while not self._done.wait(0.5):
+            now = time.monotonic()
+            if now >= end:
+                self._exit_now(f"the stop took over {self.seconds:.0f} s")
+            if self._servers and not self._servers & _ray_servers():
+                gone_since = now if gone_since is None else gone_since
+                if now - gone_since >= RAY_GONE_SECONDS:
+                    self._exit_now("Ray's processes ended with the signal")
 
     def raise_if_stopped(self) -> None:
         """:class:`StopRequested` when a signal arrived (the Tune run ended early for it)."""
@@ -105,6 +146,7 @@ class GracefulStop:
         thread other than the main one nothing is installed."""
         if threading.current_thread() is not threading.main_thread():
             return self
+        self._servers = _ray_servers()
         self._saved = {s: signal.getsignal(s) for s in (*_SIGNALS, signal.SIGUSR1)}
         # SIGUSR1 is Ray Tune's to install while its run goes on; until then there is none.
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)
@@ -121,10 +163,10 @@ class GracefulStop:
 
 
 @contextmanager
-def graceful_stop(seconds: float = STOP_SECONDS) -> Iterator[GracefulStop]:
+def graceful_stop(seconds: float = STOP_SECONDS, resume: str = "") -> Iterator[GracefulStop]:
     """Handle SIGINT and SIGTERM as a graceful stop for the duration of the block (main thread
     only: elsewhere the block runs with the handlers it had)."""
-    stop = GracefulStop(seconds).install()
+    stop = GracefulStop(seconds, resume).install()
     try:
         yield stop
     finally:

@@ -89,7 +89,7 @@ BEHIND_MARKER = ".mirror-behind"
 #: The exit code of a run whose study folder is complete but whose mirror is behind it.
 MIRROR_BEHIND_EXIT = 3
 #: Waits in seconds before each retry of the final sync (then it gives up for this run).
-FINAL_SYNC_RETRIES = (1.0, 4.0, 10.0)
+FINAL_SYNC_RETRIES = (1.0, 3.0, 9.0)
 #: Longest wait before a failed copy is tried again during a run (doubling from 1 s).
 MAX_RETRY_SECONDS = 60.0
 _OBJECT_STORES = ("s3", "gcs")
@@ -530,8 +530,9 @@ def mirror_listener(mirror: StudyMirror) -> Callable[[StudyEvents], None]:
     return on_change
 
 
-def final_sync(mirror: StudyMirror, retries: tuple[float, ...] = FINAL_SYNC_RETRIES) -> bool:
-    """The last copy of a run, tried again after each wait of ``retries`` when it fails;
+def final_sync(mirror: StudyMirror, retries: tuple[float, ...] = ()) -> bool:
+    """A copy of the whole mirror, tried again after each wait of ``retries`` (the command
+    line's last copy: :data:`FINAL_SYNC_RETRIES`) when it fails;
     returns whether the mirror is up to date (a failure is logged: the study folder itself is
     complete, and :attr:`StudyMirror.last_error` says why)."""
     for wait in (*retries, None):

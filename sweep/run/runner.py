@@ -66,7 +66,7 @@ from sweep.optuna_storage import (
 from sweep.run.checkpoint_index import DATA_KEY, CheckpointIndex, read_index
 from sweep.run.confirm_planner import ConfirmPlanner
 from sweep.run.events import StudyEvents, count_recorded
-from sweep.run.faults import check_run_environment
+from sweep.run.faults import check_run_environment, fault_guard
 from sweep.run.graceful_stop import GracefulStop, StopRequested
 from sweep.run.mirror import MirrorError, StudyMirror, final_sync, mirror_listener, open_mirror
 from sweep.run.optuna_record import add_recorded_unsearched, confirm_recorder, recover_interrupted
@@ -292,7 +292,12 @@ def _run_trials(run: _StudyRun) -> None:
         run_config=_run_config(
             run.storage_path,
             f"study-{_stamp()}",
-            [*run.callbacks(callback, context), *recorder, CheckpointIndex(store.folder, context)],
+            [
+                fault_guard(run.storage_path),  # before the store's: a fault is not a failure
+                *run.callbacks(callback, context),
+                *recorder,
+                CheckpointIndex(store.folder, context),
+            ],
             run.verbose,
         ),
     )
@@ -452,7 +457,8 @@ def run_study(
     check_run_environment(folder, storage, spec.arm_config(spec.arm_names[0]).data)
     started_ray = start_ray(address, verbose, num_cpus=num_cpus)
     quiet_loggers(verbose)
-    stop = GracefulStop().install()  # after Ray's start, whose signal handlers it replaces
+    # After Ray's start, whose signal handlers it replaces.
+    stop = GracefulStop(resume=f"infovae-sweep resume {folder}").install()
     try:
         # Everything that can refuse the run does so before the study folder is written.
         alive = len([n for n in ray.nodes() if n.get("Alive")])
