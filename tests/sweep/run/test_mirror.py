@@ -110,7 +110,7 @@ def test_recorded_part_files_reach_the_mirror_and_read_as_every_trial(study, buc
     assert "elbo-extra" in ResultsStore.open(bucket / "syn").recorded_trial_ids()
 
 
-def test_a_failed_copy_leaves_no_file_in_the_mirror(study, bucket, monkeypatch):
+def test_a_failed_copy_leaves_only_the_behind_marker_in_the_mirror(study, bucket, monkeypatch):
     def half_then_fail(source, out, length=0):
         out.write(source.read(10))
         raise OSError("network gone")
@@ -119,7 +119,8 @@ def test_a_failed_copy_leaves_no_file_in_the_mirror(study, bucket, monkeypatch):
     with pytest.raises(OSError, match="network gone"):
         StudyMirror(study, _uri(bucket)).sync(force=True)
     leftovers = [p for p in bucket.rglob("*") if p.is_file()]
-    assert leftovers == []
+    assert leftovers == [bucket / "syn" / mirror_module.BEHIND_MARKER]
+    assert leftovers[0].stat().st_size == 0
 
 
 def test_temp_files_of_a_killed_sync_are_removed_from_the_mirror(study, bucket):
