@@ -514,7 +514,8 @@ def open_mirror(
 
 def mirror_listener(mirror: StudyMirror) -> Callable[[StudyEvents], None]:
     """Sync the mirror whenever a trial has been recorded (the listener runs on the driver's
-    Tune loop, as the recording does); a failed copy is logged and retried next time."""
+    Tune loop, as the recording does); a failed copy is logged, marks the mirror behind, and
+    is tried again at a later recorded trial once its backoff (1, 2, 4, ... 60 s) has passed."""
     seen: list[int] = [-1]
 
     def on_change(events: StudyEvents) -> None:
