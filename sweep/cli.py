@@ -660,6 +660,11 @@ def _write_report(folder: Path, partial: bool) -> Path | None:
     try:
         path = build_report(folder, partial=partial)
     except Exception as error:  # noqa: BLE001 - the results are safe; say why the report is not
+        from sweep.run.faults import ENVIRONMENT_EXIT, environment_fault
+
+        fault = environment_fault(error, folder)
+        if fault is not None and not partial:  # a stopped run keeps its signal's exit code
+            _fail(f"report not written: {fault}; the study folder is complete", ENVIRONMENT_EXIT)
         console.print(f"[yellow]report not written: {type(error).__name__}: {error}[/]")
         return None
     console.print(f"report: {path}", highlight=False)

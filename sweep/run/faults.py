@@ -212,15 +212,27 @@ def fault_guard(where: str):
     """A Ray Tune callback, placed before the store's, that ends the run with an
     :class:`EnvironmentFault` when a trial failed for a fault of the machine (its checkpoint
     could not be written to Ray Tune's storage path ``where``, say): such a trial is not
-    recorded as failed, and ``resume`` runs it again once the fault is fixed."""
+    recorded as failed, and ``resume`` runs it again once the fault is fixed. The fault shows
+    either as Ray's error (the trial's last report failed) or as the trial's own failed result
+    (a checkpoint reported during training failed)."""
     from ray.tune import Callback
 
+    from sweep import names
     from sweep.run.store_callback import ray_trial_error
+    from sweep.run.trial import TrialResult
+
+    def stop_for(text: str | None) -> None:
+        code = _errno_in(text or "")
+        if code is not None:
+            raise EnvironmentFault(f"{where}: {_WORDS[code]} (a trial could not save its results)")
 
     class _FaultGuard(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            result = TrialResult.from_report(trial.last_result)
+            if result.status == names.FAILED:
+                stop_for(result.error)
+
         def on_trial_error(self, iteration, trials, trial, **info):
-            code = _errno_in(ray_trial_error(trial))
-            if code is not None:
-                raise EnvironmentFault(f"{where}: {_WORDS[code]}")
+            stop_for(ray_trial_error(trial))
 
     return _FaultGuard()
