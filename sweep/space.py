@@ -361,6 +361,45 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         return None
 
 
+class _RecentTrials:
+    """A study as a sampler sees it: every attribute of ``study``, but ``_get_trials`` (through
+    which Optuna's TPE reads the history it conditions on) gives the latest ``window`` trials
+    only (by number; the trial being sampled is the latest)."""
+
+    def __init__(self, study: optuna.Study, window: int) -> None:
+        self._study = study
+        self._window = window
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, *args: Any, **kwargs: Any) -> list[optuna.trial.FrozenTrial]:
+        return list(self._study._get_trials(*args, **kwargs))[-self._window :]
+
+
+class RecentTPESampler(optuna.samplers.TPESampler):
+    """TPE conditioned on the arm's latest ``window`` trials (``search.tpe_window``).
+
+    TPE's time per suggestion grows with the trials it conditions on (a Parzen estimator over
+    each of them, for every suggestion); with a window it stops growing once the arm holds
+    ``window`` trials. The window's trials include the best ones only while they are recent.
+    """
+
+    def __init__(self, window: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.window = window
+
+    def infer_relative_search_space(self, study, trial):
+        return super().infer_relative_search_space(_RecentTrials(study, self.window), trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return super().sample_relative(_RecentTrials(study, self.window), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        recent = _RecentTrials(study, self.window)
+        return super().sample_independent(recent, trial, param_name, param_distribution)
+
+
 def cmaes_available() -> bool:
     """Whether the ``cmaes`` package that Optuna's ``CmaEsSampler`` imports is installed."""
     return importlib.util.find_spec("cmaes") is not None
@@ -379,7 +418,8 @@ def make_sampler(
     small study still leaves the random start-up phase:
 
     - ``tpe``: ``TPESampler(n_startup_trials=clip(trials // 4, 2, 10))``; supports several
-      objectives.
+      objectives. With ``search.tpe_window``: :class:`RecentTPESampler`, conditioned on the
+      arm's latest ``tpe_window`` trials.
     - ``random``: ``RandomSampler``.
     - ``cmaes``: ``CmaEsSampler``; choice keys are sampled by a seeded ``RandomSampler``
       (CMA-ES is continuous), without a warning per trial.
@@ -405,7 +445,10 @@ def make_sampler(
     if trials is None:  # only the grid sampler may leave trials_per_arm unset
         raise ValueError(f"sampler {search_spec.sampler} needs search.trials_per_arm")
     if search_spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, trials // 4)), seed=seed)
+        startup = min(10, max(2, trials // 4))
+        if search_spec.tpe_window is not None:
+            return RecentTPESampler(search_spec.tpe_window, n_startup_trials=startup, seed=seed)
+        return optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed)
     if search_spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if search_spec.sampler == "cmaes":

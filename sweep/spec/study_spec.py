@@ -197,6 +197,9 @@ class SearchSpec(_Frozen):
     max_concurrent: Annotated[int, Field(strict=True, ge=1)] = 1
     seed: Annotated[int, Field(strict=True, ge=0)] = 0
     seed_policy: Literal["fixed", "per_trial"] = "fixed"
+    #: ``tpe`` only: condition each suggestion on the arm's latest N trials (None: all). TPE's
+    #: time per suggestion grows with the trials it conditions on; this bounds it.
+    tpe_window: Annotated[int, Field(strict=True, ge=10)] | None = None
     objectives: tuple[ObjectiveSpec, ...]
     early_stopping: EarlyStoppingSpec | None = None
 
@@ -217,6 +220,8 @@ class SearchSpec(_Frozen):
             issues.append(("sampler", "cmaes needs the cmaes package: pip install cmaes"))
         if self.trials_per_arm is None and self.sampler != "grid":
             issues.append(("trials_per_arm", f"required for sampler {self.sampler}"))
+        if self.tpe_window is not None and self.sampler != "tpe":
+            issues.append(("tpe_window", f"only for sampler tpe, not {self.sampler}"))
         if self.sampler == "nsga2" and n < 2:
             issues.append(
                 (

@@ -273,3 +273,38 @@ def test_cmaes_without_its_package_is_refused_at_load(monkeypatch: pytest.Monkey
     monkeypatch.setattr("sweep.spec.study_spec.cmaes_available", lambda: False)
     with pytest.raises(pydantic.ValidationError, match="pip install cmaes"):
         search_spec("cmaes")
+
+
+def _tpe_study(history: list[tuple[float, float]], sampler) -> optuna.Study:
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    study = optuna.create_study(sampler=sampler)
+    for x, value in history:
+        study.add_trial(
+            optuna.trial.create_trial(params={"x": x}, distributions=space, value=value)
+        )
+    return study
+
+
+def test_a_tpe_window_conditions_on_the_latest_trials_only() -> None:
+    from sweep.space import RecentTPESampler
+
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    old = [(0.05 + 0.01 * i, float(i)) for i in range(30)]  # good values near x = 0
+    recent = [(0.95 - 0.01 * i, float(i)) for i in range(9)]  # good values near x = 1
+    # The window holds the trial being sampled too: 10 = the 9 latest + the one asked.
+    windowed = _tpe_study(old + recent, RecentTPESampler(10, n_startup_trials=2, seed=3))
+    alone = _tpe_study(recent, optuna.samplers.TPESampler(n_startup_trials=2, seed=3))
+    everything = _tpe_study(old + recent, optuna.samplers.TPESampler(n_startup_trials=2, seed=3))
+    suggested = windowed.ask(space).params["x"]
+    assert suggested == alone.ask(space).params["x"]
+    assert suggested != everything.ask(space).params["x"]
+
+
+def test_tpe_window_is_refused_for_another_sampler() -> None:
+    with pytest.raises(pydantic.ValidationError, match="tpe_window"):
+        SearchSpec(
+            sampler="random",
+            trials_per_arm=4,
+            tpe_window=20,
+            objectives=[{"metric": "metric.mmd", "direction": "minimize"}],
+        )
