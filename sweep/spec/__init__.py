@@ -46,8 +46,8 @@ The format (every key is checked; unknown keys are refused)::
       seed: 0                    # sampler seed; each arm derives its own            (default 0)
       seed_policy: fixed         # fixed: every search trial trains with train.seed;
                                  # per_trial: train.seed + trial index
-      tpe_window: 500           # tpe: condition on the arm's latest N trials, >= 10;
-                                 # bounds the time per suggestion        (default: all)
+      tpe_window: 500            # tpe only: condition on the arm's latest N >= 10 trials,
+                                 # which bounds the time per suggestion  (default: all)
       objectives:                # one or more; metric.<name> from docs/metrics.md
         - {metric: metric.mmd, direction: minimize}
       early_stopping:            # optional, single-objective only
