@@ -18,7 +18,7 @@ is written atomically, and ``resume`` runs the trials that were in flight again.
 
 When a whole process group is signalled (``timeout``, Slurm without ``--signal=B:``, systemd's
 default ``KillMode``), Ray's own processes receive the signal as well and end, and Tune can no
-longer stop its trials: once the driver sees its embedded Ray's servers gone, it waits
+longer stop its trials: once the driver sees one of its embedded Ray's servers gone, it waits
 :data:`RAY_GONE_SECONDS` for what is being recorded, then ends at once with the same code. The
 checkpoints already on disk are where ``resume`` continues the trials that were in flight.
 """
@@ -131,7 +131,7 @@ class GracefulStop:
             now = time.monotonic()
             if now >= end:
                 self._exit_now(f"the stop took over {self.seconds:.0f} s")
-            if self._servers and not self._servers & _ray_servers():
+            if self._servers - _ray_servers():  # one of them ended: Ray cannot stop trials
                 gone_since = now if gone_since is None else gone_since
                 if now - gone_since >= RAY_GONE_SECONDS:
                     self._exit_now("Ray's processes ended with the signal")
