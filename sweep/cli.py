@@ -548,8 +548,11 @@ def _pull_for_resume(uri: str, results: Path, storage: str | None) -> tuple[Path
         if folder.exists() and not any(folder.iterdir()):
             folder.rmdir()
         _fail(str(error))
-    except OSError as error:
-        _fail(f"{uri}: cannot be read ({error})", code=1)
+    except OSError as error:  # the storage cannot be reached, or the results folder written
+        from sweep.run.faults import ENVIRONMENT_EXIT, environment_fault
+
+        fault = environment_fault(error)
+        _fail(str(fault) if fault else f"{uri}: cannot be read ({error})", code=ENVIRONMENT_EXIT)
     console.print(f"pulled {count} files from {uri} into {folder}", highlight=False)
     return folder, storage or parent
 
