@@ -58,7 +58,8 @@ def _ray_servers() -> set[int]:
         return found
     for entry in entries:
         try:
-            stat = open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace").read()
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
+                stat = handle.read()
         except OSError:
             continue
         name = stat[stat.find("(") + 1 : stat.rfind(")")]
