@@ -24,7 +24,7 @@ import pytest
 
 from sweep import names
 from sweep.atomic_files import atomic_write_text
-from sweep.run.checkpoint_index import CHECKPOINT_INDEX_FILE
+from sweep.run.checkpoint_index import CHECKPOINT_INDEX_FILE, trial_key
 from sweep.run.faults import (
     EnvironmentFault,
     check_storage_uri,
@@ -32,6 +32,7 @@ from sweep.run.faults import (
     environment_fault,
 )
 from sweep.run.mirror import BEHIND_MARKER, StudyMirror, mirror_is_behind
+from sweep.run.trial import TrialContext, TrialMeta
 from tests.sweep.studies import write_study
 
 REPO = Path(__file__).resolve().parents[3]
@@ -147,6 +148,29 @@ def test_an_error_of_the_program_is_not_a_fault_of_the_machine():
 
 
 # --------------------------------------------------------------------------------------------
+# The checkpoint a resumed trial starts from
+
+
+def _key(trial_id: str, seed: int, width: int = 8) -> str:
+    context = TrialContext(
+        study="s", phase=names.SEARCH, settings={"elbo": {}}, threads=1, data_key="k"
+    )
+    config = TrialMeta("elbo", trial_id=trial_id, seed=seed).to_config(
+        {"model.decoder.width": width}
+    )
+    return trial_key(context, config)
+
+
+def test_a_trial_run_again_under_another_id_finds_its_checkpoint():
+    assert _key("elbo-0000", seed=0) == _key("elbo-0004", seed=0)
+
+
+def test_another_seed_or_setting_never_starts_from_the_checkpoint():
+    assert _key("elbo-0000", seed=0) != _key("elbo-0000", seed=1)
+    assert _key("elbo-0000", seed=0) != _key("elbo-0000", seed=0, width=16)
+
+
+# --------------------------------------------------------------------------------------------
 # The umask
 
 
@@ -226,16 +250,15 @@ def test_a_failed_mirror_copy_leaves_it_marked_behind_until_a_copy_succeeds(tmp_
 # Signals, without Ray: the bound and the second signal
 
 _STOPPING = """
-import sys, time
+import signal, sys, time
 sys.path.insert(0, {repo!r})
 from sweep.run.graceful_stop import graceful_stop
 with graceful_stop(seconds={seconds}, resume="infovae-sweep resume here") as stop:
+    # A Tune run whose stop never ends: its stop handler (SIGUSR1) does nothing.
+    signal.signal(signal.SIGUSR1, lambda signum, frame: None)
     print("ready", flush=True)
-    while True:  # a driver that never finishes its stop
-        try:
-            time.sleep(0.05)
-        except KeyboardInterrupt:
-            pass
+    while True:
+        time.sleep(0.05)
 """
 
 
@@ -255,7 +278,7 @@ def test_a_second_sigterm_ends_the_driver_at_once_with_143(tmp_path):
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=10)
-    assert process.returncode == 143
+    assert process.returncode == 143, err
     assert "stopping at once" in err and "infovae-sweep resume here" in err
 
 
@@ -264,7 +287,7 @@ def test_a_stop_past_its_bound_ends_the_driver_with_130_after_sigint(tmp_path):
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=20)
-    assert process.returncode == 130
+    assert process.returncode == 130, err
     assert time.monotonic() - started < 10
     assert "took over 1 s" in err
 
@@ -342,9 +365,16 @@ def test_sigint_stops_the_driver_with_130_and_resume_continues_from_checkpoints(
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_whole_process_group_exits_143_and_resume_completes(tmp_path):
-    done, folder, took = _run_and_signal(tmp_path, "group", signal.SIGTERM, group=True)
-    assert done.returncode == 143, done.stderr[-3000:]
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGTERM, 143), (signal.SIGINT, 130)],  # timeout, Slurm, systemd; Ctrl-C
+    ids=["sigterm", "sigint"],
+)
+def test_a_signal_to_the_whole_process_group_exits_its_code_and_resume_completes(
+    tmp_path, signum, code
+):
+    done, folder, took = _run_and_signal(tmp_path, "group", signum, group=True)
+    assert done.returncode == code, done.stderr[-3000:]
     assert took < 30
     trials = _check_resumed(folder, done.stderr)
     assert (trials[names.RESUMED_FROM_EPOCH] > 0).any()
