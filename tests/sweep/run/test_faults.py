@@ -115,10 +115,13 @@ def _wait_for_checkpoint(driver: subprocess.Popen, folder: Path, timeout: float 
     raise AssertionError("no trial checkpointed in time")
 
 
+def _sweep(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``infovae-sweep ARGS`` run to its end, its output captured."""
+    return subprocess.run(_cli(*args), env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
 def _resume(folder: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        _cli("resume", str(folder)), env=_env(), capture_output=True, text=True, timeout=240
-    )
+    return _sweep("resume", str(folder))
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,13 +213,7 @@ def test_a_storage_uri_that_cannot_be_written_is_refused(tmp_path):
 def test_a_read_only_results_folder_is_refused_before_ray_starts(tmp_path):
     study = _study(tmp_path, "ro")
     with _tmpfs(tmp_path / "results", "1m", read_only=True) as mount:
-        done = subprocess.run(
-            _cli("run", str(study), "--results", str(mount)),
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _sweep("run", str(study), "--results", str(mount), timeout=120)
         assert not list(mount.iterdir())
     assert done.returncode == 2, done.stderr
     output = (done.stdout + done.stderr).strip()
@@ -384,13 +381,7 @@ def test_a_signal_to_the_whole_process_group_exits_its_code_and_resume_completes
 def test_a_disk_that_fills_mid_run_stops_it_in_a_line_and_resume_completes(tmp_path):
     study = _study(tmp_path, "full")  # its checkpoints fill 600 KB within the first trials
     with _tmpfs(tmp_path / "small", "600k") as mount:
-        done = subprocess.run(
-            _cli("run", str(study), "--results", str(mount)),
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
+        done = _sweep("run", str(study), "--results", str(mount), timeout=240)
         moved = tmp_path / "big" / "full"  # the study moved to a disk with room
         shutil.copytree(mount / "full", moved, symlinks=True)
     assert done.returncode == 2, done.stderr[-3000:]
@@ -409,27 +400,16 @@ def test_a_disk_that_fills_mid_run_stops_it_in_a_line_and_resume_completes(tmp_p
 def test_a_mirror_on_a_full_mount_ends_the_run_with_3_and_ls_says_it_is_behind(tmp_path):
     study = _study(tmp_path, "mirrored", epochs=2)
     with _tmpfs(tmp_path / "storage", "64m") as storage, _tmpfs(storage / "mirrored", "64k"):
-        done = subprocess.run(
-            _cli(
-                "run",
-                str(study),
-                "--results",
-                str(tmp_path / "results"),
-                "--storage",
-                f"file://{storage}",
-            ),
-            env=_env(),
-            capture_output=True,
-            text=True,
+        done = _sweep(
+            "run",
+            str(study),
+            "--results",
+            str(tmp_path / "results"),
+            "--storage",
+            f"file://{storage}",
             timeout=240,
         )
-        listed = subprocess.run(
-            _cli("ls", f"file://{storage}"),
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        listed = _sweep("ls", f"file://{storage}", timeout=120)
     assert done.returncode == 3, done.stderr[-3000:]
     last = _last_line(done.stderr)
     assert f"mirror file://{storage}/mirrored is behind" in last
