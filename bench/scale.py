@@ -1,6 +1,6 @@
 """Benchmark (not a test): whether a large study stays light and keeps its pace.
 
-A study of N tiny trials (two arms of digits, 2 epochs, TPE, 2 at a time) runs through
+A study of N tiny trials (the tests' two arms on digits, 2 epochs, TPE, 2 at a time) runs through
 ``sweep.run.runner.run_study`` on embedded Ray into a temporary folder; then the figures:
 
 - the rate (trials recorded per second) over each tenth of the study, from ``ended_at`` in
@@ -42,33 +42,27 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from sweep.run.runner import run_study  # noqa: E402
 from sweep.spec import load_study  # noqa: E402
+from tests.sweep.studies import write_study  # noqa: E402
 
-STUDY = """
-name: scale
-data: {{dataset: digits}}
-defaults:
-  model: {{latent_dim: 2, encoder: {{width: 16, depth: 1}}, decoder: {{width: 16, depth: 1}}}}
-  train: {{epochs: 2, batch_size: 256}}
-  eval: {{iwae_samples: 2, iwae_points: 20, probe_labels: [50], latents_to_keep: 50}}
-arms:
-  elbo:
-    fixed: {{objective.alpha: 0, objective.lambda: 1}}
-    search:
-      model.decoder.width: {{choice: [8, 16]}}
-      train.lr: {{log_uniform: {{low: 1.0e-4, high: 1.0e-2}}}}
-  infovae:
-    fixed: {{objective.alpha: 1}}
-    search:
-      objective.lambda: {{log_uniform: {{low: 1, high: 100}}}}
-      objective.kernel: {{choice: [rbf, imq]}}
-search:
-  sampler: tpe
-{window}  trials_per_arm: {per_arm}
-  max_concurrent: {concurrency}
-  objectives: [{{metric: metric.mmd, direction: minimize}}]
-confirm: {{top_k: 1, seeds: 0}}
-resources: {{cpu: 1, gpu: 0}}
-"""
+# The tests' tiny study, searched by TPE, the learning rate searched too (with the decoder
+# width alone, TPE would repeat configurations, recorded as copies rather than trained).
+_SEARCHED = "      model.decoder.width: {choice: [8, 16]}\n"
+_LR = "      train.lr: {log_uniform: {low: 1.0e-4, high: 1.0e-2}}\n"
+
+
+def _study_file(folder: Path, trials: int, concurrency: int, window: int | None) -> Path:
+    path = write_study(folder, "scale", trials=trials // 2, seeds=0, epochs=2)
+    text = path.read_text()
+    tpe = "  sampler: tpe\n" + (f"  tpe_window: {window}\n" if window else "")
+    for old, new in (
+        (_SEARCHED, _SEARCHED + _LR),
+        ("  sampler: random\n", tpe),
+        ("  max_concurrent: 2\n", f"  max_concurrent: {concurrency}\n"),
+    ):
+        assert old in text, f"the tests' tiny study changed: {old.strip()}"
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
 
 
 def _tenths(values: list[float], n: int = 10) -> list[list[float]]:
@@ -101,12 +95,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="infovae-scale-")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)
-    study = work / "scale.yaml"
-    window = f"  tpe_window: {args.tpe_window}\n" if args.tpe_window else ""
-    study.write_text(
-        STUDY.format(per_arm=args.trials // 2, concurrency=args.concurrency, window=window)
-    )
-    spec = load_study(study)
+    spec = load_study(_study_file(work, args.trials, args.concurrency, args.tpe_window))
     folder = work / "results" / "scale"
     if folder.exists():
         shutil.rmtree(folder)
