@@ -489,13 +489,18 @@ def run_study(
             counts = store.trials()["status"].value_counts().to_dict() if len(store) else {}
         if mirror is not None:  # after the lock's release folded the part files in
             final_sync(mirror)
-    except KeyboardInterrupt as interrupt:
+    except (KeyboardInterrupt, Exception) as interrupt:
+        if not isinstance(interrupt, KeyboardInterrupt) and stop.signum is None:
+            raise
+        # A signal stopped the run; any other error after it is Ray's own processes ending
+        # with the same signal (sent to the whole process group): what is recorded stays.
         if mirror is not None:
             final_sync(mirror)
+        code = 128 + stop.signum if stop.signum is not None else 130
         raise StudyInterrupted(
             f"interrupted; finished trials are recorded in {folder}. "
             f"Continue with: infovae-sweep resume {folder}",
-            exit_code=interrupt.exit_code if isinstance(interrupt, StopRequested) else 130,
+            exit_code=interrupt.exit_code if isinstance(interrupt, StopRequested) else code,
         ) from None
     finally:
         try:
