@@ -46,7 +46,7 @@ def test_train_prints_every_design_metric_as_json():
         "probe_acc_1000",
     ]:
         assert f"metric.{name}" in payload["metrics"]
-    assert payload["config"]["objective.alpha"] == 1.0
+    assert payload["config"]["objective.alpha"] == 0.0  # the preset: mnist_cpu's best InfoVAE
     assert payload["config"]["objective.lambda"] == 10.0
 
 
@@ -173,3 +173,59 @@ def test_train_refuses_a_train_size_above_the_split_naming_it_and_the_size():
     result = runner.invoke(app, ["train", "--train-size", "5000", "--epochs", "1"])
     assert result.exit_code == 2
     assert "data.train_size" in result.output and "1258" in result.output
+
+
+def _config_of(args: list[str]) -> dict:
+    """The flat TrialConfig ``train`` builds from ``args`` (training itself is not run)."""
+    import sweep.cli as cli
+
+    captured = {}
+
+    def stop(config, quiet):
+        captured.update(config.to_flat_dict())
+        raise SystemExit(0)
+
+    original = cli._train_or_fail
+    cli._train_or_fail = stop
+    try:
+        result = runner.invoke(app, ["train", *args])
+    finally:
+        cli._train_or_fail = original
+    assert result.exit_code == 0, result.output
+    return captured
+
+
+@pytest.mark.parametrize(("dataset", "epochs"), [("digits", 300), ("mnist", 30)])
+def test_train_defaults_to_the_epochs_and_schedule_of_the_datasets_study(dataset, epochs):
+    config = _config_of(["--dataset", dataset])
+    assert config["train.epochs"] == epochs
+    assert config["train.lr_schedule"] == "cosine"
+    assert config["train.batch_size"] == 128
+
+
+def test_train_default_epochs_cover_every_dataset():
+    from typing import get_args
+
+    from infovae_core.config import DatasetName
+    from sweep.cli import DEFAULT_EPOCHS
+
+    assert set(DEFAULT_EPOCHS) == set(get_args(DatasetName))
+
+
+def test_every_device_train_help_names_is_accepted():
+    from sweep.cli import DEVICE_HELP
+
+    for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert device.replace(":1", ":N") in DEVICE_HELP
+        assert _config_of(["--device", device])["train.device"] == device
+
+
+def test_train_refuses_a_device_the_help_does_not_name():
+    result = runner.invoke(app, ["train", "--device", "gpu", "--epochs", "1"])
+    assert result.exit_code == 2
+    assert "train.device" in result.output
+
+
+def test_compile_has_a_negation_like_amp():
+    assert _config_of(["--compile", "--no-compile"])["train.compile"] is False
+    assert _config_of(["--amp", "--no-amp"])["train.amp"] is False
