@@ -450,20 +450,68 @@ def _load_spec(path: Path):
     ),
 )
 def validate(
-    study: Annotated[Path, typer.Argument(metavar="STUDY", help="Study file (YAML).")],
+    studies: Annotated[
+        list[Path], typer.Argument(metavar="STUDY", help="Study files (YAML), one or more.")
+    ],
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate/--no-estimate",
+            help="Time a few training steps of each arm's network on this CPU (about half a "
+            "second per network) for a rough wall-time estimate.",
+        ),
+    ] = True,
 ) -> None:
-    """Check a study file (and its data file, for data.dataset array) and print its resolved
-    plan (arms, trials, budget). Writes nothing."""
-    from sweep.plan import format_plan, plan_study
+    """Check study files (and the data file of a data.dataset array study) and print each
+    study's plan: trials, epochs and gradient steps per trial and in total, a rough wall time
+    on this machine, each arm's fixed settings and search space, and a warning for an arm with
+    fewer distinct configurations than trials. Writes nothing; exits 2 when any file is
+    invalid, after checking them all."""
+    invalid = 0
+    for number, study in enumerate(studies):
+        if number:
+            stdout.print("")
+        invalid += not _validate_one(study, estimate)
+    if invalid and len(studies) > 1:
+        console.print(f"{invalid} of {len(studies)} study file(s) invalid", highlight=False)
+    if invalid:
+        raise typer.Exit(USAGE_ERROR)
+
+
+def _validate_one(study: Path, estimate: bool) -> bool:
+    """Print one study's plan, or why it is invalid (False)."""
+    from sweep.plan import calibrate, format_plan, plan_study
+    from sweep.spec import StudySpecError, load_study
     from sweep.spec.data_file import data_file_issues
 
-    spec = _load_spec(study)
+    try:
+        spec = load_study(study)
+    except StudySpecError as error:
+        console.print(f"[bold red]invalid study[/] {escape(str(study))}:", highlight=False)
+        console.print(str(error), markup=False, highlight=False)
+        return False
     issues = data_file_issues(spec)
+    for issue in issues:
+        console.print(f"[bold red]error:[/] {escape(issue)}", highlight=False)
     if issues:
-        for issue in issues:
-            console.print(f"[bold red]error:[/] {escape(issue)}", highlight=False)
-        raise typer.Exit(USAGE_ERROR)
-    stdout.print(format_plan(plan_study(spec)), markup=False, highlight=False)
+        return False
+    shape, n_train = _array_shape(spec)
+    plan = plan_study(spec, n_train=n_train)
+    calibration = calibrate(spec, image_shape=shape) if estimate else None
+    stdout.print(format_plan(plan, calibration), markup=False, highlight=False, soft_wrap=True)
+    return True
+
+
+def _array_shape(spec) -> tuple[tuple[int, int, int] | None, int | None]:
+    """The image shape and training-split size of a data.dataset array study's file (already
+    checked by data_file_issues); (None, None) for the other datasets."""
+    if spec.data.dataset != "array":
+        return None, None
+    from infovae_core.datafiles import read_image_arrays
+
+    arrays = read_image_arrays(spec.data.path)
+    sizes = arrays.split_sizes(spec.data.val_fraction, spec.data.test_fraction)
+    return arrays.image_shape, sizes["train"]
 
 
 ResultsOption = Annotated[Path, typer.Option("--results", help="Results root folder.")]
