@@ -552,6 +552,20 @@ LogToOption = Annotated[
         "wandb[:PROJECT] (default: the study's name).",
     ),
 ]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder holding mnist/ or fashion_mnist/ for this run, in place of the study's "
+        "data.data_dir (default: the study's, else $INFOVAE_DATA_DIR, else a per-user cache)."
+    ),
+]
+DownloadOption = Annotated[
+    bool,
+    typer.Option(
+        help="Download missing MNIST / Fashion-MNIST files from the public mirrors (with "
+        "--no-download a missing file is an error)."
+    ),
+]
 SingleNodeOption = Annotated[
     bool,
     typer.Option(
@@ -580,12 +594,14 @@ def run(
     verbose: VerboseOption = False,
     log_to: LogToOption = None,
     single_node: SingleNodeOption = False,
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
 ) -> None:
     """Run a study: Optuna search through Ray Tune trials, then the confirm phase.
 
     With a storage URI (--storage s3://..., gs://..., file:///...) the study folder is mirrored
     to <storage>/<study>/ as trials finish."""
-    spec = _load_spec(study)
+    spec = _with_data(_load_spec(study), data_dir, download)
     _run(
         spec,
         results / spec.name,
@@ -628,6 +644,8 @@ def resume(
     verbose: VerboseOption = False,
     log_to: LogToOption = None,
     single_node: SingleNodeOption = False,
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
 ) -> None:
     """Continue an interrupted study: finished trials are kept, interrupted ones run again.
 
@@ -649,6 +667,7 @@ def resume(
         )
     except StudySpecError as error:
         _fail(str(error))
+    spec = _with_data(spec, data_dir, download)
     _run(
         spec,
         folder,
@@ -660,6 +679,15 @@ def resume(
         log_to=log_to,
         single_node=single_node,
     )
+
+
+def _with_data(spec, data_dir: Path | None, download: bool):
+    """The study with this run's data folder and download choice: the trials read them from
+    the spec's data settings like every other setting."""
+    update: dict[str, Any] = {"download": download}
+    if data_dir is not None:
+        update["data_dir"] = str(data_dir)
+    return spec.model_copy(update={"data": spec.data.model_copy(update=update)})
 
 
 def _is_uri(where: str | Path) -> bool:

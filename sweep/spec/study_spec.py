@@ -65,6 +65,9 @@ class DataSpec(_Frozen):
     binarize: Binarization = "dynamic"
     seed: StrictInt = 0
     data_dir: str | None = None
+    # Whether this run may fetch missing MNIST files (run/resume --no-download): a choice of
+    # the machine that runs the study, so never written to the study folder's study.yaml.
+    download: bool = Field(default=True, exclude=True)
     train_size: StrictInt | None = None  # checked (>= 2, <= the split) by TrialConfig
     # dataset array: the file, and the seeded split of a file without its own splits (checked
     # by TrialConfig; the file itself is read at validate and run, never when a spec loads).
@@ -74,7 +77,8 @@ class DataSpec(_Frozen):
 
     def as_settings(self) -> dict[str, Any]:
         """Dotted TrialConfig settings: ``{"data.dataset": ..., ...}``."""
-        return {f"data.{key}": value for key, value in self.model_dump().items()}
+        settings = {f"data.{key}": value for key, value in self.model_dump().items()}
+        return {**settings, "data.download": self.download}
 
 
 class ArmSpec(_Frozen):
