@@ -87,3 +87,22 @@ def test_every_command_and_flag_a_page_names_exists(page):
             if flag not in commands[command]
         ]
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("command", ["", "report", "train"])
+def test_flags_show_no_value_in_the_help(command):
+    from typer.testing import CliRunner
+
+    args = [command, "--help"] if command else ["--help"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output
+
+
+def test_arguments_read_as_capitals_in_the_usage_lines():
+    text = REFERENCE.read_text(encoding="utf-8")
+    usages = re.findall(r"^\$ infovae-sweep (\w+) \[OPTIONS\] (.*)$", text, re.MULTILINE)
+    assert dict(usages)["validate"] == "STUDY..."
+    assert dict(usages)["report"] == "FOLDER"
+    assert dict(usages)["ls"] == "[RESULTS]"
+    assert not re.search(r"\{|\[[a-z]", " ".join(rest for _, rest in usages))
