@@ -66,6 +66,12 @@ def _examples(*lines: str) -> str:
     return "Examples:\n\n" + "\n".join(f"    {line}" for line in lines)
 
 
+def command(*examples: str, name: str | None = None):
+    """``app.command`` with this CLI's help style (flags without a value, capital placeholders)
+    and the command's example lines as its epilog."""
+    return app.command(name, cls=_Command, epilog=_examples(*examples))
+
+
 app = typer.Typer(
     name="infovae-sweep",
     cls=_Group,
@@ -154,13 +160,10 @@ def _fail(message: str, code: int = USAGE_ERROR) -> None:
     raise typer.Exit(code)
 
 
-@app.command(
-    cls=_Command,
-    epilog=_examples(
-        "infovae-sweep train",
-        "infovae-sweep train --objective elbo --epochs 50 --json",
-        "INFOVAE_DATA_DIR=/path/to/data infovae-sweep train --dataset mnist --device cuda",
-    ),
+@command(
+    "infovae-sweep train",
+    "infovae-sweep train --objective elbo --epochs 50 --json",
+    "INFOVAE_DATA_DIR=/path/to/data infovae-sweep train --dataset mnist --device cuda",
 )
 def train(
     dataset: Annotated[
@@ -442,12 +445,9 @@ def _load_spec(path: Path):
         raise typer.Exit(USAGE_ERROR) from None
 
 
-@app.command(
-    cls=_Command,
-    epilog=_examples(
-        "infovae-sweep validate studies/digits.yaml",
-        "infovae-sweep validate studies/*.yaml",
-    ),
+@command(
+    "infovae-sweep validate studies/digits.yaml",
+    "infovae-sweep validate studies/*.yaml",
 )
 def validate(
     studies: Annotated[
@@ -576,13 +576,10 @@ SingleNodeOption = Annotated[
 ]
 
 
-@app.command(
-    cls=_Command,
-    epilog=_examples(
-        "infovae-sweep run studies/digits.yaml",
-        "infovae-sweep run studies/mnist_cpu.yaml --data-dir /path/to/data --no-download",
-        "infovae-sweep run studies/mnist.yaml --address auto --storage s3://bucket/studies",
-    ),
+@command(
+    "infovae-sweep run studies/digits.yaml",
+    "infovae-sweep run studies/mnist_cpu.yaml --data-dir /path/to/data --no-download",
+    "infovae-sweep run studies/mnist.yaml --address auto --storage s3://bucket/studies",
 )
 def run(
     study: Annotated[Path, typer.Argument(metavar="STUDY", help="Study file (YAML).")],
@@ -616,12 +613,9 @@ def run(
     )
 
 
-@app.command(
-    cls=_Command,
-    epilog=_examples(
-        "infovae-sweep resume results/digits",
-        "infovae-sweep resume s3://bucket/studies/mnist --results results",
-    ),
+@command(
+    "infovae-sweep resume results/digits",
+    "infovae-sweep resume s3://bucket/studies/mnist --results results",
 )
 def resume(
     where: Annotated[
@@ -898,12 +892,9 @@ def _default_out(where: str, suffix: str) -> Path | None:
     return Path(f"{where.rstrip('/').rpartition('/')[2]}{suffix}") if _is_uri(where) else None
 
 
-@app.command(
-    cls=_Command,
-    epilog=_examples(
-        "infovae-sweep report results/digits --open",
-        "infovae-sweep report results/digits --figures svg",
-    ),
+@command(
+    "infovae-sweep report results/digits --open",
+    "infovae-sweep report results/digits --figures svg",
 )
 def report(
     where: StudyArgument,
@@ -970,13 +961,10 @@ def report(
         webbrowser.open(path.resolve().as_uri())
 
 
-@app.command(
-    "ls",
-    cls=_Command,
-    epilog=_examples(
-        "infovae-sweep ls",
-        "infovae-sweep ls s3://bucket/studies",
-    ),
+@command(
+    "infovae-sweep ls",
+    "infovae-sweep ls s3://bucket/studies",
+    name="ls",
 )
 def list_command(
     where: Annotated[
@@ -1057,12 +1045,9 @@ def _list_studies(results: Path, title: str) -> None:
         raise typer.Exit(USAGE_ERROR)
 
 
-@app.command(
-    cls=_Command,
-    epilog=_examples(
-        "infovae-sweep show results/digits",
-        "infovae-sweep show results/digits --top 3",
-    ),
+@command(
+    "infovae-sweep show results/digits",
+    "infovae-sweep show results/digits --top 3",
 )
 def show(
     where: StudyArgument,
@@ -1102,13 +1087,10 @@ class ExportFormatChoice(str, Enum):
     json = "json"
 
 
-@app.command(
-    "export",
-    cls=_Command,
-    epilog=_examples(
-        "infovae-sweep export results/digits --format markdown",
-        "infovae-sweep export results/digits --format csv --out tables",
-    ),
+@command(
+    "infovae-sweep export results/digits --format markdown",
+    "infovae-sweep export results/digits --format csv --out tables",
+    name="export",
 )
 def export_command(
     where: StudyArgument,
@@ -1145,13 +1127,10 @@ def export_command(
         stdout.print(str(path), highlight=False, soft_wrap=True)
 
 
-@app.command(
-    "compare",
-    cls=_Command,
-    epilog=_examples(
-        "infovae-sweep compare results/mnist_cpu results/mnist",
-        "infovae-sweep compare results/digits results/divergences --out compare.html",
-    ),
+@command(
+    "infovae-sweep compare results/mnist_cpu results/mnist",
+    "infovae-sweep compare results/digits results/divergences --out compare.html",
+    name="compare",
 )
 def compare_command(
     study_a: Annotated[
@@ -1189,13 +1168,10 @@ def compare_command(
     stdout.print(f"compare: {path}", highlight=False, soft_wrap=True, markup=False)
 
 
-@app.command(
-    "findings",
-    cls=_Command,
-    epilog=_examples(
-        "infovae-sweep findings",
-        "infovae-sweep findings results --out docs/findings.md",
-    ),
+@command(
+    "infovae-sweep findings",
+    "infovae-sweep findings results --out docs/findings.md",
+    name="findings",
 )
 def findings_command(
     results: Annotated[
@@ -1228,18 +1204,19 @@ def findings_command(
     except OSError as error:
         _fail(f"findings not written: {error}", code=1)
     verdicts = "; ".join(f"{f.claim.id}: {f.verdict}" for f in findings.claims)
-    stdout.print(f"findings: {written[0]} ({len(findings.studies)} studies; {verdicts})",
-                 highlight=False, soft_wrap=True, markup=False)
+    stdout.print(
+        f"findings: {written[0]} ({len(findings.studies)} studies; {verdicts})",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
 
 
-@app.command(
-    "summary",
-    cls=_Command,
-    epilog=_examples(
-        "infovae-sweep summary results/lambda_sweep",
-        "infovae-sweep summary results/lambda_sweep --by param.objective.lambda --phase confirm",
-        "infovae-sweep summary results/digits --metric nll_iwae --metric mmd --csv digits.csv",
-    ),
+@command(
+    "infovae-sweep summary results/lambda_sweep",
+    "infovae-sweep summary results/lambda_sweep --by param.objective.lambda --phase confirm",
+    "infovae-sweep summary results/digits --metric nll_iwae --metric mmd --csv digits.csv",
+    name="summary",
 )
 def summary_command(
     where: StudyArgument,
