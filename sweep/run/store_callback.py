@@ -251,9 +251,23 @@ def _trial_result(trial) -> TrialResult:
         return result
 
 
+def _delete_checkpoints(filesystem, trial_path: str) -> None:
+    """Delete the ``checkpoint_*`` folders of a trial's folder on ``filesystem`` (pyarrow), then
+    the folder if that left it empty."""
+    import pyarrow.fs as pafs
+
+    entries = filesystem.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True))
+    for entry in entries:
+        if entry.type == pafs.FileType.Directory and entry.base_name.startswith("checkpoint_"):
+            filesystem.delete_dir(entry.path)
+    if all(e.base_name.startswith("checkpoint_") for e in entries):
+        filesystem.delete_dir(trial_path)
+
+
 def _forget_trial(trial) -> None:
-    """Delete a recorded trial's folder under Ray Tune's storage path (its last checkpoint)
-    and Tune's own statistics of its results and record of that checkpoint, which Tune keeps
+    """Delete a recorded trial's checkpoints under Ray Tune's storage path (the folder itself
+    when nothing else is left in it: a tracker's offline files, such as W&B's, stay) and Tune's
+    own statistics of its results and record of that checkpoint, which Tune keeps
     in its experiment state (rewritten at each of its experiment checkpoints) to the end of
     the run. A finished trial is never restored: retries concern running trials only, and
     ``resume`` starts from the study folder. Tune reads these statistics only for
@@ -262,7 +276,7 @@ def _forget_trial(trial) -> None:
     if storage is None:
         return
     with contextlib.suppress(Exception):  # only storage space is at stake
-        storage.storage_filesystem.delete_dir(storage.trial_fs_path)
+        _delete_checkpoints(storage.storage_filesystem, storage.trial_fs_path)
     with contextlib.suppress(Exception):  # only the experiment state's size is at stake
         metadata = trial.run_metadata
         manager = metadata.checkpoint_manager
