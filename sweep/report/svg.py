@@ -13,7 +13,7 @@ from sweep.analysis.formatting import format_number
 
 PALETTE: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 PANEL_WIDTH, PANEL_HEIGHT = 340, 230
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 12, 30, 46
+_LEFT, _RIGHT, _TOP, _BOTTOM = 84, 12, 30, 46
 _LEGEND = 26
 
 
@@ -59,9 +59,11 @@ def _y_range(panel: Panel) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _panel(panel: Panel, x0: float, y0: float, colors: dict[str, str]) -> list[str]:
+def _panel(
+    panel: Panel, x0: float, y0: float, colors: dict[str, str], panel_width: float
+) -> list[str]:
     lo, hi = _y_range(panel)
-    width = PANEL_WIDTH - _LEFT - _RIGHT
+    width = panel_width - _LEFT - _RIGHT
     height = PANEL_HEIGHT - _TOP - _BOTTOM
     left, top = x0 + _LEFT, y0 + _TOP
 
@@ -69,7 +71,7 @@ def _panel(panel: Panel, x0: float, y0: float, colors: dict[str, str]) -> list[s
         return top + height * (1 - (v - lo) / (hi - lo))
 
     out = [
-        _text(x0 + PANEL_WIDTH / 2, y0 + 18, panel.title, text_anchor="middle", font_weight="600"),
+        _text(x0 + panel_width / 2, y0 + 18, panel.title, text_anchor="middle", font_weight="600"),
         f'<rect x="{_n(left)}" y="{_n(top)}" width="{_n(width)}" height="{_n(height)}" '
         'fill="none" stroke="#c8ccd4"/>',
     ]
@@ -127,21 +129,32 @@ def interval_chart(panels: Sequence[Panel], caption: str = "") -> str:
         for series in panel.series:
             if series.name not in names:
                 names.append(series.name)
-    width = PANEL_WIDTH * max(len(panels), 1)
-    height = PANEL_HEIGHT + _LEGEND
+    # A panel is wide enough for its category labels (about 7 px a character).
+    longest = max((len(c) for p in panels for c in p.categories), default=0)
+    most = max((len(p.categories) for p in panels), default=1)
+    panel_width = max(PANEL_WIDTH, _LEFT + _RIGHT + most * (7 * longest + 16))
+    width = max(panel_width * max(len(panels), 1), 2 * PANEL_WIDTH)
+    colors = {name: PALETTE[j % len(PALETTE)] for j, name in enumerate(names)}
+    legend: list[str] = []
+    x, row = 10.0, 0
+    for name, color in colors.items():
+        step = 24 + 7 * len(name)
+        if x + step > width and x > 10:
+            x, row = 10.0, row + 1
+        y = 13 + 20 * row
+        legend.append(f'<circle cx="{_n(x + 5)}" cy="{y}" r="5" fill="{color}"/>')
+        legend.append(_text(x + 14, y + 4, name))
+        x += step
+    top = _LEGEND + 20 * row
+    height = PANEL_HEIGHT + top
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
         f"<title>{escape(caption)}</title>" if caption else "",
         f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
+        *legend,
     ]
-    colors = {name: PALETTE[j % len(PALETTE)] for j, name in enumerate(names)}
-    x = 10.0
-    for name, color in colors.items():
-        out.append(f'<circle cx="{_n(x + 5)}" cy="13" r="5" fill="{color}"/>')
-        out.append(_text(x + 14, 17, name))
-        x += 24 + 7 * len(name)
     for i, panel in enumerate(panels):
-        out.extend(_panel(panel, PANEL_WIDTH * i, _LEGEND, colors))
+        out.extend(_panel(panel, panel_width * i, top, colors, panel_width))
     out.append("</svg>")
     return "\n".join(line for line in out if line) + "\n"
