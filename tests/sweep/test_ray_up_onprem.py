@@ -47,7 +47,11 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "cluster" / "onprem.yaml"
-SCRIPTS = Path(sysconfig.get_path("scripts"))  # this Python's `ray` and `infovae-sweep`
+# This Python's `ray` and `infovae-sweep` (in a venv over the system's packages, the `ray` of the
+# packages' own Python).
+SCRIPTS = Path(sysconfig.get_path("scripts"))
+if not (SCRIPTS / "ray").exists() and shutil.which("ray"):
+    SCRIPTS = Path(shutil.which("ray")).parent
 STUDY = "onprem"
 # Shipped setup lines kept in the copy: they set up the environment rather than install.
 KEPT_SETUP = ("~/.bashrc", "auth_token")
