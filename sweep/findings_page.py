@@ -108,10 +108,22 @@ def _arm_table(study: StudyFindings) -> list[str]:
 def _settings_tables(study: StudyFindings) -> list[str]:
     out: list[str] = []
     for numbers in study.settings:
-        header = ["arm", numbers.setting_label, "n", f"{numbers.metric} mean [95% t interval]"]
+        header = [
+            "arm",
+            numbers.setting_label,
+            "n",
+            "converged",
+            f"{numbers.metric} mean [95% t interval]",
+        ]
         rows = [
-            [arm, setting, str(n), format_interval(mean, low, high, missing="-")]
-            for arm, setting, mean, low, high, n in numbers.rows
+            [
+                row.arm,
+                row.setting,
+                str(row.n),
+                f"{row.converged} of {row.n}",
+                format_interval(row.mean, row.low, row.high, missing="-"),
+            ]
+            for row in numbers.rows
         ]
         out += _table(header, rows)
     return out
@@ -137,10 +149,13 @@ def _study_figure(study: StudyFindings) -> str | None:
         return interval_chart(panels, caption) if panels else None
     panels = []
     for numbers in study.settings:
-        settings = tuple(dict.fromkeys(row[1] for row in numbers.rows))
-        arms = tuple(dict.fromkeys(row[0] for row in numbers.rows))
+        settings = tuple(dict.fromkeys(row.setting for row in numbers.rows))
+        arms = tuple(dict.fromkeys(row.arm for row in numbers.rows))
         series = tuple(
-            Series(arm, tuple((s, m, lo, hi) for a, s, m, lo, hi, _ in numbers.rows if a == arm))
+            Series(
+                arm,
+                tuple((r.setting, r.mean, r.low, r.high) for r in numbers.rows if r.arm == arm),
+            )
             for arm in arms
         )
         panels.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,8 +36,10 @@ def compute_seconds(trials: pd.DataFrame) -> float:
 
 
 def capacity_levels(trials: pd.DataFrame) -> pd.Series:
-    """A sortable decoder-capacity key per trial: (kind rank, kind, width, depth); for a PixelCNN
-    (channels, gated layers) stand in for (width, depth).
+    """A sortable decoder key per trial: (kind rank, kind, width, depth, likelihood); for a
+    PixelCNN (channels, gated layers) stand in for (width, depth). The likelihood keeps a
+    Gaussian and a Bernoulli decoder of one size apart: their mutual information is not
+    comparable (a PixelCNN is always Bernoulli, so its likelihood is left blank).
 
     Kind ranks mlp < conv < pixelcnn (an autoregressive decoder is the most expressive); an
     unknown kind ranks after the known ones. Missing values rank lowest.
@@ -64,27 +67,36 @@ def capacity_levels(trials: pd.DataFrame) -> pd.Series:
         )
         widths = widths.where(~pixelcnn, channels)
         depths = depths.where(~pixelcnn, layers)
+    likelihoods = column(names.param("model.decoder.likelihood"))
+
+    def text(value: Any) -> str:
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        return "" if missing else str(value)
+
     keys = [
         (
-            -1 if k is None or (isinstance(k, float) and math.isnan(k)) else rank.get(str(k), 3),
-            str(k) if k is not None and not (isinstance(k, float) and math.isnan(k)) else "",
+            rank.get(text(k), 3) if text(k) else -1,
+            text(k),
             -1.0 if math.isnan(w) else float(w),
             -1.0 if math.isnan(dp) else float(dp),
+            "" if text(k) == "pixelcnn" else text(lik),
         )
-        for k, w, dp in zip(kinds, widths, depths, strict=True)
+        for k, w, dp, lik in zip(kinds, widths, depths, likelihoods, strict=True)
     ]
     return pd.Series(keys, index=trials.index, dtype="object")
 
 
-def capacity_label(key: tuple[int, str, float, float]) -> str:
-    """Human label for a :func:`capacity_levels` key, e.g. ``mlp w=256 d=2``."""
-    _, kind, width, depth = key
+def capacity_label(key: tuple[int, str, float, float, str]) -> str:
+    """Human label for a :func:`capacity_levels` key, e.g. ``mlp w=256 d=2 bernoulli``."""
+    _, kind, width, depth, likelihood = key
     parts = [kind or "?"]
     size, layers = ("channels", "layers") if kind == "pixelcnn" else ("w", "d")
     if width >= 0:
         parts.append(f"{size}={width:g}")
     if depth >= 0:
         parts.append(f"{layers}={depth:g}")
+    if likelihood:
+        parts.append(likelihood)
     return " ".join(parts)
 
 

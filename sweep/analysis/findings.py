@@ -18,7 +18,7 @@ metric) does not count either way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -62,14 +62,28 @@ class ArmNumbers:
 
 
 @dataclass(frozen=True)
+class SettingRow:
+    """One arm at one setting of a grid study: the mean and Student-t interval of a metric
+    over its ``n`` completed seeds, of which ``converged`` met the study's convergence rule."""
+
+    arm: str
+    setting: str
+    mean: float
+    low: float
+    high: float
+    n: int
+    converged: int
+
+
+@dataclass(frozen=True)
 class SettingNumbers:
     """A grid study's per-setting numbers: ``setting`` (e.g. ``train_size 500`` or a decoder
     level), per arm the mean and Student-t interval of a metric over its seeds."""
 
     metric: str
     setting_label: str
-    rows: tuple[tuple[str, str, float, float, float, int], ...]
-    """(arm, setting, mean, low, high, n), settings in increasing order."""
+    rows: tuple[SettingRow, ...]
+    """Per arm (sorted by name), its settings in increasing order."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +201,9 @@ def _setting_numbers(analysis: StudyAnalysis, claim_ids: set[str]) -> tuple[Sett
     (information_preference), MMD per training-set size (small_data)."""
     trials = analysis.data.trials
     done = trials[trials[names.STATUS] == names.COMPLETED] if len(trials) else trials
+    judged = analysis.judged
+    converged = set(judged.loc[judged["status"] == "converged", "trial_id"].astype(str))
+    done = done.assign(_converged=done[names.TRIAL_ID].astype(str).isin(converged))
     out = []
     if "information_preference" in claim_ids and names.metric("mutual_info") in done:
         levels = capacity_levels(done)
@@ -199,14 +216,25 @@ def _setting_numbers(analysis: StudyAnalysis, claim_ids: set[str]) -> tuple[Sett
 
 
 def _by_setting(
-    done: pd.DataFrame, keys: pd.Series, metric: str, label: str, show
+    done: pd.DataFrame, keys: pd.Series, metric: str, label: str, show: Callable[[Any], str]
 ) -> SettingNumbers:
     rows = []
     column = names.metric(metric)
     frame = done.assign(_key=keys)
     for (arm, key), part in frame.groupby([names.ARM, "_key"], sort=True):
         mean, low, high = t_interval(part[column].to_numpy(dtype=np.float64))
-        rows.append((str(arm), show(key), mean, low, high, int(part[column].notna().sum())))
+        measured = part[column].notna()
+        rows.append(
+            SettingRow(
+                str(arm),
+                show(key),
+                mean,
+                low,
+                high,
+                int(measured.sum()),
+                int((measured & part["_converged"]).sum()),
+            )
+        )
     return SettingNumbers(metric, label, tuple(rows))
 
 
@@ -282,6 +310,7 @@ __all__ = [
     "Findings",
     "PlannedStudy",
     "SettingNumbers",
+    "SettingRow",
     "StudyFindings",
     "gather_findings",
     "overall_verdict",

@@ -372,3 +372,27 @@ def test_pixelcnn_capacity_is_its_channels_and_layers():
     assert sorted(levels) == [levels[0], levels[1], levels[2]]
     assert capacity_label(levels[2]) == "pixelcnn channels=32 layers=8"
     assert capacity_label(levels[0]) == "mlp w=256 d=2"
+
+
+def test_decoders_of_one_size_with_different_likelihoods_are_different_levels():
+    import pandas as pd
+
+    from sweep.analysis.descriptive import capacity_label, capacity_levels
+
+    trials = pd.DataFrame(
+        {
+            "param.model.decoder.kind": ["mlp", "mlp", "pixelcnn"],
+            "param.model.decoder.width": [256, 256, 256],
+            "param.model.decoder.depth": [2, 2, 2],
+            "param.model.decoder.likelihood": ["gaussian", "bernoulli", "bernoulli"],
+            "param.model.decoder.pixelcnn_channels": [None, None, 32],
+            "param.model.decoder.pixelcnn_layers": [None, None, 2],
+        }
+    )
+    levels = capacity_levels(trials)
+    assert levels.nunique() == 3
+    assert [capacity_label(level) for level in sorted(levels)] == [
+        "mlp w=256 d=2 bernoulli",
+        "mlp w=256 d=2 gaussian",
+        "pixelcnn channels=32 layers=2",
+    ]
