@@ -39,7 +39,9 @@ def test_a_claims_verdict_over_studies(statuses: list[str], verdict: str) -> Non
     assert overall_verdict(statuses) == verdict
 
 
-def _study(root: Path, name: str, elbo: dict, info: dict, claims: list[str]) -> Path:
+def _study(
+    root: Path, name: str, elbo: dict, info: dict, claims: list[str], dataset: str | None = None
+) -> Path:
     arms = {
         "elbo": SyntheticArm(alpha=0.0, lambda_=1.0, means=elbo),
         "infovae": SyntheticArm(alpha=0.0, lambda_=100.0, means=info),
@@ -47,6 +49,8 @@ def _study(root: Path, name: str, elbo: dict, info: dict, claims: list[str]) -> 
     folder = write_synthetic_study(root / name, arms=arms, n_search=3, n_seeds=5, name=name)
     spec = yaml.safe_load((folder / "study.yaml").read_text())
     spec["claims"] = claims
+    if dataset is not None:  # only the name: the synthetic tables stay as they are
+        spec["data"]["dataset"] = dataset
     (folder / "study.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return folder
 
@@ -74,6 +78,26 @@ def test_a_claim_holds_in_part_when_another_study_finds_the_opposite(tmp_path: P
     verdicts = _verdicts(tmp_path)
     assert verdicts["aggregate_mmd"] == "holds in part"
     assert verdicts["log_det_cov"] == "holds"  # the second study does not test it
+
+
+def test_the_answer_quotes_a_study_on_mnist_before_one_on_digits(tmp_path: Path) -> None:
+    _study(tmp_path, "a_digits", CLEAR_ELBO, CLEAR_INFO, ["aggregate_mmd"])
+    _study(tmp_path, "b_mnist", CLEAR_ELBO, CLEAR_INFO, ["aggregate_mmd"], dataset="mnist")
+    _study(tmp_path, "c_mnist", CLEAR_ELBO, CLEAR_INFO, ["aggregate_mmd"], dataset="mnist")
+    (finding,) = [f for f in gather_findings(tmp_path).claims if f.claim.id == "aggregate_mmd"]
+    study, claim = finding.headline
+    assert (study.name, claim.status) == ("b_mnist", "holds")
+
+
+def test_the_answer_quotes_a_study_that_agrees_with_the_verdict_before_one_on_mnist(
+    tmp_path: Path,
+) -> None:
+    _study(tmp_path, "a_digits", CLEAR_ELBO, CLEAR_INFO, ["aggregate_mmd"])
+    reversed_mmd = dict(CLEAR_INFO, mmd=0.09)
+    _study(tmp_path, "b_mnist", CLEAR_ELBO, reversed_mmd, ["aggregate_mmd"], dataset="mnist")
+    (finding,) = [f for f in gather_findings(tmp_path).claims if f.claim.id == "aggregate_mmd"]
+    assert finding.verdict == "holds in part"
+    assert finding.headline[0].name == "a_digits"
 
 
 def test_mutual_information_is_not_measurable_when_the_intervals_overlap(tmp_path: Path) -> None:
