@@ -16,7 +16,8 @@ A study of N tiny trials (the tests' two arms on digits, 2 epochs, TPE, 2 at a t
 Targets: the last tenth's rate >= 0.9 x the first tenth's; experiment state <= 16 KB per
 trial; driver RSS growth < 100 MB per 1,000 trials.
 
-    python bench/scale.py [--trials 2000] [--concurrency 2] [--tpe-window N] [--keep DIR]
+    python bench/scale.py [--trials 2000] [--concurrency 2] [--tpe-window N]
+                          [--sampler tpe|random] [--optuna-storage sqlite|journal] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ _SEARCHED = "      model.decoder.width: {choice: [8, 16]}\n"
 _LR = "      train.lr: {log_uniform: {low: 1.0e-4, high: 1.0e-2}}\n"
 
 
-def _study_file(folder: Path, trials: int, concurrency: int, window: int | None) -> Path:
+def _study_file(
+    folder: Path, trials: int, concurrency: int, window: int | None, sampler: str
+) -> Path:
     path = write_study(folder, "scale", trials=trials // 2, seeds=0, epochs=2)
     text = path.read_text()
-    tpe = "  sampler: tpe\n" + (f"  tpe_window: {window}\n" if window else "")
+    tpe = f"  sampler: {sampler}\n" + (f"  tpe_window: {window}\n" if window else "")
     for old, new in (
         (_SEARCHED, _SEARCHED + _LR),
         ("  sampler: random\n", tpe),
@@ -87,15 +90,27 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--tpe-window", type=int, default=None, help="search.tpe_window")
+    parser.add_argument(
+        "--sampler", choices=("tpe", "random"), default="tpe", help="search.sampler"
+    )
+    parser.add_argument(
+        "--optuna-storage",
+        choices=("sqlite", "journal"),
+        default="sqlite",
+        help="the Optuna storage (run's --optuna-storage)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="write the study here, keep it")
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores; load average before: "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.trials} trials, sampler "
+          f"{args.sampler}, Optuna storage {args.optuna_storage}")
 
     work = Path(tempfile.mkdtemp(prefix="infovae-scale-")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)
-    spec = load_study(_study_file(work, args.trials, args.concurrency, args.tpe_window))
+    spec = load_study(
+        _study_file(work, args.trials, args.concurrency, args.tpe_window, args.sampler)
+    )
     folder = work / "results" / "scale"
     if folder.exists():
         shutil.rmtree(folder)
@@ -121,7 +136,13 @@ def main() -> None:
             rss.append((done, me.memory_info().rss / 2**20))
 
     start = time.monotonic()
-    run_study(spec, folder, num_cpus=args.concurrency, listeners=[sample])
+    run_study(
+        spec,
+        folder,
+        num_cpus=args.concurrency,
+        listeners=[sample],
+        optuna_storage=args.optuna_storage,
+    )
     wall = time.monotonic() - start
     optuna.Study.ask = ask
 
