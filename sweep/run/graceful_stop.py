@@ -30,10 +30,17 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["RAY_GONE_SECONDS", "STOP_SECONDS", "GracefulStop", "StopRequested", "graceful_stop"]
+__all__ = [
+    "BEFORE_EXIT_SECONDS",
+    "RAY_GONE_SECONDS",
+    "STOP_SECONDS",
+    "GracefulStop",
+    "StopRequested",
+    "graceful_stop",
+]
 
 #: Longest a graceful stop may take before the driver ends at once. Below the 30 seconds that
 #: Slurm (``KillWait``) and Kubernetes (``terminationGracePeriodSeconds``) leave by default
@@ -42,6 +49,10 @@ STOP_SECONDS = 20.0
 
 #: Seconds the driver waits, once its embedded Ray's servers have ended, before it ends.
 RAY_GONE_SECONDS = 3.0
+
+#: Seconds the actions registered with :meth:`GracefulStop.before_exit` get when the driver
+#: ends at once.
+BEFORE_EXIT_SECONDS = 2.0
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _RAY_SERVERS = ("raylet", "gcs_server")
@@ -101,6 +112,13 @@ class GracefulStop:
         self._servers: set[int] = set()
         self._done = threading.Event()
         self._saved: dict[int, object] = {}
+        self._before_exit: list[Callable[[], None]] = []
+
+    def before_exit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` before the driver ends at once (a second signal, a stop past its
+        deadline, Ray's processes gone), e.g. to mark the run record interrupted. It gets
+        :data:`BEFORE_EXIT_SECONDS` in all; what it raises is ignored."""
+        self._before_exit.append(action)
 
     def handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
@@ -123,7 +141,19 @@ class GracefulStop:
     def _exit_now(self, why: str) -> None:
         then = f"; continue with: {self.resume}" if self.resume else ""
         _say(f"{why}: stopping at once; recorded trials are kept{then}")
+        # In a thread of their own: an action stuck on a lock the interrupted main thread
+        # holds must not keep the driver from ending.
+        worker = threading.Thread(target=self._run_before_exit, name="before-exit", daemon=True)
+        worker.start()
+        worker.join(BEFORE_EXIT_SECONDS)
         os._exit(128 + (self.signum or signal.SIGTERM))
+
+    def _run_before_exit(self) -> None:
+        for action in self._before_exit:
+            try:
+                action()
+            except Exception:  # ending at once matters more than any one action
+                pass
 
     def _deadline(self) -> None:
         end = time.monotonic() + self.seconds

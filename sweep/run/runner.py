@@ -387,17 +387,28 @@ def _whole_splits(spec: StudySpec) -> tuple[Any, str]:
 
 
 @contextlib.contextmanager
-def _recorded_run(folder: Path, study: str, store: ResultsStore) -> Iterator[None]:
+def _recorded_run(
+    folder: Path, study: str, store: ResultsStore, stop: GracefulStop
+) -> Iterator[None]:
     """This run's entry in the study's ``run.json`` (:mod:`sweep.run.run_record`): written as
-    running, then finished, interrupted or failed with the trials recorded by then."""
+    running, then finished, interrupted or failed with the trials recorded by then. A run a
+    signal stopped is interrupted, whatever error Ray's ending processes raised after it, and
+    also when the driver ends at once (:meth:`GracefulStop.before_exit`)."""
     recorder = RunRecorder(folder, study)
     recorder.start(len(store))
+    # Ending at once: the count the driver holds, without the store's lock (the interrupted
+    # main thread may hold it).
+    stop.before_exit(lambda: recorder.finish("interrupted", len(store)))
     status: RunStatus = "failed"
     try:
         yield
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
+        raise
+    except Exception:
+        if stop.signum is not None:
+            status = "interrupted"
         raise
     finally:
         with contextlib.suppress(Exception):  # the record never hides why the run stopped
@@ -468,7 +479,7 @@ def run_study(
             store = ResultsStore.create(folder, spec.to_yaml())
         if record is None or record.storage != storage:
             write_record(folder, StorageRecord(storage=storage, optuna_storage=chosen_optuna))
-        with store.lock(), _recorded_run(folder, spec.name, store):
+        with store.lock(), _recorded_run(folder, spec.name, store, stop):
             count_recorded(spec, store, events)
             run = _StudyRun(
                 spec,

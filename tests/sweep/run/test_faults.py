@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import signal
@@ -247,10 +248,20 @@ def test_a_failed_mirror_copy_leaves_it_marked_behind_until_a_copy_succeeds(tmp_
 # Signals, without Ray: the bound and the second signal
 
 _STOPPING = """
-import signal, sys, time
+import signal, sys, time, threading
 sys.path.insert(0, {repo!r})
 from sweep.run.graceful_stop import graceful_stop
+held = threading.Lock()
+held.acquire()  # a lock the interrupted main thread holds
+def stuck():
+    held.acquire()
+def broken():
+    raise RuntimeError("an action that fails")
+def mark():
+    print("marked", flush=True)
 with graceful_stop(seconds={seconds}, resume="infovae-sweep resume here") as stop:
+    for action in (broken, mark, stuck):
+        stop.before_exit(action)
     # A Tune run whose stop never ends: its stop handler (SIGUSR1) does nothing.
     signal.signal(signal.SIGUSR1, lambda signum, frame: None)
     print("ready", flush=True)
@@ -277,6 +288,16 @@ def test_a_second_sigterm_ends_the_driver_at_once_with_143(tmp_path):
     _, err = process.communicate(timeout=10)
     assert process.returncode == 143, err
     assert "stopping at once" in err and "infovae-sweep resume here" in err
+
+
+def test_ending_at_once_runs_the_before_exit_actions_past_a_failing_or_stuck_one(tmp_path):
+    process = _stopping(tmp_path, seconds=60)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=10)
+    assert process.returncode == 143, err
+    assert out.split() == ["marked"]
 
 
 def test_a_stop_past_its_bound_ends_the_driver_with_130_after_sigint(tmp_path):
@@ -327,6 +348,11 @@ def _resume_command(output: str) -> list[str]:
     return line.split("infovae-sweep resume", 1)[1].split()[:1]
 
 
+def _run_statuses(folder: Path) -> list[str]:
+    record = json.loads((folder / names.RUN_RECORD_FILE).read_text())
+    return [run["status"] for run in record["runs"]]
+
+
 def _check_resumed(folder: Path, output: str) -> pd.DataFrame:
     (where,) = _resume_command(output)
     assert Path(where) == folder
@@ -349,6 +375,7 @@ def test_sigterm_stops_the_driver_gracefully_and_resume_continues_from_checkpoin
     assert "SIGTERM received" in done.stderr
     assert "*** SIGTERM received at time" not in done.stderr  # no C-level dump
     assert (folder / names.REPORT_FILE).is_file()
+    assert _run_statuses(folder) == ["interrupted"]
     trials = _check_resumed(folder, done.stderr)
     assert (trials[names.RESUMED_FROM_EPOCH] > 0).any()
 
@@ -373,8 +400,10 @@ def test_a_signal_to_the_whole_process_group_exits_its_code_and_resume_completes
     done, folder, took = _run_and_signal(tmp_path, "group", signum, group=True)
     assert done.returncode == code, done.stderr[-3000:]
     assert took < 30
+    assert _run_statuses(folder) == ["interrupted"]
     trials = _check_resumed(folder, done.stderr)
     assert (trials[names.RESUMED_FROM_EPOCH] > 0).any()
+    assert _run_statuses(folder) == ["interrupted", "finished"]
 
 
 @pytest.mark.slow
