@@ -280,23 +280,24 @@ def _stopping(tmp_path: Path, seconds: float) -> subprocess.Popen:
     return process
 
 
-def test_a_second_sigterm_ends_the_driver_at_once_with_143(tmp_path):
-    process = _stopping(tmp_path, seconds=60)
-    process.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=10)
-    assert process.returncode == 143, err
-    assert "stopping at once" in err and "infovae-sweep resume here" in err
-
-
-def test_ending_at_once_runs_the_before_exit_actions_past_a_failing_or_stuck_one(tmp_path):
+def _sigterm_twice(tmp_path: Path) -> tuple[str, str]:
+    """The stdout after "ready" and the stderr of a driver sent SIGTERM twice; exit 143."""
     process = _stopping(tmp_path, seconds=60)
     process.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=10)
     assert process.returncode == 143, err
+    return out, err
+
+
+def test_a_second_sigterm_ends_the_driver_at_once_with_143(tmp_path):
+    _, err = _sigterm_twice(tmp_path)
+    assert "stopping at once" in err and "infovae-sweep resume here" in err
+
+
+def test_ending_at_once_runs_the_before_exit_actions_past_a_failing_or_stuck_one(tmp_path):
+    out, _ = _sigterm_twice(tmp_path)
     assert out.split() == ["marked"]
 
 
