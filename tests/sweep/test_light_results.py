@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 import pytest
-
 from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
 from sweep import names
