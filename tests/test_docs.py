@@ -4,6 +4,7 @@ the design notes outside the repository."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -117,6 +118,18 @@ def test_readme_gives_the_findings_pages_answer():
         pytest.skip("no findings page yet (infovae-sweep findings results)")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert _answer_table(readme) == _answer_table(page.read_text(encoding="utf-8"))
+
+
+def test_readmes_digits_wall_time_is_the_shipped_run_records():
+    record = ROOT / "results" / "digits" / "run.json"
+    if not record.exists():
+        pytest.skip("no shipped digits results")
+    finished = [r for r in json.loads(record.read_text())["runs"] if r["status"] == "finished"]
+    seconds = round(finished[-1]["wall_seconds"])
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quoted = re.search(r"digits study needs no download:.*?took (\d+) min (\d+) s", readme, re.S)
+    assert quoted, "README's quickstart no longer quotes the digits study's wall time"
+    assert int(quoted[1]) * 60 + int(quoted[2]) == seconds
 
 
 def test_readmes_local_links_resolve():
