@@ -21,7 +21,8 @@ from sweep.analysis.verdict import build_verdict
 # kl is the rate, the high end of an arm's mutual-information interval [mutual_info, kl].
 GOOD = {"mmd": 0.01, "log_det_cov": -0.2, "mutual_info": 3.0, "kl": 3.6, "probe_acc_100": 0.85}
 BAD = {"mmd": 0.05, "log_det_cov": -3.0, "mutual_info": 2.0, "kl": 2.4, "probe_acc_100": 0.70}
-SD = {"mmd": 0.001, "log_det_cov": 0.05, "mutual_info": 0.05, "kl": 0.05, "probe_acc_100": 0.005}
+SD = {"mmd": 0.001, "log_det_cov": 0.05, "mutual_info": 0.05, "kl": 0.05, "probe_acc_100": 0.005,
+      "mutual_info_cap": 0.0}
 
 
 def _confirm(arm: str, alpha: float, lam: float, means: dict[str, float], n: int = 5,
@@ -207,6 +208,29 @@ def test_expressive_decoder_claim_holds_when_the_gap_grows_with_capacity() -> No
 def test_expressive_decoder_claim_does_not_hold_when_the_gap_shrinks() -> None:
     claim = _expressive(_decoder_rows({"mlp": 1.5, "conv": 1.0, "pixelcnn": 0.2}))
     assert claim.status == "does not hold"
+
+
+def _capped_decoder_rows(infovae_mi: dict[str, float], cap: float) -> list[dict[str, object]]:
+    rows = []
+    for decoder, mi in infovae_mi.items():
+        rows += _confirm(f"elbo_{decoder}", 0.0, 1.0,
+                         {"mutual_info": 0.5, "mutual_info_cap": cap}, decoder=decoder)
+        rows += _confirm(f"info_{decoder}", 0.0, 50.0,
+                         {"mutual_info": mi, "mutual_info_cap": cap}, decoder=decoder, seed=7)
+    return rows
+
+
+def test_expressive_decoder_claim_says_where_infovae_is_at_the_estimators_cap() -> None:
+    claim = _expressive(_capped_decoder_rows({"mlp": 5.0, "pixelcnn": 7.6}, cap=7.601))
+    assert claim.numbers.endswith(
+        "InfoVAE's estimate is at the estimator's cap (log N = 7.601) at 1 of 2 levels: "
+        "there its MI, and the gap, can be larger than shown")
+
+
+def test_expressive_decoder_claim_has_no_cap_note_below_the_cap() -> None:
+    claim = _expressive(_capped_decoder_rows({"mlp": 5.0, "pixelcnn": 7.0}, cap=7.601))
+    assert claim.status == "holds"
+    assert "cap" not in claim.numbers
 
 
 def test_expressive_decoder_claim_is_not_measured_with_one_decoder() -> None:
